@@ -1,0 +1,309 @@
+//! Job specifications and the jobs file (TOML) that declares them.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use super::schedule::{Schedule, parse_duration, parse_timezone};
+use super::types::JobId;
+
+/// Default catch-up window: slots missed by longer than this are skipped and logged.
+pub const DEFAULT_CATCH_UP_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// What to do with slots that were missed (found late, e.g. after a takeover).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Misfire {
+    /// Run every missed slot inside the catch-up window (default).
+    #[default]
+    All,
+    /// Run only the latest missed slot inside the catch-up window.
+    Once,
+    /// Run no missed slot.
+    Skip,
+}
+
+impl std::str::FromStr for Misfire {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Misfire::All),
+            "once" => Ok(Misfire::Once),
+            "skip" => Ok(Misfire::Skip),
+            other => Err(format!(
+                "`{other}` is not a misfire policy: use `all`, `once` or `skip`"
+            )),
+        }
+    }
+}
+
+/// How a job's slot is executed. Pure data: the executors in `exec` interpret it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ExecSpec {
+    /// Shell command run by `sh -c`; `None` for jobs run by an in-process handler.
+    pub command: Option<String>,
+    /// Kill the run (its whole process group) after this long; `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// Extra attempts after a failed one (0: run once).
+    pub retries: u32,
+}
+
+/// One job: a name, a schedule and how late slots are treated.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    /// Unique name; ownership hashes it.
+    pub name: JobId,
+    /// When it fires.
+    pub schedule: Schedule,
+    /// The schedule as written (for display).
+    pub schedule_text: String,
+    /// The timezone cron expressions are read in.
+    pub timezone: Tz,
+    /// What to do with missed slots.
+    pub misfire: Misfire,
+    /// How far back missed slots are still run.
+    pub catch_up_window: Duration,
+    /// How to run it.
+    pub exec: ExecSpec,
+}
+
+/// Why a job or jobs file was rejected. Every message names the job and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The TOML itself is malformed or has an unknown key.
+    #[error("{0}")]
+    Toml(String),
+    /// A key of one job has a bad value.
+    #[error("job `{job}`: `{key}`: {message}")]
+    Invalid {
+        /// The job's name (or `#N` when the name itself is missing).
+        job: String,
+        /// The offending key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two jobs share a name.
+    #[error("job `{0}` is declared more than once; job names must be unique")]
+    Duplicate(String),
+}
+
+/// The fields of one `[[jobs]]` entry, as written. Also the body of `PUT /v1/jobs/{name}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJob {
+    /// Unique name.
+    pub name: Option<String>,
+    /// Cron (5 or 6 fields), `@every <dur>` or `@at <RFC 3339>`.
+    pub schedule: Option<String>,
+    /// IANA timezone for cron schedules (default UTC).
+    pub timezone: Option<String>,
+    /// Shell command run by `sh -c`.
+    pub command: Option<String>,
+    /// Kill the run after this long, e.g. `30s`.
+    pub timeout: Option<String>,
+    /// Extra attempts after a failure.
+    pub retries: Option<u32>,
+    /// `all` | `once` | `skip`.
+    pub misfire: Option<String>,
+    /// e.g. `5m`.
+    pub catch_up_window: Option<String>,
+    /// `allow` only, for now.
+    pub overlap: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsFile {
+    #[serde(default)]
+    jobs: Vec<RawJob>,
+}
+
+/// Longest accepted job name, in bytes (names travel in every gossip record).
+pub const MAX_JOB_NAME: usize = 128;
+
+impl RawJob {
+    /// Validates one entry. `position` (1-based) names jobs without a name.
+    pub fn into_spec(self, position: usize) -> Result<JobSpec, JobError> {
+        let label = self.name.clone().unwrap_or_else(|| format!("#{position}"));
+        let invalid = |key: &'static str, message: String| JobError::Invalid {
+            job: label.clone(),
+            key,
+            message,
+        };
+        let name = self.name.ok_or_else(|| invalid("name", "missing".into()))?;
+        validate_job_name(&name).map_err(|m| invalid("name", m))?;
+        let timezone = match &self.timezone {
+            Some(tz) => parse_timezone(tz).map_err(|e| invalid("timezone", e.to_string()))?,
+            None => Tz::UTC,
+        };
+        let schedule_text = self
+            .schedule
+            .ok_or_else(|| invalid("schedule", "missing".into()))?;
+        let schedule = Schedule::parse(&schedule_text, timezone)
+            .map_err(|e| invalid("schedule", format!("`{schedule_text}`: {e}")))?;
+        let misfire = match &self.misfire {
+            Some(m) => m.parse().map_err(|e| invalid("misfire", e))?,
+            None => Misfire::default(),
+        };
+        let catch_up_window = match &self.catch_up_window {
+            Some(w) => parse_duration(w).map_err(|e| invalid("catch_up_window", e))?,
+            None => DEFAULT_CATCH_UP_WINDOW,
+        };
+        let timeout = match &self.timeout {
+            Some(t) => {
+                let d = parse_duration(t).map_err(|e| invalid("timeout", e))?;
+                if d.is_zero() {
+                    return Err(invalid("timeout", "must be greater than zero".into()));
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        match self.overlap.as_deref() {
+            None | Some("allow") => {}
+            Some(other) => {
+                return Err(invalid(
+                    "overlap",
+                    format!("`{other}` is not supported in this version: only `allow`"),
+                ));
+            }
+        }
+        if let Some(c) = &self.command
+            && c.trim().is_empty()
+        {
+            return Err(invalid("command", "is empty".into()));
+        }
+        Ok(JobSpec {
+            name: JobId::new(&name),
+            schedule,
+            schedule_text,
+            timezone,
+            misfire,
+            catch_up_window,
+            exec: ExecSpec {
+                command: self.command,
+                timeout,
+                retries: self.retries.unwrap_or(0),
+            },
+        })
+    }
+}
+
+/// Checks a job name: 1 to 128 bytes, no whitespace or control characters.
+pub fn validate_job_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > MAX_JOB_NAME {
+        return Err(format!("is longer than {MAX_JOB_NAME} bytes"));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "contains {c:?}; use letters, digits, `-`, `_`, `.`"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a jobs file. Every job must have a command (shell jobs).
+pub fn parse_jobs_toml(text: &str) -> Result<Vec<JobSpec>, JobError> {
+    let file: JobsFile = toml::from_str(text).map_err(|e| JobError::Toml(e.to_string()))?;
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(file.jobs.len());
+    for (i, raw) in file.jobs.into_iter().enumerate() {
+        let spec = raw.into_spec(i + 1)?;
+        if spec.exec.command.is_none() {
+            return Err(JobError::Invalid {
+                job: spec.name.to_string(),
+                key: "command",
+                message: "missing (a jobs file declares shell jobs)".into(),
+            });
+        }
+        if !seen.insert(spec.name.clone()) {
+            return Err(JobError::Duplicate(spec.name.to_string()));
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_entry_parses() {
+        let jobs = parse_jobs_toml(
+            r#"
+            [[jobs]]
+            name = "backup"
+            schedule = "0 30 2 * * *"
+            timezone = "Europe/Paris"
+            command = "echo hi"
+            timeout = "10m"
+            retries = 2
+            misfire = "once"
+            catch_up_window = "1h"
+            overlap = "allow"
+
+            [[jobs]]
+            name = "warm"
+            schedule = "@every 30s"
+            command = "true"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].misfire, Misfire::Once);
+        assert_eq!(jobs[0].catch_up_window, Duration::from_secs(3600));
+        assert_eq!(jobs[0].exec.retries, 2);
+        assert_eq!(jobs[0].exec.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(jobs[1].misfire, Misfire::All);
+        assert_eq!(jobs[1].catch_up_window, DEFAULT_CATCH_UP_WINDOW);
+    }
+
+    fn err(text: &str) -> String {
+        parse_jobs_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_job_and_the_key() {
+        let e = err("[[jobs]]\nname = \"b\"\nschedule = \"0 61 * * * *\"\ncommand = \"x\"\n");
+        assert!(
+            e.contains("job `b`") && e.contains("`schedule`") && e.contains("`minute`"),
+            "{e}"
+        );
+        let e = err(
+            "[[jobs]]\nname = \"b\"\nschedule = \"@every 1s\"\ntimezone = \"Nowhere/X\"\ncommand = \"x\"\n",
+        );
+        assert!(
+            e.contains("job `b`") && e.contains("`timezone`") && e.contains("Nowhere/X"),
+            "{e}"
+        );
+        let e = err(
+            "[[jobs]]\nname = \"b\"\nschedule = \"@every 1s\"\ncommand = \"x\"\nmisfire = \"sometimes\"\n",
+        );
+        assert!(e.contains("`misfire`") && e.contains("sometimes"), "{e}");
+        let e = err(
+            "[[jobs]]\nname = \"b\"\nschedule = \"@every 1s\"\ncommand = \"x\"\ncolour = \"red\"\n",
+        );
+        assert!(e.contains("colour"), "{e}");
+        let e = err("[[jobs]]\nschedule = \"@every 1s\"\ncommand = \"x\"\n");
+        assert!(e.contains("#1") && e.contains("`name`"), "{e}");
+        let e = err("[[jobs]]\nname = \"b\"\nschedule = \"@every 1s\"\n");
+        assert!(e.contains("`command`"), "{e}");
+        let e = err("[[jobs]]\nname = \"b c\"\nschedule = \"@every 1s\"\ncommand = \"x\"\n");
+        assert!(e.contains("`name`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let e = err(
+            "[[jobs]]\nname = \"a\"\nschedule = \"@every 1s\"\ncommand = \"x\"\n\
+             [[jobs]]\nname = \"a\"\nschedule = \"@every 2s\"\ncommand = \"y\"\n",
+        );
+        assert!(e.contains("`a`") && e.contains("more than once"), "{e}");
+    }
+}

@@ -1,0 +1,832 @@
+//! The planner: a pure state machine that decides which slots this node fires.
+//!
+//! Inputs come in one at a time, each with the current time: the membership [`View`], jobs
+//! added or removed, fire records seen from peers, leaving. [`Planner::poll`] fires what is
+//! due; [`Planner::drain`] hands out the resulting [`Action`]s; [`Planner::next_deadline`]
+//! says when to poll next. It never reads a clock, sleeps or does I/O.
+//!
+//! # Takeover rules
+//!
+//! - Each job has a *cursor*: every slot at or before it is accounted for (fired by some
+//!   node, or skipped). A fire record from any node moves the cursor forward, so a slot at
+//!   or before a known record is never fired.
+//! - A job this node owns fires every slot after the cursor as it comes due. Slots found
+//!   late (more than [`PlannerConfig::misfire_threshold`]) are misfires, treated per the
+//!   job's [`Misfire`] policy; slots older than its catch-up window are skipped and
+//!   reported as [`Action::Missed`].
+//! - Ownership won from a node that is still alive in our view (we joined, or it is
+//!   leaving) takes effect after [`PlannerConfig::handoff_delay`], so the previous owner has
+//!   seen the change and its last record has reached us. Ownership won from a node that is
+//!   gone takes effect at once. Lost ownership stops at once.
+//! - Nothing fires before [`PlannerConfig::startup_delay`] has passed since the planner was
+//!   created, so a node that joins a running cluster learns the members and their records
+//!   before it acts on a view that holds only itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::job::{JobSpec, Misfire};
+use super::owner::OwnerTable;
+use super::types::{FireId, JobId, NodeId, UnixMillis};
+
+/// Tuning of the planner. Durations, not clock readings.
+#[derive(Clone, Debug)]
+pub struct PlannerConfig {
+    /// Delay before ownership won from a live node takes effect.
+    pub handoff_delay: Duration,
+    /// A slot found later than this is a misfire (handled per the job's policy).
+    pub misfire_threshold: Duration,
+    /// Nothing fires until this long after the planner starts.
+    pub startup_delay: Duration,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            handoff_delay: Duration::from_millis(800),
+            misfire_threshold: Duration::from_secs(5),
+            startup_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The cluster as this node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// Members that may own jobs: alive and not leaving.
+    pub members: BTreeSet<NodeId>,
+    /// Every node alive in our view, including leaving ones.
+    pub alive: BTreeSet<NodeId>,
+}
+
+impl View {
+    /// A view where every given node is alive and none is leaving.
+    pub fn of(nodes: impl IntoIterator<Item = NodeId>) -> View {
+        let members: BTreeSet<NodeId> = nodes.into_iter().collect();
+        View {
+            alive: members.clone(),
+            members,
+        }
+    }
+}
+
+/// What the planner asks its runtime to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Run this slot now.
+    Fire {
+        /// The job.
+        job: JobId,
+        /// The slot's scheduled time.
+        slot: UnixMillis,
+        /// The slot's idempotency key.
+        fire_id: FireId,
+        /// True when the slot was found late (a catch-up run).
+        late: bool,
+    },
+    /// Tell the cluster that this node started `slot` of `job` (the job's fire record).
+    PublishRecord {
+        /// The job.
+        job: JobId,
+        /// The last slot started.
+        slot: UnixMillis,
+    },
+    /// Slots that will not run: older than the catch-up window (`policy: false`), or
+    /// dropped by the job's misfire policy (`policy: true`).
+    Missed {
+        /// The job.
+        job: JobId,
+        /// First skipped slot.
+        first: UnixMillis,
+        /// Last skipped slot.
+        last: UnixMillis,
+        /// How many (counting stops at [`MAX_COUNTED_MISSES`]).
+        count: u64,
+        /// True when the misfire policy (`once`, `skip`) chose to skip them.
+        policy: bool,
+    },
+}
+
+/// Counting of skipped slots stops here (an every-second job down for a year).
+pub const MAX_COUNTED_MISSES: u64 = 100_000;
+
+/// Errors from planner inputs. The planner's state is unchanged when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlannerError {
+    /// A job with this name is already registered.
+    #[error("job `{0}` is already registered")]
+    DuplicateJob(JobId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mine {
+    /// Another node owns it (or nobody).
+    No,
+    /// Ours from this time on (handoff delay or startup delay pending).
+    From(UnixMillis),
+}
+
+#[derive(Debug)]
+struct Job {
+    spec: JobSpec,
+    cursor: UnixMillis,
+    mine: Mine,
+    /// The key of this job's entry in `timers`, if it has one.
+    timer: Option<UnixMillis>,
+}
+
+/// The scheduling state machine. See the module docs.
+#[derive(Debug)]
+pub struct Planner {
+    me: NodeId,
+    config: PlannerConfig,
+    not_before: UnixMillis,
+    leaving: bool,
+    view: View,
+    jobs: Vec<Option<Job>>,
+    free: Vec<usize>,
+    index: BTreeMap<JobId, usize>,
+    owners: OwnerTable,
+    /// Highest record seen for jobs not registered here (applied if they are added).
+    stray_records: BTreeMap<JobId, UnixMillis>,
+    timers: BTreeSet<(UnixMillis, usize)>,
+    out: Vec<Action>,
+}
+
+impl Planner {
+    /// A planner for node `me`, started at `now`. Its view is empty until
+    /// [`Planner::set_view`].
+    pub fn new(me: NodeId, config: PlannerConfig, now: UnixMillis) -> Planner {
+        Planner {
+            me,
+            not_before: now.saturating_add(config.startup_delay),
+            config,
+            leaving: false,
+            view: View::default(),
+            jobs: Vec::new(),
+            free: Vec::new(),
+            index: BTreeMap::new(),
+            owners: OwnerTable::new(),
+            stray_records: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The current view.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Number of registered jobs.
+    pub fn job_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The registered job called `name`.
+    pub fn job(&self, name: &JobId) -> Option<&JobSpec> {
+        let idx = *self.index.get(name)?;
+        self.jobs[idx].as_ref().map(|j| &j.spec)
+    }
+
+    /// Registered jobs in name order.
+    pub fn jobs(&self) -> impl Iterator<Item = &JobSpec> {
+        self.index
+            .values()
+            .filter_map(|&i| self.jobs[i].as_ref().map(|j| &j.spec))
+    }
+
+    /// The owner of `name` in the current view (whether or not it is registered here).
+    pub fn owner_of(&self, name: &JobId) -> Option<NodeId> {
+        match self.index.get(name) {
+            Some(&idx) => self.owners.owner_of(idx).cloned(),
+            None => super::owner::owner(name, &self.view.members).cloned(),
+        }
+    }
+
+    /// True if this node currently fires `name` (owned, handoff complete).
+    pub fn fires(&self, name: &JobId, now: UnixMillis) -> bool {
+        self.index.get(name).is_some_and(
+            |&i| matches!(self.jobs[i].as_ref().map(|j| j.mine), Some(Mine::From(t)) if t <= now),
+        )
+    }
+
+    /// The highest slot known to have been started for `name`, or its registration time.
+    pub fn cursor(&self, name: &JobId) -> Option<UnixMillis> {
+        let idx = *self.index.get(name)?;
+        self.jobs[idx].as_ref().map(|j| j.cursor)
+    }
+
+    /// Registers a job at `now`. Slots at or before `now` (or a known record) never fire.
+    pub fn add_job(&mut self, now: UnixMillis, spec: JobSpec) -> Result<(), PlannerError> {
+        if self.index.contains_key(&spec.name) {
+            return Err(PlannerError::DuplicateJob(spec.name));
+        }
+        let idx = self.free.pop().unwrap_or(self.jobs.len());
+        let cursor = self
+            .stray_records
+            .remove(&spec.name)
+            .map_or(now, |r| r.max(now));
+        self.owners.set_job(idx, &spec.name);
+        self.index.insert(spec.name.clone(), idx);
+        let job = Job {
+            spec,
+            cursor,
+            mine: Mine::No,
+            timer: None,
+        };
+        if idx == self.jobs.len() {
+            self.jobs.push(Some(job));
+        } else {
+            self.jobs[idx] = Some(job);
+        }
+        if !self.leaving && self.owners.owner_of(idx) == Some(&self.me) {
+            // A new job has no previous owner to hand over from.
+            self.set_mine(idx, Mine::From(now));
+        }
+        Ok(())
+    }
+
+    /// Unregisters a job; returns whether it was registered.
+    pub fn remove_job(&mut self, name: &JobId) -> bool {
+        let Some(idx) = self.index.remove(name) else {
+            return false;
+        };
+        self.set_mine(idx, Mine::No);
+        self.owners.clear_job(idx);
+        self.jobs[idx] = None;
+        self.free.push(idx);
+        true
+    }
+
+    /// A fire record from any node (including our own past generations): `job` started
+    /// `slot`. Slots at or before it will not fire here.
+    pub fn observe_record(&mut self, job: &JobId, slot: UnixMillis) {
+        let Some(&idx) = self.index.get(job) else {
+            let e = self.stray_records.entry(job.clone()).or_insert(slot);
+            *e = (*e).max(slot);
+            return;
+        };
+        let j = self.jobs[idx].as_mut().expect("indexed job exists");
+        if slot > j.cursor {
+            j.cursor = slot;
+            let mine = j.mine;
+            self.reschedule(idx, mine);
+        }
+    }
+
+    /// A new view of the cluster at `now`. Jobs whose owner changed start or stop here.
+    pub fn set_view(&mut self, now: UnixMillis, view: View) {
+        let old = std::mem::replace(&mut self.view, view);
+        // The owner before this change, for every job whose owner changed.
+        let mut changed: BTreeMap<usize, Option<NodeId>> = BTreeMap::new();
+        for gone in old.members.difference(&self.view.members) {
+            for idx in self.owners.leave(gone) {
+                changed.entry(idx).or_insert_with(|| Some(gone.clone()));
+            }
+        }
+        for new in self.view.members.difference(&old.members) {
+            let before: Vec<(usize, Option<NodeId>)> = self.owners.join_with_previous(new);
+            for (idx, prev) in before {
+                changed.entry(idx).or_insert(prev);
+            }
+        }
+        if self.leaving {
+            return;
+        }
+        for (idx, prev) in changed {
+            let owner_is_me = self.owners.owner_of(idx) == Some(&self.me);
+            let was_mine = self.jobs[idx].as_ref().is_some_and(|j| j.mine != Mine::No);
+            match (owner_is_me, was_mine) {
+                (true, false) => {
+                    // Won from a node still alive in our view: give it time to notice and
+                    // to get its last record to us.
+                    let handoff = prev
+                        .as_ref()
+                        .is_some_and(|p| *p != self.me && self.view.alive.contains(p));
+                    let from = if handoff {
+                        now.saturating_add(self.config.handoff_delay)
+                    } else {
+                        now
+                    };
+                    self.set_mine(idx, Mine::From(from));
+                }
+                (false, true) => self.set_mine(idx, Mine::No),
+                _ => {}
+            }
+        }
+    }
+
+    /// Stop firing for good: this node is leaving the cluster.
+    pub fn leave(&mut self) {
+        self.leaving = true;
+        for idx in 0..self.jobs.len() {
+            if self.jobs[idx].is_some() {
+                self.set_mine(idx, Mine::No);
+            }
+        }
+    }
+
+    /// True once [`Planner::leave`] was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// When [`Planner::poll`] next has work, if ever.
+    pub fn next_deadline(&self) -> Option<UnixMillis> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    /// Fires everything due at `now`. Call at or after [`Planner::next_deadline`]; calling
+    /// early is harmless.
+    pub fn poll(&mut self, now: UnixMillis) {
+        while let Some(&(t, idx)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(j) = self.jobs[idx].as_mut() {
+                j.timer = None;
+            }
+            self.run_due(idx, now);
+        }
+    }
+
+    /// Takes the actions produced so far, in order.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Action> {
+        self.out.drain(..)
+    }
+
+    fn set_mine(&mut self, idx: usize, mine: Mine) {
+        if let Some(j) = self.jobs[idx].as_mut() {
+            j.mine = mine;
+        }
+        self.reschedule(idx, mine);
+    }
+
+    /// Puts the job's timer where its next piece of work is: the handoff (or startup) time,
+    /// or the first slot after the cursor.
+    fn reschedule(&mut self, idx: usize, mine: Mine) {
+        let Some(j) = self.jobs[idx].as_mut() else {
+            return;
+        };
+        if let Some(t) = j.timer.take() {
+            self.timers.remove(&(t, idx));
+        }
+        let Mine::From(from) = mine else {
+            return;
+        };
+        let Some(next) = j.spec.schedule.next_after(j.cursor) else {
+            return;
+        };
+        let at = next.max(from).max(self.not_before);
+        j.timer = Some(at);
+        self.timers.insert((at, idx));
+    }
+
+    /// Fires the slots of job `idx` in (cursor, now] per its misfire policy.
+    fn run_due(&mut self, idx: usize, now: UnixMillis) {
+        let threshold =
+            i64::try_from(self.config.misfire_threshold.as_millis()).unwrap_or(i64::MAX);
+        let Some(j) = self.jobs[idx].as_mut() else {
+            return;
+        };
+        if !matches!(j.mine, Mine::From(t) if t <= now) || now < self.not_before {
+            // Woken early (handoff pending): the timer was set for later.
+            let mine = j.mine;
+            self.reschedule(idx, mine);
+            return;
+        }
+        let window_start = now.saturating_sub(j.spec.catch_up_window);
+        let name = j.spec.name.clone();
+        let mut slot = j.spec.schedule.next_after(j.cursor);
+
+        // Slots older than the catch-up window: skipped, counted, reported.
+        let mut too_old: Option<(UnixMillis, UnixMillis, u64)> = None;
+        while let Some(s) = slot {
+            if s >= window_start || s > now {
+                break;
+            }
+            let e = too_old.get_or_insert((s, s, 0));
+            e.1 = s;
+            e.2 += 1;
+            if e.2 >= MAX_COUNTED_MISSES {
+                // Jump the rest without counting.
+                slot = j
+                    .spec
+                    .schedule
+                    .next_after(window_start.saturating_sub(Duration::from_millis(1)));
+                break;
+            }
+            slot = j.spec.schedule.next_after(s);
+        }
+        if let Some((first, last, count)) = too_old {
+            self.out.push(Action::Missed {
+                job: name.clone(),
+                first,
+                last,
+                count,
+                policy: false,
+            });
+            j.cursor = j.cursor.max(last);
+        }
+
+        // Slots inside the window and due: on time, or late (misfires).
+        let mut due: Vec<UnixMillis> = Vec::new();
+        while let Some(s) = slot {
+            if s > now {
+                break;
+            }
+            due.push(s);
+            slot = j.spec.schedule.next_after(s);
+        }
+        let is_late = |s: UnixMillis| now.millis_since(s) > threshold;
+        let fire: Vec<UnixMillis> = match j.spec.misfire {
+            Misfire::All => due.clone(),
+            Misfire::Once => {
+                // On-time slots run; late ones collapse to the latest of them.
+                let latest_late = due.iter().rev().find(|&&s| is_late(s)).copied();
+                due.iter()
+                    .copied()
+                    .filter(|&s| !is_late(s) || Some(s) == latest_late)
+                    .collect()
+            }
+            Misfire::Skip => due.iter().copied().filter(|&s| !is_late(s)).collect(),
+        };
+        let dropped: Vec<UnixMillis> = due.iter().copied().filter(|s| !fire.contains(s)).collect();
+        if let (Some(&first), Some(&last)) = (dropped.first(), dropped.last()) {
+            self.out.push(Action::Missed {
+                job: name.clone(),
+                first,
+                last,
+                count: dropped.len() as u64,
+                policy: true,
+            });
+        }
+        for &s in &fire {
+            self.out.push(Action::Fire {
+                job: name.clone(),
+                slot: s,
+                fire_id: FireId::of(&name, s),
+                late: is_late(s),
+            });
+        }
+        if let Some(&last) = due.last() {
+            j.cursor = j.cursor.max(last);
+        }
+        if let Some(&last) = fire.last() {
+            self.out.push(Action::PublishRecord {
+                job: name,
+                slot: last,
+            });
+        }
+        let mine = j.mine;
+        self.reschedule(idx, mine);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::job::{ExecSpec, JobSpec};
+    use crate::core::schedule::Schedule;
+
+    fn spec(name: &str, schedule: &str, misfire: Misfire) -> JobSpec {
+        JobSpec {
+            name: JobId::new(name),
+            schedule: Schedule::parse(schedule, chrono_tz::Tz::UTC).unwrap(),
+            schedule_text: schedule.into(),
+            timezone: chrono_tz::Tz::UTC,
+            misfire,
+            catch_up_window: Duration::from_secs(60),
+            exec: ExecSpec::default(),
+        }
+    }
+
+    fn cfg() -> PlannerConfig {
+        PlannerConfig {
+            handoff_delay: Duration::from_millis(500),
+            misfire_threshold: Duration::from_millis(1500),
+            startup_delay: Duration::ZERO,
+        }
+    }
+
+    fn fired(p: &mut Planner) -> Vec<(String, i64)> {
+        p.drain()
+            .filter_map(|a| match a {
+                Action::Fire { job, slot, .. } => Some((job.to_string(), slot.0)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ids(names: &[&str]) -> Vec<NodeId> {
+        names.iter().map(|n| NodeId::new(n)).collect()
+    }
+
+    /// A job name that `owner` owns among `members`.
+    fn job_owned_by(owner: &str, members: &[&str]) -> String {
+        let m = ids(members);
+        (0..)
+            .map(|i| format!("job-{i}"))
+            .find(|j| {
+                crate::core::owner::owner(&JobId::new(j), &m)
+                    .unwrap()
+                    .as_str()
+                    == owner
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_sole_member_fires_every_slot_once() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        let mut all = Vec::new();
+        let mut now = UnixMillis(0);
+        while now.0 < 5_000 {
+            now = p.next_deadline().unwrap();
+            p.poll(now);
+            all.extend(fired(&mut p));
+        }
+        let slots: Vec<i64> = all.iter().map(|(_, s)| *s).collect();
+        assert_eq!(slots, [1_000, 2_000, 3_000, 4_000, 5_000]);
+    }
+
+    #[test]
+    fn nothing_fires_during_the_startup_delay() {
+        let c = PlannerConfig {
+            startup_delay: Duration::from_millis(2_500),
+            ..cfg()
+        };
+        let mut p = Planner::new(NodeId::new("a"), c, UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        assert_eq!(p.next_deadline(), Some(UnixMillis(2_500)));
+        p.poll(UnixMillis(2_000));
+        assert!(fired(&mut p).is_empty());
+        // At the end of the delay the slots it held back are caught up.
+        p.poll(UnixMillis(2_500));
+        assert_eq!(fired(&mut p), [("j".into(), 1_000), ("j".into(), 2_000)]);
+    }
+
+    #[test]
+    fn a_job_owned_elsewhere_does_not_fire_here() {
+        let job = job_owned_by("b", &["a", "b"]);
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a", "b"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        assert_eq!(p.next_deadline(), None);
+        assert_eq!(p.owner_of(&JobId::new(&job)), Some(NodeId::new("b")));
+    }
+
+    #[test]
+    fn takeover_never_refires_a_recorded_slot_and_catches_up_a_missed_one() {
+        let job = job_owned_by("b", &["a", "b"]);
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a", "b"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        // b ran slots 1..=5 and we saw its records.
+        for s in 1..=5 {
+            p.observe_record(&JobId::new(&job), UnixMillis(s * 1_000));
+        }
+        // b crashes after starting slot 5; we notice at 7.2 s.
+        p.set_view(UnixMillis(7_200), View::of(ids(&["a"])));
+        // Won from a dead node: at once.
+        assert_eq!(p.next_deadline(), Some(UnixMillis(7_200)));
+        p.poll(UnixMillis(7_200));
+        let actions: Vec<Action> = p.drain().collect();
+        let fires: Vec<i64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Fire { slot, .. } => Some(slot.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            fires,
+            [6_000, 7_000],
+            "slot 5 was recorded; 6 and 7 were missed"
+        );
+        assert!(actions.contains(&Action::PublishRecord {
+            job: JobId::new(&job),
+            slot: UnixMillis(7_000)
+        }));
+    }
+
+    #[test]
+    fn a_record_arriving_late_still_prevents_a_refire() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        p.observe_record(&JobId::new("j"), UnixMillis(3_000));
+        assert_eq!(p.next_deadline(), Some(UnixMillis(4_000)));
+    }
+
+    #[test]
+    fn records_for_unregistered_jobs_apply_when_they_are_added() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.observe_record(&JobId::new("j"), UnixMillis(9_000));
+        p.add_job(UnixMillis(1_000), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        assert_eq!(p.next_deadline(), Some(UnixMillis(10_000)));
+    }
+
+    #[test]
+    fn ownership_won_from_a_live_node_waits_for_the_handoff_delay() {
+        // "a" joins a cluster where "b" owned the job; "a" wins it.
+        let job = job_owned_by("a", &["a", "b"]);
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["b"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        p.set_view(UnixMillis(1_900), View::of(ids(&["a", "b"])));
+        assert_eq!(p.next_deadline(), Some(UnixMillis(2_400)));
+        p.poll(UnixMillis(2_000));
+        assert!(fired(&mut p).is_empty(), "fired during the handoff delay");
+        // b's record for slot 2 arrives during the delay.
+        p.observe_record(&JobId::new(&job), UnixMillis(2_000));
+        p.poll(UnixMillis(2_400));
+        assert!(fired(&mut p).is_empty());
+        assert_eq!(p.next_deadline(), Some(UnixMillis(3_000)));
+        p.poll(UnixMillis(3_000));
+        assert_eq!(fired(&mut p), [(job.clone(), 3_000)]);
+    }
+
+    #[test]
+    fn ownership_won_from_a_leaving_node_waits_for_the_handoff_delay() {
+        let job = job_owned_by("b", &["a", "b"]);
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a", "b"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        p.observe_record(&JobId::new(&job), UnixMillis(1_000));
+        let leaving = View {
+            members: ids(&["a"]).into_iter().collect(),
+            alive: ids(&["a", "b"]).into_iter().collect(),
+        };
+        p.set_view(UnixMillis(1_100), leaving);
+        assert_eq!(p.next_deadline(), Some(UnixMillis(2_000)));
+        p.poll(UnixMillis(1_600));
+        assert!(fired(&mut p).is_empty());
+        p.poll(UnixMillis(2_000));
+        assert_eq!(fired(&mut p), [(job, 2_000)]);
+    }
+
+    #[test]
+    fn lost_ownership_stops_at_once() {
+        let job = job_owned_by("b", &["a", "b"]);
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        assert!(p.next_deadline().is_some());
+        p.set_view(UnixMillis(500), View::of(ids(&["a", "b"])));
+        assert_eq!(p.next_deadline(), None);
+        p.poll(UnixMillis(5_000));
+        assert!(fired(&mut p).is_empty());
+    }
+
+    #[test]
+    fn leaving_stops_everything() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        p.leave();
+        assert_eq!(p.next_deadline(), None);
+        p.set_view(UnixMillis(10), View::of(ids(&["a"])));
+        assert_eq!(p.next_deadline(), None);
+    }
+
+    fn takeover_after_gap(misfire: Misfire) -> (Vec<(String, i64)>, Vec<Action>) {
+        let job = job_owned_by("b", &["a", "b"]);
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a", "b"])));
+        let mut s = spec(&job, "@every 10s", misfire);
+        s.catch_up_window = Duration::from_secs(35);
+        p.add_job(UnixMillis(0), s).unwrap();
+        p.observe_record(&JobId::new(&job), UnixMillis(10_000));
+        // b is gone; we notice 100.5 s in. Slots 20..=100 are due; the window reaches
+        // back to 65.5 s.
+        p.set_view(UnixMillis(100_500), View::of(ids(&["a"])));
+        p.poll(UnixMillis(100_500));
+        let actions: Vec<Action> = p.drain().collect();
+        let fires = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Fire { job, slot, .. } => Some((job.to_string(), slot.0)),
+                _ => None,
+            })
+            .collect();
+        (fires, actions)
+    }
+
+    fn missed(actions: &[Action], policy: bool) -> Option<(i64, i64, u64)> {
+        actions.iter().find_map(|a| match a {
+            Action::Missed {
+                first,
+                last,
+                count,
+                policy: p,
+                ..
+            } if *p == policy => Some((first.0, last.0, *count)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn misfire_all_runs_every_slot_inside_the_window_and_reports_older_ones() {
+        let (fires, actions) = takeover_after_gap(Misfire::All);
+        let slots: Vec<i64> = fires.iter().map(|f| f.1).collect();
+        assert_eq!(slots, [70_000, 80_000, 90_000, 100_000]);
+        assert_eq!(missed(&actions, false), Some((20_000, 60_000, 5)));
+    }
+
+    #[test]
+    fn misfire_once_runs_the_latest_slot_only() {
+        let (fires, actions) = takeover_after_gap(Misfire::Once);
+        let slots: Vec<i64> = fires.iter().map(|f| f.1).collect();
+        // 100 s is 0.5 s late: on time. The late ones collapse to 90 s.
+        assert_eq!(slots, [90_000, 100_000]);
+        assert_eq!(missed(&actions, true), Some((70_000, 80_000, 2)));
+    }
+
+    #[test]
+    fn misfire_skip_runs_only_on_time_slots() {
+        let (fires, actions) = takeover_after_gap(Misfire::Skip);
+        let slots: Vec<i64> = fires.iter().map(|f| f.1).collect();
+        assert_eq!(slots, [100_000]);
+        assert_eq!(missed(&actions, true), Some((70_000, 90_000, 3)));
+    }
+
+    #[test]
+    fn a_one_shot_fires_once() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(
+            UnixMillis(0),
+            spec("once", "@at 1970-01-01T00:00:03Z", Misfire::All),
+        )
+        .unwrap();
+        p.poll(UnixMillis(3_000));
+        assert_eq!(fired(&mut p), [("once".into(), 3_000)]);
+        assert_eq!(p.next_deadline(), None);
+    }
+
+    #[test]
+    fn duplicate_jobs_are_rejected_and_removal_stops_firing() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        assert_eq!(
+            p.add_job(UnixMillis(0), spec("j", "@every 2s", Misfire::All)),
+            Err(PlannerError::DuplicateJob(JobId::new("j")))
+        );
+        assert!(p.remove_job(&JobId::new("j")));
+        assert_eq!(p.next_deadline(), None);
+        assert_eq!(p.job_count(), 0);
+    }
+
+    #[test]
+    fn two_planners_with_the_same_view_split_the_jobs_without_overlap() {
+        let view = View::of(ids(&["a", "b", "c"]));
+        let mut planners: Vec<Planner> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                let mut p = Planner::new(NodeId::new(n), cfg(), UnixMillis(0));
+                p.set_view(UnixMillis(0), view.clone());
+                for j in 0..30 {
+                    p.add_job(
+                        UnixMillis(0),
+                        spec(&format!("job-{j}"), "@every 1s", Misfire::All),
+                    )
+                    .unwrap();
+                }
+                p
+            })
+            .collect();
+        let mut runs: BTreeMap<(String, i64), usize> = BTreeMap::new();
+        for p in &mut planners {
+            p.poll(UnixMillis(3_000));
+            for f in fired(p) {
+                *runs.entry(f).or_default() += 1;
+            }
+        }
+        assert_eq!(runs.len(), 30 * 3);
+        assert!(runs.values().all(|&c| c == 1));
+    }
+}

@@ -1,0 +1,38 @@
+//! Starling: a leaderless cron cluster.
+//!
+//! N identical peers gossip membership and heartbeats (chitchat). Each job's owner is chosen
+//! by rendezvous hashing over the live members, so every job runs on exactly one node with
+//! no coordinator, and ownership fails over when a peer is suspected dead.
+//!
+//! # Layout
+//!
+//! - `core`: pure scheduling logic: schedules, ownership, the planner state machine. No
+//!   tokio, no chitchat, no clock reads, no I/O.
+//! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records.
+//! - `node`: the runtime that owns the planner: clock, config, builder, handle.
+//! - `exec`: executors: shell commands and in-process async handlers.
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! use starling::{Node, NodeConfig, JobSpec, RunContext};
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let config = NodeConfig::new("node-1", "127.0.0.1:7946".parse()?);
+//! let node = Node::builder(config)
+//!     .handler_job(
+//!         JobSpec::parse("cache-warm", "@every 30s")?,
+//!         |ctx: RunContext| async move {
+//!             println!("warming cache for slot {}", ctx.scheduled_at);
+//!             Ok(())
+//!         },
+//!     )?
+//!     .start()
+//!     .await?;
+//! // ... later
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod core;
