@@ -35,4 +35,20 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
+pub mod cluster;
 pub mod core;
+pub mod exec;
+pub mod node;
+
+pub use crate::core::job::{ExecSpec, JobError, JobSpec, Misfire, RawJob, parse_jobs_toml};
+pub use crate::core::owner::owner;
+pub use crate::core::planner::View;
+pub use crate::core::schedule::{Schedule, ScheduleError};
+pub use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
+pub use crate::exec::{Executor, HandlerError, JobHandler, Outcome, RunContext};
+pub use crate::node::{
+    Clock, ConfigError, ConfigFile, Node, NodeBuilder, NodeConfig, NodeError, NodeHandle, Stats,
+    SystemClock,
+};

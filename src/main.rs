@@ -1,1 +1,260 @@
-fn main() {}
+//! The `starling` command: a thin shell over the library.
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use starling::core::schedule::parse_duration;
+use starling::node::parse_addr;
+use starling::{
+    Clock, ConfigFile, JobSpec, Node, NodeConfig, NodeId, SystemClock, parse_jobs_toml,
+};
+
+/// The jobs `starling run` uses when no jobs file is given.
+pub const DEFAULT_JOBS: &str = include_str!("../examples/jobs.toml");
+
+#[derive(Parser)]
+#[command(name = "starling", version, about = "A leaderless cron cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a peer. With no arguments: a single-node cluster on 127.0.0.1:7946 running the
+    /// built-in example jobs.
+    Run(RunArgs),
+    /// Validate a jobs file and print each job's next fire times.
+    Check {
+        /// The jobs file (TOML).
+        file: PathBuf,
+        /// How many upcoming fire times to print per job.
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+    },
+    /// Print which member owns each job, computed offline with the function nodes use.
+    Owners {
+        /// The jobs file (TOML).
+        #[arg(long)]
+        jobs: PathBuf,
+        /// Comma-separated node ids, e.g. `a,b,c`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<String>,
+    },
+    /// Start 3 local peers as child processes, kill one midway, and show who ran what.
+    Demo {
+        /// How long the demo runs.
+        #[arg(long, default_value = "24s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Keep the demo's directory (logs, jobs file) instead of deleting it.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// Config file (TOML); flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Unique, stable node id. Default: `node-<listen address>`.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// UDP gossip address to bind. Default 127.0.0.1:7946.
+    #[arg(long)]
+    listen: Option<String>,
+    /// UDP address peers reach this node at. Default: the listen address.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// A peer to join through (IP:port); repeat for several.
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
+    /// Jobs file (TOML). Default: the built-in example jobs.
+    #[arg(long)]
+    jobs: Option<PathBuf>,
+    /// Cluster id; peers with another id are ignored. Default `starling`.
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// Time between gossip rounds, e.g. `200ms`.
+    #[arg(long)]
+    gossip_interval: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Cmd::Run(args) => run(args),
+        Cmd::Check { file, count } => check(&file, count),
+        Cmd::Owners { jobs, members } => owners(&jobs, &members),
+        Cmd::Demo { duration, keep } => demo::run(duration, keep),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_jobs(path: &Path) -> anyhow::Result<Vec<JobSpec>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read jobs file {}", path.display()))?;
+    parse_jobs_toml(&text).with_context(|| format!("jobs file {}", path.display()))
+}
+
+/// Builds the node config from defaults, then the file, then flags. Returns the jobs path.
+fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>)> {
+    let mut config = NodeConfig::new("unset", starling::node::DEFAULT_LISTEN.parse()?);
+    let mut jobs = None;
+    let mut node_id_set = false;
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let file = ConfigFile::parse(&text)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("config file {}", path.display()))?;
+        file.apply(&mut config)
+            .with_context(|| format!("config file {}", path.display()))?;
+        node_id_set = file.node_id.is_some();
+        let base = path.parent().unwrap_or(Path::new("."));
+        jobs = file.jobs.map(|j| base.join(j));
+    }
+    if let Some(v) = &args.node_id {
+        config.node_id = NodeId::new(v);
+        node_id_set = true;
+    }
+    if let Some(v) = &args.listen {
+        config.listen_addr = parse_addr("listen", v).context("--listen")?;
+    }
+    if let Some(v) = &args.advertise {
+        config.advertise_addr = Some(parse_addr("advertise", v).context("--advertise")?);
+    }
+    if !args.seeds.is_empty() {
+        config.seeds = args
+            .seeds
+            .iter()
+            .map(|s| parse_addr("seeds", s).context("--seed"))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(v) = &args.cluster_id {
+        config.cluster_id = v.clone();
+    }
+    if let Some(v) = &args.gossip_interval {
+        config.gossip_interval = parse_duration(v)
+            .map_err(anyhow::Error::msg)
+            .context("--gossip-interval")?;
+    }
+    if let Some(j) = &args.jobs {
+        jobs = Some(j.clone());
+    }
+    if !node_id_set {
+        let a: SocketAddr = config.advertise();
+        config.node_id = NodeId::new(format!("node-{}-{}", a.ip(), a.port()));
+    }
+    config.validate()?;
+    Ok((config, jobs))
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (config, jobs_path) = build_config(&args)?;
+    let jobs = match &jobs_path {
+        Some(p) => read_jobs(p)?,
+        None => {
+            tracing::info!("no jobs file given: running the built-in example jobs");
+            parse_jobs_toml(DEFAULT_JOBS).context("built-in example jobs")?
+        }
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let node = Node::builder(config).jobs(jobs)?.start().await?;
+        wait_for_signal().await?;
+        tracing::info!("signal received: leaving the cluster");
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn check(path: &Path, count: usize) -> anyhow::Result<()> {
+    let jobs = read_jobs(path)?;
+    let now = SystemClock.now();
+    println!("{} job(s) in {} are valid.", jobs.len(), path.display());
+    for j in &jobs {
+        println!(
+            "\n{}  schedule `{}`  timezone {}  misfire {:?}  catch-up window {:?}",
+            j.name, j.schedule_text, j.timezone, j.misfire, j.catch_up_window
+        );
+        let mut t = now;
+        let mut printed = 0;
+        while printed < count {
+            let Some(next) = j.schedule.next_after(t) else {
+                break;
+            };
+            let local = chrono::DateTime::from_timestamp_millis(next.0)
+                .map(|d| d.with_timezone(&j.timezone).to_rfc3339())
+                .unwrap_or_default();
+            println!("  {}  ({local})", next.to_rfc3339());
+            t = next;
+            printed += 1;
+        }
+        if printed == 0 {
+            println!("  no upcoming fire time");
+        }
+    }
+    Ok(())
+}
+
+fn owners(jobs_path: &Path, members: &[String]) -> anyhow::Result<()> {
+    let jobs = read_jobs(jobs_path)?;
+    let members: Vec<NodeId> = members
+        .iter()
+        .map(|m| m.trim())
+        .filter(|m| !m.is_empty())
+        .map(NodeId::new)
+        .collect();
+    if members.is_empty() {
+        bail!("--members: give at least one node id");
+    }
+    let width = jobs
+        .iter()
+        .map(|j| j.name.as_str().len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    println!("{:width$}  owner", "job");
+    let mut per_node = std::collections::BTreeMap::<&NodeId, usize>::new();
+    for j in &jobs {
+        let o = starling::owner(&j.name, &members).expect("members is not empty");
+        *per_node.entry(o).or_default() += 1;
+        println!("{:width$}  {o}", j.name.as_str());
+    }
+    println!();
+    for m in &members {
+        println!("{m}: {} job(s)", per_node.get(m).copied().unwrap_or(0));
+    }
+    Ok(())
+}

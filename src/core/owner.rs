@@ -244,7 +244,7 @@ mod tests {
     use super::*;
 
     fn nodes(ids: &[&str]) -> Vec<NodeId> {
-        ids.iter().map(|s| NodeId::new(s)).collect()
+        ids.iter().map(NodeId::new).collect()
     }
 
     #[test]

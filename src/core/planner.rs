@@ -526,7 +526,7 @@ mod tests {
     }
 
     fn ids(names: &[&str]) -> Vec<NodeId> {
-        names.iter().map(|n| NodeId::new(n)).collect()
+        names.iter().map(NodeId::new).collect()
     }
 
     /// A job name that `owner` owns among `members`.

@@ -1,0 +1,359 @@
+//! Executors: how a fired slot runs.
+//!
+//! An [`Executor`] runs one attempt of one slot and reports an [`Outcome`]. The node
+//! runtime wraps it with retries and backoff, and catches panics, so a failing or panicking
+//! job never takes the node down. [`DefaultExecutor`] runs shell commands (`sh -c`) and
+//! in-process async handlers; the simulator brings its own executor.
+
+mod shell;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::job::ExecSpec;
+use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
+
+pub use shell::{ShellResult, run_shell};
+
+/// A boxed future, as executors and handlers return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a run knows about itself. Shell jobs get the same facts as environment variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunContext {
+    /// The job (`STARLING_JOB`).
+    pub job: JobId,
+    /// The slot's scheduled time (`STARLING_SCHEDULED_AT`, `STARLING_SCHEDULED_AT_MS`).
+    pub scheduled_at: UnixMillis,
+    /// The slot's idempotency key (`STARLING_FIRE_ID`).
+    pub fire_id: FireId,
+    /// The node running it (`STARLING_NODE_ID`).
+    pub node_id: NodeId,
+    /// 1 for the first attempt, 2 for the first retry, ... (`STARLING_ATTEMPT`).
+    pub attempt: u32,
+}
+
+impl RunContext {
+    /// The environment a shell job sees, in a fixed order.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("STARLING_JOB", self.job.to_string()),
+            ("STARLING_SCHEDULED_AT", self.scheduled_at.to_rfc3339()),
+            ("STARLING_SCHEDULED_AT_MS", self.scheduled_at.0.to_string()),
+            ("STARLING_FIRE_ID", self.fire_id.to_string()),
+            ("STARLING_NODE_ID", self.node_id.to_string()),
+            ("STARLING_ATTEMPT", self.attempt.to_string()),
+        ]
+    }
+}
+
+/// How one attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It succeeded.
+    Success,
+    /// It failed; the text says how (exit status, error, output tail).
+    Failed(String),
+    /// It ran past its timeout and was stopped (a shell job's process group is killed).
+    TimedOut,
+    /// It panicked (in-process handlers only); the text is the panic message.
+    Panicked(String),
+}
+
+impl Outcome {
+    /// True for [`Outcome::Success`].
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Success)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Success => f.write_str("success"),
+            Outcome::Failed(why) => write!(f, "failed: {why}"),
+            Outcome::TimedOut => f.write_str("timed out"),
+            Outcome::Panicked(msg) => write!(f, "panicked: {msg}"),
+        }
+    }
+}
+
+/// The error type in-process handlers return.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An in-process job, for library users. Any
+/// `Fn(RunContext) -> impl Future<Output = Result<(), HandlerError>>` closure is one; `?`
+/// converts any error type into [`HandlerError`].
+pub trait JobHandler: Send + Sync + 'static {
+    /// Runs one attempt of one slot.
+    fn call(&self, ctx: RunContext) -> BoxFuture<Result<(), HandlerError>>;
+}
+
+impl<F, Fut> JobHandler for F
+where
+    F: Fn(RunContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    fn call(&self, ctx: RunContext) -> BoxFuture<Result<(), HandlerError>> {
+        Box::pin((self)(ctx))
+    }
+}
+
+/// Runs one attempt of a slot. Implementations must not panic across `execute`; the
+/// runtime catches panics anyway.
+pub trait Executor: Send + Sync + 'static {
+    /// Runs `exec` for `ctx` and reports how it ended. `timeout` is already resolved.
+    fn execute(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome>;
+}
+
+/// Runs shell commands with `sh -c` and registered in-process handlers.
+#[derive(Default, Clone)]
+pub struct DefaultExecutor {
+    handlers: BTreeMap<JobId, Arc<dyn JobHandler>>,
+    /// Bytes of each of stdout and stderr kept for the log.
+    pub output_tail_bytes: usize,
+}
+
+impl fmt::Debug for DefaultExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DefaultExecutor")
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Default bytes of output kept per stream.
+pub const DEFAULT_OUTPUT_TAIL: usize = 2048;
+
+impl DefaultExecutor {
+    /// An executor with no handlers.
+    pub fn new() -> Self {
+        DefaultExecutor {
+            handlers: BTreeMap::new(),
+            output_tail_bytes: DEFAULT_OUTPUT_TAIL,
+        }
+    }
+
+    /// Registers the in-process handler for `job`.
+    pub fn register(&mut self, job: JobId, handler: Arc<dyn JobHandler>) {
+        self.handlers.insert(job, handler);
+    }
+
+    /// True if `job` has an in-process handler.
+    pub fn has_handler(&self, job: &JobId) -> bool {
+        self.handlers.contains_key(job)
+    }
+}
+
+impl Executor for DefaultExecutor {
+    fn execute(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome> {
+        let timeout = exec.timeout;
+        if let Some(h) = self.handlers.get(&ctx.job) {
+            let fut = h.call(ctx);
+            return Box::pin(async move {
+                // Run on its own task so a panic is caught as a JoinError, not unwound
+                // through the node.
+                let task = tokio::spawn(fut);
+                let abort = task.abort_handle();
+                let joined = match timeout {
+                    Some(t) => match tokio::time::timeout(t, task).await {
+                        Ok(j) => j,
+                        Err(_) => {
+                            abort.abort();
+                            return Outcome::TimedOut;
+                        }
+                    },
+                    None => task.await,
+                };
+                match joined {
+                    Ok(Ok(())) => Outcome::Success,
+                    Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                    Err(e) if e.is_panic() => Outcome::Panicked(panic_message(e.into_panic())),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                }
+            });
+        }
+        let Some(command) = exec.command.clone() else {
+            let job = ctx.job.clone();
+            return Box::pin(async move {
+                Outcome::Failed(format!(
+                    "job `{job}` has neither a command nor a registered handler"
+                ))
+            });
+        };
+        let tail = self.output_tail_bytes;
+        Box::pin(async move {
+            let env = ctx.env();
+            match run_shell(&command, &env, timeout, tail).await {
+                Ok(r) if r.timed_out => Outcome::TimedOut,
+                Ok(r) if r.success() => Outcome::Success,
+                Ok(r) => Outcome::Failed(r.describe()),
+                Err(e) => Outcome::Failed(format!("could not start `sh -c`: {e}")),
+            }
+        })
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Retry backoff: `base * 2^(attempt-1)`, capped at `max`.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(job: &str) -> RunContext {
+        RunContext {
+            job: JobId::new(job),
+            scheduled_at: UnixMillis(1_700_000_000_000),
+            fire_id: FireId::of(&JobId::new(job), UnixMillis(1_700_000_000_000)),
+            node_id: NodeId::new("n1"),
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_secs(1);
+        let m = Duration::from_secs(10);
+        assert_eq!(backoff(1, b, m), Duration::from_secs(1));
+        assert_eq!(backoff(2, b, m), Duration::from_secs(2));
+        assert_eq!(backoff(3, b, m), Duration::from_secs(4));
+        assert_eq!(backoff(5, b, m), Duration::from_secs(10));
+        assert_eq!(backoff(60, b, m), Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_shell_job_sees_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let exec = ExecSpec {
+            command: Some(format!(
+                "echo \"$STARLING_JOB $STARLING_SCHEDULED_AT $STARLING_SCHEDULED_AT_MS $STARLING_FIRE_ID $STARLING_NODE_ID $STARLING_ATTEMPT\" > {}",
+                out.display()
+            )),
+            ..ExecSpec::default()
+        };
+        let c = ctx("report");
+        let outcome = DefaultExecutor::new().execute(&exec, c.clone()).await;
+        assert_eq!(outcome, Outcome::Success);
+        let got = std::fs::read_to_string(out).unwrap();
+        assert_eq!(
+            got.trim(),
+            format!(
+                "report 2023-11-14T22:13:20.000Z 1700000000000 {} n1 1",
+                c.fire_id
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_shell_job_reports_status_and_output_tail() {
+        let exec = ExecSpec {
+            command: Some("echo to-stdout; echo to-stderr >&2; exit 3".into()),
+            ..ExecSpec::default()
+        };
+        let outcome = DefaultExecutor::new().execute(&exec, ctx("x")).await;
+        let Outcome::Failed(why) = outcome else {
+            panic!("expected failure, got {outcome:?}")
+        };
+        assert!(why.contains("exit status 3"), "{why}");
+        assert!(
+            why.contains("to-stdout") && why.contains("to-stderr"),
+            "{why}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_shell_job_has_its_process_group_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // The background child shares the process group; it must die too.
+        let exec = ExecSpec {
+            command: Some(format!("sleep 30 & echo $! > {}; wait", pidfile.display())),
+            timeout: Some(Duration::from_millis(300)),
+            ..ExecSpec::default()
+        };
+        let outcome = DefaultExecutor::new().execute(&exec, ctx("slow")).await;
+        assert_eq!(outcome, Outcome::TimedOut);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Give the kernel a moment to reap; bounded.
+        let mut alive = true;
+        for _ in 0..50 {
+            // SAFETY: kill with signal 0 only checks for existence.
+            alive = unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid);
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive, "background child {pid} survived the timeout");
+    }
+
+    fn is_zombie(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+            .unwrap_or(true)
+    }
+
+    #[tokio::test]
+    async fn handlers_run_in_process_and_panics_are_caught() {
+        let mut ex = DefaultExecutor::new();
+        ex.register(
+            JobId::new("ok"),
+            Arc::new(|c: RunContext| async move {
+                assert_eq!(c.attempt, 1);
+                Ok::<(), HandlerError>(())
+            }),
+        );
+        ex.register(
+            JobId::new("boom"),
+            Arc::new(|_c: RunContext| async move {
+                panic!("handler exploded");
+                #[allow(unreachable_code)]
+                Ok::<(), HandlerError>(())
+            }),
+        );
+        ex.register(
+            JobId::new("err"),
+            Arc::new(|_c: RunContext| async move { Err::<(), HandlerError>("nope".into()) }),
+        );
+        let spec = ExecSpec::default();
+        assert_eq!(ex.execute(&spec, ctx("ok")).await, Outcome::Success);
+        assert_eq!(
+            ex.execute(&spec, ctx("boom")).await,
+            Outcome::Panicked("handler exploded".into())
+        );
+        assert_eq!(
+            ex.execute(&spec, ctx("err")).await,
+            Outcome::Failed("nope".into())
+        );
+        assert!(matches!(
+            ex.execute(&spec, ctx("unknown")).await,
+            Outcome::Failed(_)
+        ));
+    }
+}

@@ -1,0 +1,342 @@
+//! Node configuration: the struct, its defaults, validation, and the TOML config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::job::validate_job_name;
+use crate::core::planner::PlannerConfig;
+use crate::core::schedule::parse_duration;
+use crate::core::types::NodeId;
+
+/// Default gossip interval. Crash detection takes roughly 4-6 intervals with phi 8.
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
+/// Default UDP gossip address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
+/// Default cluster id.
+pub const DEFAULT_CLUSTER_ID: &str = "starling";
+
+/// Everything a node needs to run. Build with [`NodeConfig::new`], adjust the public
+/// fields, and [`NodeConfig::validate`] (the builder validates too).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Unique, stable id of this node (1-128 bytes, no whitespace). Restarting with the
+    /// same id resumes its identity; its jobs' fire records are honoured.
+    pub node_id: NodeId,
+    /// UDP address gossip binds to. Default `127.0.0.1:7946`.
+    pub listen_addr: SocketAddr,
+    /// UDP address peers use to reach this node. Default: `listen_addr` (which must then
+    /// not be a wildcard address like `0.0.0.0`).
+    pub advertise_addr: Option<SocketAddr>,
+    /// Peers to contact at start (IP:port). Unreachable seeds are retried every gossip round.
+    pub seeds: Vec<SocketAddr>,
+    /// Nodes only talk to nodes with the same cluster id. Default `starling`.
+    pub cluster_id: String,
+    /// Time between gossip rounds. Default 200 ms; 10 ms to 60 s.
+    pub gossip_interval: Duration,
+    /// Phi-accrual threshold above which a silent peer is suspected dead. Default 8.
+    pub phi_threshold: f64,
+    /// How long a dead peer's state (and its fire records) is kept. Default 10 minutes.
+    pub dead_node_grace_period: Duration,
+    /// Delay before ownership won from a live peer takes effect. Default: 4 gossip intervals.
+    pub handoff_delay: Option<Duration>,
+    /// Nothing fires until this long after start, so a joining node learns the cluster
+    /// first. Default: 5 gossip intervals.
+    pub startup_delay: Option<Duration>,
+    /// On graceful leave, how long to announce `leaving` before stopping gossip.
+    /// Default: 4 gossip intervals.
+    pub leave_delay: Option<Duration>,
+    /// A slot found later than this is a misfire, handled per the job's policy. Default 5 s.
+    pub misfire_threshold: Duration,
+    /// On shutdown, how long running jobs get to finish before they are killed. Default 30 s.
+    pub drain_timeout: Duration,
+    /// Wait before the first retry of a failed run; doubles per retry. Default 1 s.
+    pub retry_backoff: Duration,
+    /// Cap on the retry wait. Default 60 s.
+    pub retry_backoff_max: Duration,
+}
+
+/// A configuration value that is out of range. Names the key as written in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config `{key}`: {message}")]
+pub struct ConfigError {
+    /// The key, as in the config file (`node_id`, `gossip_interval`, ...).
+    pub key: &'static str,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+fn config_err(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key,
+        message: message.into(),
+    }
+}
+
+impl NodeConfig {
+    /// A config with every default, for node `node_id` gossiping on `listen_addr`.
+    pub fn new(node_id: impl AsRef<str>, listen_addr: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            node_id: NodeId::new(node_id),
+            listen_addr,
+            advertise_addr: None,
+            seeds: Vec::new(),
+            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
+            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
+            phi_threshold: 8.0,
+            dead_node_grace_period: Duration::from_secs(600),
+            handoff_delay: None,
+            startup_delay: None,
+            leave_delay: None,
+            misfire_threshold: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(60),
+        }
+    }
+
+    /// The address peers reach this node at.
+    pub fn advertise(&self) -> SocketAddr {
+        self.advertise_addr.unwrap_or(self.listen_addr)
+    }
+
+    /// The planner settings these values imply.
+    pub fn planner(&self) -> PlannerConfig {
+        PlannerConfig {
+            handoff_delay: self.handoff_delay.unwrap_or(self.gossip_interval * 4),
+            misfire_threshold: self.misfire_threshold,
+            startup_delay: self.startup_delay.unwrap_or(self.gossip_interval * 5),
+        }
+    }
+
+    /// The graceful-leave announcement time.
+    pub fn leave_delay(&self) -> Duration {
+        self.leave_delay.unwrap_or(self.gossip_interval * 4)
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_job_name(self.node_id.as_str()).map_err(|m| config_err("node_id", m))?;
+        if self.advertise().ip().is_unspecified() {
+            return Err(config_err(
+                if self.advertise_addr.is_some() {
+                    "advertise"
+                } else {
+                    "listen"
+                },
+                format!(
+                    "`{}` is a wildcard address peers cannot reach; set `advertise` to this node's reachable IP:port",
+                    self.advertise()
+                ),
+            ));
+        }
+        if self.advertise().port() == 0 {
+            return Err(config_err("listen", "port 0 cannot be advertised to peers"));
+        }
+        if self.cluster_id.trim().is_empty() {
+            return Err(config_err("cluster_id", "is empty"));
+        }
+        if self.gossip_interval < Duration::from_millis(10)
+            || self.gossip_interval > Duration::from_secs(60)
+        {
+            return Err(config_err(
+                "gossip_interval",
+                format!("{:?} is outside 10ms..=60s", self.gossip_interval),
+            ));
+        }
+        if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
+            return Err(config_err("phi_threshold", "must be a positive number"));
+        }
+        if self.dead_node_grace_period < self.gossip_interval * 10 {
+            return Err(config_err(
+                "dead_node_grace_period",
+                "must be at least 10 gossip intervals (fire records of dead peers are needed for takeover)",
+            ));
+        }
+        if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
+            return Err(config_err(
+                "retry_backoff",
+                "must be positive and at most `retry_backoff_max`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `starling run` config file (TOML). Every key is optional; command-line flags override
+/// the file. Durations are written like `500ms`, `30s`, `10m`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `node_id = "node-1"`.
+    pub node_id: Option<String>,
+    /// `listen = "127.0.0.1:7946"`.
+    pub listen: Option<String>,
+    /// `advertise = "10.0.0.5:7946"`.
+    pub advertise: Option<String>,
+    /// `seeds = ["127.0.0.1:7946"]`.
+    pub seeds: Option<Vec<String>>,
+    /// `jobs = "jobs.toml"` (relative to the config file's directory).
+    pub jobs: Option<PathBuf>,
+    /// `cluster_id = "prod"`.
+    pub cluster_id: Option<String>,
+    /// `gossip_interval = "200ms"`.
+    pub gossip_interval: Option<String>,
+    /// `phi_threshold = 8.0`.
+    pub phi_threshold: Option<f64>,
+    /// `dead_node_grace_period = "10m"`.
+    pub dead_node_grace_period: Option<String>,
+    /// `handoff_delay = "800ms"`.
+    pub handoff_delay: Option<String>,
+    /// `startup_delay = "1s"`.
+    pub startup_delay: Option<String>,
+    /// `leave_delay = "800ms"`.
+    pub leave_delay: Option<String>,
+    /// `misfire_threshold = "5s"`.
+    pub misfire_threshold: Option<String>,
+    /// `drain_timeout = "30s"`.
+    pub drain_timeout: Option<String>,
+    /// `retry_backoff = "1s"`.
+    pub retry_backoff: Option<String>,
+    /// `retry_backoff_max = "60s"`.
+    pub retry_backoff_max: Option<String>,
+}
+
+/// Parses `IP:port`, naming `key` in the error.
+pub fn parse_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        config_err(
+            key,
+            format!("`{value}` is not an IP:port address (e.g. 127.0.0.1:7946); host names are not accepted"),
+        )
+    })
+}
+
+fn duration_key(
+    key: &'static str,
+    value: &Option<String>,
+) -> Result<Option<Duration>, ConfigError> {
+    value
+        .as_deref()
+        .map(|v| parse_duration(v).map_err(|e| config_err(key, e)))
+        .transpose()
+}
+
+impl ConfigFile {
+    /// Parses the file's text; unknown keys are errors that name the key.
+    pub fn parse(text: &str) -> Result<ConfigFile, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies the file's values on top of `config`.
+    pub fn apply(&self, config: &mut NodeConfig) -> Result<(), ConfigError> {
+        if let Some(v) = &self.node_id {
+            config.node_id = NodeId::new(v);
+        }
+        if let Some(v) = &self.listen {
+            config.listen_addr = parse_addr("listen", v)?;
+        }
+        if let Some(v) = &self.advertise {
+            config.advertise_addr = Some(parse_addr("advertise", v)?);
+        }
+        if let Some(v) = &self.seeds {
+            config.seeds = v
+                .iter()
+                .map(|s| parse_addr("seeds", s))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = &self.cluster_id {
+            config.cluster_id = v.clone();
+        }
+        if let Some(v) = self.phi_threshold {
+            config.phi_threshold = v;
+        }
+        if let Some(d) = duration_key("gossip_interval", &self.gossip_interval)? {
+            config.gossip_interval = d;
+        }
+        if let Some(d) = duration_key("dead_node_grace_period", &self.dead_node_grace_period)? {
+            config.dead_node_grace_period = d;
+        }
+        if let Some(d) = duration_key("handoff_delay", &self.handoff_delay)? {
+            config.handoff_delay = Some(d);
+        }
+        if let Some(d) = duration_key("startup_delay", &self.startup_delay)? {
+            config.startup_delay = Some(d);
+        }
+        if let Some(d) = duration_key("leave_delay", &self.leave_delay)? {
+            config.leave_delay = Some(d);
+        }
+        if let Some(d) = duration_key("misfire_threshold", &self.misfire_threshold)? {
+            config.misfire_threshold = d;
+        }
+        if let Some(d) = duration_key("drain_timeout", &self.drain_timeout)? {
+            config.drain_timeout = d;
+        }
+        if let Some(d) = duration_key("retry_backoff", &self.retry_backoff)? {
+            config.retry_backoff = d;
+        }
+        if let Some(d) = duration_key("retry_backoff_max", &self.retry_backoff_max)? {
+            config.retry_backoff_max = d;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> NodeConfig {
+        NodeConfig::new("n1", DEFAULT_LISTEN.parse().unwrap())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_derive_from_the_gossip_interval() {
+        let c = base();
+        c.validate().unwrap();
+        let p = c.planner();
+        assert_eq!(p.handoff_delay, Duration::from_millis(800));
+        assert_eq!(p.startup_delay, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_bad_values_name_the_key() {
+        let f = ConfigFile::parse(
+            "node_id = \"x\"\nlisten = \"127.0.0.2:9000\"\nseeds = [\"127.0.0.3:9000\"]\ngossip_interval = \"100ms\"\n",
+        )
+        .unwrap();
+        let mut c = base();
+        f.apply(&mut c).unwrap();
+        assert_eq!(c.node_id.as_str(), "x");
+        assert_eq!(c.seeds, vec!["127.0.0.3:9000".parse().unwrap()]);
+        assert_eq!(c.gossip_interval, Duration::from_millis(100));
+
+        let e = ConfigFile::parse("gossip_intervall = \"1s\"\n").unwrap_err();
+        assert!(e.contains("gossip_intervall"), "{e}");
+        let f = ConfigFile::parse("seeds = [\"db.local:7946\"]\n").unwrap();
+        let e = f.apply(&mut base()).unwrap_err();
+        assert_eq!(e.key, "seeds");
+        let f = ConfigFile::parse("gossip_interval = \"fast\"\n").unwrap();
+        assert_eq!(f.apply(&mut base()).unwrap_err().key, "gossip_interval");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = base();
+        c.gossip_interval = Duration::from_millis(1);
+        assert_eq!(c.validate().unwrap_err().key, "gossip_interval");
+        let mut c = base();
+        c.listen_addr = "0.0.0.0:7946".parse().unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "listen");
+        c.advertise_addr = Some("10.1.2.3:7946".parse().unwrap());
+        c.validate().unwrap();
+        let mut c = base();
+        c.node_id = NodeId::new("has space");
+        assert_eq!(c.validate().unwrap_err().key, "node_id");
+        let mut c = base();
+        c.phi_threshold = f64::NAN;
+        assert_eq!(c.validate().unwrap_err().key, "phi_threshold");
+    }
+}

@@ -1,0 +1,518 @@
+//! The node runtime: one task owns the planner, feeds it membership views, fire records
+//! and time, and carries out its actions (run a slot, publish a record).
+//!
+//! Time comes only from the [`Clock`]; runs go through an [`Executor`]; gossip goes through
+//! a chitchat `Transport`. The simulator swaps all three and keeps everything else.
+
+mod clock;
+mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitchat::transport::{Transport, UdpTransport};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+pub use clock::{Clock, SystemClock};
+pub use config::{
+    ConfigError, ConfigFile, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN,
+    NodeConfig, parse_addr,
+};
+
+use crate::cluster::{Cluster, GossipConfig, Record, view_from_live};
+use crate::core::job::{JobSpec, RawJob};
+use crate::core::planner::{Action, Planner, PlannerError, View};
+use crate::core::types::{JobId, NodeId, UnixMillis};
+use crate::exec::{DefaultExecutor, Executor, JobHandler, Outcome, RunContext, backoff};
+
+/// Why a node could not be built or started. Nothing is running when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A configuration value is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Two jobs share a name.
+    #[error(transparent)]
+    Job(#[from] PlannerError),
+    /// A job has no command and no handler, so it could never run.
+    #[error("job `{0}` has neither a command nor a handler")]
+    NothingToRun(JobId),
+    /// Gossip could not start (e.g. the UDP address is in use).
+    #[error("could not start gossip on {addr}: {source:#}")]
+    Gossip {
+        /// The address it tried to bind.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        source: anyhow::Error,
+    },
+}
+
+impl JobSpec {
+    /// A job with defaults (UTC, misfire `all`, 5 min catch-up window, no command) and the
+    /// given schedule. Errors name the job and the field.
+    pub fn parse(name: &str, schedule: &str) -> Result<JobSpec, crate::core::job::JobError> {
+        RawJob {
+            name: Some(name.to_string()),
+            schedule: Some(schedule.to_string()),
+            ..RawJob::default()
+        }
+        .into_spec(1)
+    }
+}
+
+/// Starts a node. Get one from [`Node::builder`].
+pub struct NodeBuilder {
+    config: NodeConfig,
+    jobs: Vec<JobSpec>,
+    clock: Arc<dyn Clock>,
+    executor: Option<Arc<dyn Executor>>,
+    default_executor: DefaultExecutor,
+    transport: Arc<dyn Transport>,
+}
+
+/// Entry point of the runtime.
+pub struct Node;
+
+impl Node {
+    /// A builder for a node with `config`.
+    pub fn builder(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            jobs: Vec::new(),
+            clock: Arc::new(SystemClock),
+            executor: None,
+            default_executor: DefaultExecutor::new(),
+            transport: Arc::new(UdpTransport),
+        }
+    }
+}
+
+impl NodeBuilder {
+    fn check_unique(&self, name: &JobId) -> Result<(), NodeError> {
+        if self.jobs.iter().any(|j| &j.name == name) {
+            return Err(PlannerError::DuplicateJob(name.clone()).into());
+        }
+        Ok(())
+    }
+
+    /// Adds a job run by its shell command (or by the custom executor, if one is set).
+    pub fn job(mut self, spec: JobSpec) -> Result<Self, NodeError> {
+        self.check_unique(&spec.name)?;
+        self.jobs.push(spec);
+        Ok(self)
+    }
+
+    /// Adds several jobs, as from a jobs file.
+    pub fn jobs(mut self, specs: impl IntoIterator<Item = JobSpec>) -> Result<Self, NodeError> {
+        for s in specs {
+            self = self.job(s)?;
+        }
+        Ok(self)
+    }
+
+    /// Adds a job run in-process by `handler` (an async closure taking a [`RunContext`]).
+    pub fn handler_job(
+        mut self,
+        spec: JobSpec,
+        handler: impl JobHandler,
+    ) -> Result<Self, NodeError> {
+        self.check_unique(&spec.name)?;
+        self.default_executor
+            .register(spec.name.clone(), Arc::new(handler));
+        self.jobs.push(spec);
+        Ok(self)
+    }
+
+    /// Replaces the clock (the simulator's; tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces the executor for every job (the simulator's recording executor).
+    pub fn executor(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    /// Replaces the gossip transport (default: UDP).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Validates, starts gossip, and spawns the node's task.
+    pub async fn start(self) -> Result<NodeHandle, NodeError> {
+        let NodeBuilder {
+            config,
+            jobs,
+            clock,
+            executor,
+            default_executor,
+            transport,
+        } = self;
+        config.validate()?;
+        if executor.is_none()
+            && let Some(j) = jobs
+                .iter()
+                .find(|j| j.exec.command.is_none() && !default_executor.has_handler(&j.name))
+        {
+            return Err(NodeError::NothingToRun(j.name.clone()));
+        }
+        let executor: Arc<dyn Executor> = executor.unwrap_or_else(|| Arc::new(default_executor));
+        let now = clock.now();
+        let mut planner = Planner::new(config.node_id.clone(), config.planner(), now);
+        for j in jobs {
+            planner.add_job(now, j)?;
+        }
+        let gossip = GossipConfig {
+            node_id: config.node_id.clone(),
+            generation: u64::try_from(now.0).unwrap_or(0),
+            listen_addr: config.listen_addr,
+            advertise_addr: config.advertise(),
+            seeds: config
+                .seeds
+                .iter()
+                .copied()
+                .filter(|s| *s != config.advertise())
+                .collect(),
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            phi_threshold: config.phi_threshold,
+            dead_node_grace_period: config.dead_node_grace_period,
+        };
+        let (records_tx, records_rx) = mpsc::unbounded_channel();
+        let cluster = Cluster::spawn(&gossip, transport.as_ref(), records_tx)
+            .await
+            .map_err(|source| NodeError::Gossip {
+                addr: config.listen_addr,
+                source,
+            })?;
+        let initial = View::of([config.node_id.clone()]);
+        planner.set_view(now, initial.clone());
+        let (view_tx, view_rx) = watch::channel(initial);
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        info!(
+            node = %config.node_id,
+            listen = %config.listen_addr,
+            seeds = ?gossip.seeds,
+            jobs = planner.job_count(),
+            "node started"
+        );
+        let runtime = Runtime {
+            config: config.clone(),
+            planner,
+            cluster: Some(cluster),
+            clock,
+            executor,
+            records_rx,
+            cmd_rx,
+            view_tx,
+            running: JoinSet::new(),
+            stats: Stats::default(),
+        };
+        let task = tokio::spawn(runtime.run());
+        Ok(NodeHandle {
+            node_id: config.node_id,
+            view: view_rx,
+            cmd: cmd_tx,
+            task,
+        })
+    }
+}
+
+/// Counters a node keeps about its runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Slots started here.
+    pub fired: u64,
+    /// Of those, slots started late (catch-up).
+    pub fired_late: u64,
+    /// Runs that ended in failure after all retries (failed, timed out or panicked).
+    pub failed: u64,
+    /// Slots that will not run: older than the catch-up window.
+    pub missed: u64,
+    /// Slots dropped by a `once` or `skip` misfire policy.
+    pub skipped: u64,
+}
+
+enum Command {
+    Shutdown(oneshot::Sender<()>),
+    Stats(oneshot::Sender<Stats>),
+}
+
+/// A running node. Dropping it leaves the node running; call [`NodeHandle::shutdown`].
+pub struct NodeHandle {
+    node_id: NodeId,
+    view: watch::Receiver<View>,
+    cmd: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// Members that may own jobs in this node's current view (alive, not leaving), sorted.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.view.borrow().members.iter().cloned().collect()
+    }
+
+    /// The current view (members and every alive node, including leaving ones).
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// The owner of `job` in this node's current view: the same pure function every node
+    /// uses, so it answers for jobs this node does not know too.
+    pub fn owner_of(&self, job: &str) -> Option<NodeId> {
+        crate::core::owner::owner(&JobId::new(job), &self.view.borrow().members).cloned()
+    }
+
+    /// Waits until this node's view has exactly `n` members, or `timeout` passes. Returns
+    /// whether it did.
+    pub async fn wait_for_members(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.view.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|v| v.members.len() == n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The node's run counters.
+    pub async fn stats(&self) -> Stats {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Stats(tx)).is_err() {
+            return Stats::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Graceful leave: stop firing, announce `leaving` for a few gossip rounds so peers take
+    /// over without a gap, let running jobs finish (up to the drain timeout), stop gossip.
+    pub async fn shutdown(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+
+    /// Stops at once without leaving, as a crash would: gossip stops, running jobs are
+    /// killed, peers find out through failure detection. For tests and demos.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+struct Runtime {
+    config: NodeConfig,
+    planner: Planner,
+    cluster: Option<Cluster>,
+    clock: Arc<dyn Clock>,
+    executor: Arc<dyn Executor>,
+    records_rx: mpsc::UnboundedReceiver<Record>,
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+    view_tx: watch::Sender<View>,
+    running: JoinSet<Outcome>,
+    stats: Stats,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // On abort, stop gossip too, so peers see a crash.
+        if let Some(c) = &self.cluster {
+            c.abort();
+        }
+    }
+}
+
+/// How often to warn while no peer has been heard from although seeds are configured.
+const LONELY_WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl Runtime {
+    fn cluster(&self) -> &Cluster {
+        self.cluster.as_ref().expect("cluster lives until shutdown")
+    }
+
+    async fn run(mut self) {
+        let mut live = self.cluster().live_watcher();
+        let mut next_lonely_check = self.clock.now().saturating_add(LONELY_WARN_EVERY);
+        loop {
+            let now = self.clock.now();
+            self.planner.poll(now);
+            self.apply_actions(now).await;
+            if !self.config.seeds.is_empty() && now >= next_lonely_check {
+                next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
+                if self.cluster().known_peers().await == 0 {
+                    warn!(seeds = ?self.config.seeds, "no peer reachable yet; still retrying the seeds");
+                }
+            }
+            let deadline = self
+                .planner
+                .next_deadline()
+                .unwrap_or(UnixMillis(i64::MAX))
+                .min(next_lonely_check);
+            let sleep = self.clock.sleep_until(deadline);
+            tokio::select! {
+                _ = sleep => {}
+                changed = live.changed() => {
+                    if changed.is_err() {
+                        warn!("gossip stopped; node stops scheduling");
+                        return;
+                    }
+                    let view = view_from_live(&live.borrow_and_update());
+                    self.on_view(view);
+                }
+                Some(r) = self.records_rx.recv() => {
+                    self.planner.observe_record(&r.job, r.slot);
+                    while let Ok(r) = self.records_rx.try_recv() {
+                        self.planner.observe_record(&r.job, r.slot);
+                    }
+                }
+                Some(done) = self.running.join_next(), if !self.running.is_empty() => {
+                    if !matches!(done, Ok(Outcome::Success)) {
+                        self.stats.failed += 1;
+                    }
+                }
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Command::Stats(tx)) => { let _ = tx.send(self.stats.clone()); }
+                    Some(Command::Shutdown(tx)) => {
+                        self.leave().await;
+                        let _ = tx.send(());
+                        return;
+                    }
+                    // Every handle dropped: keep running (a node is usually driven by its
+                    // signals, not its handle).
+                    None => std::future::pending::<()>().await,
+                },
+            }
+        }
+    }
+
+    fn on_view(&mut self, view: View) {
+        if &view == self.planner.view() {
+            return;
+        }
+        info!(
+            node = %self.config.node_id,
+            members = ?view.members.iter().map(NodeId::as_str).collect::<Vec<_>>(),
+            leaving = ?view.alive.difference(&view.members).map(NodeId::as_str).collect::<Vec<_>>(),
+            "membership changed"
+        );
+        self.planner.set_view(self.clock.now(), view.clone());
+        let _ = self.view_tx.send(view);
+    }
+
+    async fn apply_actions(&mut self, now: UnixMillis) {
+        let mut records = Vec::new();
+        let actions: Vec<Action> = self.planner.drain().collect();
+        for a in actions {
+            match a {
+                Action::Fire {
+                    job,
+                    slot,
+                    fire_id,
+                    late,
+                } => {
+                    self.stats.fired += 1;
+                    if late {
+                        self.stats.fired_late += 1;
+                        info!(job = %job, slot = %slot, late_ms = now.millis_since(slot), "catching up a missed slot");
+                    }
+                    let ctx = RunContext {
+                        job,
+                        scheduled_at: slot,
+                        fire_id,
+                        node_id: self.config.node_id.clone(),
+                        attempt: 1,
+                    };
+                    self.spawn_run(ctx);
+                }
+                Action::PublishRecord { job, slot } => records.push(Record { job, slot }),
+                Action::Missed {
+                    job,
+                    first,
+                    last,
+                    count,
+                    policy,
+                } => {
+                    if policy {
+                        self.stats.skipped += count;
+                        info!(job = %job, first = %first, last = %last, count, "late slots skipped by the misfire policy");
+                    } else {
+                        self.stats.missed += count;
+                        warn!(job = %job, first = %first, last = %last, count, "slots missed: older than the catch-up window");
+                    }
+                }
+            }
+        }
+        self.cluster().publish_records(&records).await;
+    }
+
+    fn spawn_run(&mut self, ctx: RunContext) {
+        let Some(spec) = self.planner.job(&ctx.job) else {
+            return;
+        };
+        let exec = spec.exec.clone();
+        let executor = self.executor.clone();
+        let base = self.config.retry_backoff;
+        let max = self.config.retry_backoff_max;
+        self.running.spawn(async move {
+            let mut ctx = ctx;
+            let attempts = exec.retries.saturating_add(1);
+            let mut outcome = Outcome::Failed("not run".into());
+            for attempt in 1..=attempts {
+                ctx.attempt = attempt;
+                debug!(job = %ctx.job, slot = %ctx.scheduled_at, attempt, "run starting");
+                // Its own task: a panic in an executor is contained here.
+                let run = tokio::spawn(executor.execute(&exec, ctx.clone()));
+                outcome = match run.await {
+                    Ok(o) => o,
+                    Err(e) if e.is_panic() => Outcome::Panicked(crate::exec::panic_message(e.into_panic())),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+                if outcome.is_success() {
+                    info!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt, "run succeeded");
+                    break;
+                }
+                warn!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt, attempts, outcome = %outcome, "run failed");
+                if attempt < attempts {
+                    tokio::time::sleep(backoff(attempt, base, max)).await;
+                }
+            }
+            outcome
+        });
+    }
+
+    async fn leave(&mut self) {
+        info!(node = %self.config.node_id, "leaving: stopped firing, announcing to peers");
+        self.planner.leave();
+        self.cluster().set_leaving().await;
+        let until = self.clock.now().saturating_add(self.config.leave_delay());
+        while self.clock.now() < until {
+            self.clock.sleep_until(until).await;
+        }
+        if !self.running.is_empty() {
+            info!(running = self.running.len(), timeout = ?self.config.drain_timeout, "waiting for running jobs");
+            let drain = async { while self.running.join_next().await.is_some() {} };
+            if tokio::time::timeout(self.config.drain_timeout, drain)
+                .await
+                .is_err()
+            {
+                warn!(
+                    killed = self.running.len(),
+                    "drain timeout: killing running jobs"
+                );
+                self.running.shutdown().await;
+            }
+        }
+        if let Some(c) = self.cluster.take() {
+            c.shutdown().await;
+        }
+        info!(node = %self.config.node_id, "left the cluster");
+    }
+}
