@@ -331,7 +331,7 @@ impl Drop for Runtime {
 }
 
 /// How often to warn while no peer has been heard from although seeds are configured.
-const LONELY_WARN_EVERY: Duration = Duration::from_secs(10);
+const LONELY_WARN_EVERY: Duration = Duration::from_secs(5);
 
 impl Runtime {
     fn cluster(&self) -> &Cluster {

@@ -1,0 +1,346 @@
+//! Process-level tests: the real `starling` binary, real processes, real signals.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use starling::{Clock, JobId, NodeId, SystemClock, UnixMillis};
+
+const BIN: &str = env!("CARGO_BIN_EXE_starling");
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn kill9(&mut self) {
+        if let Some(c) = &mut self.0 {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        self.0 = None;
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.0.take().expect("running");
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..200 {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.kill().ok();
+        panic!("process did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn starling(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn sleep_until(t: UnixMillis) {
+    let ms = t.millis_since(SystemClock.now());
+    if ms > 0 {
+        std::thread::sleep(Duration::from_millis(ms as u64));
+    }
+}
+
+fn write_jobs(dir: &Path, n: usize, out: &Path) -> std::path::PathBuf {
+    let mut text = String::new();
+    for j in 0..n {
+        text.push_str(&format!(
+            "[[jobs]]\nname = \"job-{j:02}\"\nschedule = \"@every 1s\"\ncommand = \"echo $STARLING_NODE_ID $STARLING_JOB $STARLING_SCHEDULED_AT_MS >> {}\"\n\n",
+            out.display()
+        ));
+    }
+    let path = dir.join("jobs.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn_peer(name: &str, port: u16, seeds: &[u16], jobs: &Path, log: &Path) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--node-id", name])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--jobs", &jobs.to_string_lossy()]);
+    for s in seeds {
+        cmd.args(["--seed", &format!("127.0.0.1:{s}")]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    Proc(Some(cmd.spawn().unwrap()))
+}
+
+/// (job, slot) -> nodes that ran it, from the lines the jobs appended.
+fn read_runs(path: &Path) -> BTreeMap<(String, i64), Vec<String>> {
+    let mut m: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 3, "malformed line {line:?}");
+        m.entry((f[1].to_string(), f[2].parse().unwrap()))
+            .or_default()
+            .push(f[0].to_string());
+    }
+    m
+}
+
+#[test]
+fn three_processes_survive_a_kill_9_with_no_duplicate_and_no_missing_slot() {
+    const N: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs.txt");
+    let jobs = write_jobs(dir.path(), N, &out);
+    let ports = [free_port(), free_port(), free_port()];
+    let names = ["a", "b", "c"];
+    let mut peers: Vec<Proc> = (0..3)
+        .map(|i| {
+            let seeds: Vec<u16> = (0..3).filter(|&k| k != i).map(|k| ports[k]).collect();
+            spawn_peer(
+                names[i],
+                ports[i],
+                &seeds,
+                &jobs,
+                &dir.path().join(format!("{}.log", names[i])),
+            )
+        })
+        .collect();
+    // The victim is the node that owns the most jobs, so the kill matters.
+    let members: Vec<NodeId> = names.iter().map(NodeId::new).collect();
+    let owned = |n: &str| {
+        (0..N)
+            .filter(|j| {
+                starling::owner(&JobId::new(format!("job-{j:02}")), &members)
+                    .unwrap()
+                    .as_str()
+                    == n
+            })
+            .count()
+    };
+    let victim = (0..3).max_by_key(|&i| owned(names[i])).unwrap();
+
+    let started = SystemClock.now();
+    // Startup (1 s delay) and convergence: from 4 s on every slot must run exactly once.
+    let window_start = (started.0 / 1000 + 4) * 1000;
+    sleep_until(UnixMillis(window_start + 3_000));
+    // 600 ms past a second boundary, so the victim's last records had 3 gossip rounds.
+    sleep_until(UnixMillis((SystemClock.now().0 / 1000 + 1) * 1000 + 600));
+    peers[victim].kill9();
+    let killed = SystemClock.now();
+    sleep_until(killed.saturating_add(Duration::from_secs(6)));
+    let window_end = (SystemClock.now().0 / 1000 - 1) * 1000;
+    for (i, p) in peers.iter_mut().enumerate() {
+        if i != victim {
+            assert!(p.terminate().success(), "{} did not exit cleanly", names[i]);
+        }
+    }
+
+    let runs = read_runs(&out);
+    let mut problems = Vec::new();
+    for j in 0..N {
+        let job = format!("job-{j:02}");
+        let mut s = window_start;
+        while s <= window_end {
+            let nodes = runs.get(&(job.clone(), s)).cloned().unwrap_or_default();
+            if nodes.len() != 1 {
+                problems.push(format!("{job} {} ran on {nodes:?}", UnixMillis(s)));
+            }
+            s += 1000;
+        }
+    }
+    let logs: String = names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default())
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}\nlogs:\n{logs}");
+    // The victim's jobs ran after the kill, elsewhere.
+    let after: Vec<&String> = runs
+        .iter()
+        .filter(|((_, s), _)| *s > killed.0 + 2_000)
+        .flat_map(|(_, n)| n)
+        .collect();
+    assert!(after.iter().all(|n| n.as_str() != names[victim]));
+    assert!(!after.is_empty());
+}
+
+#[test]
+fn run_without_arguments_runs_the_built_in_jobs_and_leaves_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut p = Proc(Some(child));
+    let mut seen = String::new();
+    let deadline = SystemClock.now().saturating_add(Duration::from_secs(20));
+    let mut ran = false;
+    while SystemClock.now() < deadline && !ran {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            ran = line.contains("run succeeded") && line.contains("heartbeat");
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+    }
+    assert!(ran, "the heartbeat job did not run within 20 s:\n{seen}");
+    assert!(p.terminate().success());
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("left the cluster")),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn check_prints_next_fire_times_and_rejects_a_bad_cron_naming_job_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[jobs]]\nname = \"report\"\nschedule = \"0 30 9 * * MON\"\ntimezone = \"Europe/Paris\"\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let o = starling(&["check", &good.to_string_lossy(), "--count", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("report"), "{text}");
+    // Two upcoming Mondays at 09:30 Paris time.
+    assert_eq!(text.matches("T09:30:00+0").count(), 2, "{text}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[jobs]]\nname = \"billing\"\nschedule = \"0 0 25 * * *\"\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let o = starling(&["check", &bad.to_string_lossy()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("billing") && e.contains("`hour`"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn owners_prints_the_table_the_nodes_compute() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write_jobs(dir.path(), 5, &dir.path().join("unused"));
+    let o = starling(&[
+        "owners",
+        "--jobs",
+        &jobs.to_string_lossy(),
+        "--members",
+        "x,y,z",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let members: Vec<NodeId> = ["x", "y", "z"].iter().map(NodeId::new).collect();
+    for j in 0..5 {
+        let job = format!("job-{j:02}");
+        let owner = starling::owner(&JobId::new(&job), &members).unwrap();
+        assert!(
+            text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [job.as_str(), owner.as_str()]),
+            "{job} -> {owner} missing from\n{text}"
+        );
+    }
+}
+
+#[test]
+fn bad_config_and_flags_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("starling.toml");
+    std::fs::write(&cfg, "node_id = \"n1\"\ngossip_intervall = \"1s\"\n").unwrap();
+    let o = starling(&["run", "--config", &cfg.to_string_lossy()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("gossip_intervall"), "{}", stderr(&o));
+
+    let o = starling(&["run", "--listen", "localhost:7946"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("listen") && e.contains("localhost:7946"), "{e}");
+
+    let o = starling(&["run", "--seed", "not-an-address"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not-an-address"), "{}", stderr(&o));
+
+    let o = starling(&["run", "--jobs", "/nonexistent/jobs.toml"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/nonexistent/jobs.toml"),
+        "{}",
+        stderr(&o)
+    );
+
+    let dup = dir.path().join("dup.toml");
+    std::fs::write(
+        &dup,
+        "[[jobs]]\nname = \"a\"\nschedule = \"@every 1s\"\ncommand = \"true\"\n[[jobs]]\nname = \"a\"\nschedule = \"@every 1s\"\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let o = starling(&["check", &dup.to_string_lossy()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("`a`"), "{}", stderr(&o));
+    for o in [&o] {
+        assert!(!stderr(o).contains("panicked"));
+    }
+}
+
+#[test]
+fn an_unreachable_seed_is_retried_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dead_seed = free_port();
+    let log = dir.path().join("n.log");
+    let jobs = write_jobs(dir.path(), 1, &dir.path().join("runs"));
+    let mut p = spawn_peer("lonely", port, &[dead_seed], &jobs, &log);
+    let deadline = SystemClock.now().saturating_add(Duration::from_secs(15));
+    let mut found = false;
+    while SystemClock.now() < deadline && !found {
+        std::thread::sleep(Duration::from_millis(250));
+        found = std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("no peer reachable yet");
+    }
+    assert!(p.terminate().success());
+    assert!(found, "{}", std::fs::read_to_string(&log).unwrap());
+    // It still runs its jobs alone meanwhile.
+    assert!(dir.path().join("runs").exists());
+}
