@@ -185,3 +185,55 @@ async fn a_graceful_leave_hands_jobs_over_without_a_gap_or_a_duplicate() {
     c.shutdown().await;
     assert_exactly_once(&log, window_start, window_end);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_or_failing_job_does_not_take_the_node_down() {
+    let log: RunLog = Arc::default();
+    let port = free_port();
+    let mut config = NodeConfig::new("solo", format!("127.0.0.1:{port}").parse().unwrap());
+    config.startup_delay = Some(Duration::ZERO);
+    config.retry_backoff = Duration::from_millis(10);
+    let ok_log = log.clone();
+    let mut failing = JobSpec::parse("fails", "@every 1s").unwrap();
+    failing.exec.retries = 1;
+    let node = Node::builder(config)
+        .handler_job(
+            JobSpec::parse("panics", "@every 1s").unwrap(),
+            |_ctx: RunContext| async move {
+                panic!("job bug");
+                #[allow(unreachable_code)]
+                Ok::<(), HandlerError>(())
+            },
+        )
+        .unwrap()
+        .handler_job(failing, |_ctx: RunContext| async move {
+            Err::<(), HandlerError>("disk full".into())
+        })
+        .unwrap()
+        .handler_job(
+            JobSpec::parse("works", "@every 1s").unwrap(),
+            move |ctx: RunContext| {
+                let log = ok_log.clone();
+                async move {
+                    log.lock().unwrap().push((
+                        ctx.node_id.to_string(),
+                        ctx.job.to_string(),
+                        ctx.scheduled_at.0,
+                    ));
+                    Ok::<(), HandlerError>(())
+                }
+            },
+        )
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let stats = node.stats().await;
+    node.shutdown().await;
+    let works = log.lock().unwrap().len();
+    assert!(works >= 3, "the healthy job ran {works} times");
+    // Both broken jobs failed on every slot, and the node kept going.
+    assert!(stats.failed >= 4, "{stats:?}");
+    assert!(stats.fired >= 9, "{stats:?}");
+}
