@@ -1,7 +1,6 @@
 //! In-process cluster tests: real nodes, real chitchat over real UDP on loopback.
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,16 +9,29 @@ use starling::{
     UnixMillis,
 };
 
+mod common;
+use common::free_port;
+
 const JOBS: usize = 24;
 
 type RunLog = Arc<Mutex<Vec<(String, String, i64)>>>;
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A handler that appends (node, job, slot) to `log`.
+fn recorder(
+    log: &RunLog,
+) -> impl Fn(RunContext) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>
++ Send
++ Sync
++ 'static {
+    let log = log.clone();
+    move |ctx: RunContext| {
+        log.lock().unwrap().push((
+            ctx.node_id.to_string(),
+            ctx.job.to_string(),
+            ctx.scheduled_at.0,
+        ));
+        Box::pin(async { Ok(()) })
+    }
 }
 
 async fn start_node(name: &str, port: u16, seeds: &[u16], log: &RunLog) -> NodeHandle {
@@ -30,21 +42,10 @@ async fn start_node(name: &str, port: u16, seeds: &[u16], log: &RunLog) -> NodeH
         .collect();
     let mut builder = Node::builder(config);
     for j in 0..JOBS {
-        let log = log.clone();
         builder = builder
             .handler_job(
                 JobSpec::parse(&format!("job-{j:02}"), "@every 1s").unwrap(),
-                move |ctx: RunContext| {
-                    let log = log.clone();
-                    async move {
-                        log.lock().unwrap().push((
-                            ctx.node_id.to_string(),
-                            ctx.job.to_string(),
-                            ctx.scheduled_at.0,
-                        ));
-                        Ok::<(), HandlerError>(())
-                    }
-                },
+                recorder(log),
             )
             .unwrap();
     }
@@ -193,7 +194,6 @@ async fn a_panicking_or_failing_job_does_not_take_the_node_down() {
     let mut config = NodeConfig::new("solo", format!("127.0.0.1:{port}").parse().unwrap());
     config.startup_delay = Some(Duration::ZERO);
     config.retry_backoff = Duration::from_millis(10);
-    let ok_log = log.clone();
     let mut failing = JobSpec::parse("fails", "@every 1s").unwrap();
     failing.exec.retries = 1;
     let node = Node::builder(config)
@@ -212,17 +212,7 @@ async fn a_panicking_or_failing_job_does_not_take_the_node_down() {
         .unwrap()
         .handler_job(
             JobSpec::parse("works", "@every 1s").unwrap(),
-            move |ctx: RunContext| {
-                let log = ok_log.clone();
-                async move {
-                    log.lock().unwrap().push((
-                        ctx.node_id.to_string(),
-                        ctx.job.to_string(),
-                        ctx.scheduled_at.0,
-                    ));
-                    Ok::<(), HandlerError>(())
-                }
-            },
+            recorder(&log),
         )
         .unwrap()
         .start()
