@@ -9,7 +9,11 @@
 //!
 //! - Each job has a *cursor*: every slot at or before it is accounted for (fired by some
 //!   node, or skipped). A fire record from any node moves the cursor forward, so a slot at
-//!   or before a known record is never fired.
+//!   or before a known record is never fired. Until the first record is known, the cursor
+//!   is the time the job was registered here, so a new job does not fire slots from before
+//!   it existed; once a record is known it takes over, even when it is older than the
+//!   registration, so a node restarted after a crash catches up the slots nobody ran
+//!   while it was down.
 //! - A job this node owns fires every slot after the cursor as it comes due. Slots found
 //!   late (more than [`PlannerConfig::misfire_threshold`]) are misfires, treated per the
 //!   job's [`Misfire`] policy; slots older than its catch-up window are skipped and
@@ -38,6 +42,11 @@ pub struct PlannerConfig {
     pub misfire_threshold: Duration,
     /// Nothing fires until this long after the planner starts.
     pub startup_delay: Duration,
+    /// Test-only: a deliberately broken ownership rule under which this node believes it
+    /// owns every job. The simulator's tests switch it on to prove the checker catches a
+    /// broken rule. Never set it in production.
+    #[doc(hidden)]
+    pub broken_ownership_for_tests: bool,
 }
 
 impl Default for PlannerConfig {
@@ -46,6 +55,7 @@ impl Default for PlannerConfig {
             handoff_delay: Duration::from_millis(800),
             misfire_threshold: Duration::from_secs(5),
             startup_delay: Duration::from_secs(1),
+            broken_ownership_for_tests: false,
         }
     }
 }
@@ -129,10 +139,22 @@ enum Mine {
 #[derive(Debug)]
 struct Job {
     spec: JobSpec,
+    /// The highest slot known to be accounted for (a record, or a slot skipped here).
+    accounted: Option<UnixMillis>,
+    /// `accounted`, or `registered` while nothing is accounted for.
     cursor: UnixMillis,
     mine: Mine,
     /// The key of this job's entry in `timers`, if it has one.
     timer: Option<UnixMillis>,
+}
+
+impl Job {
+    /// Everything at or before `slot` is accounted for.
+    fn account(&mut self, slot: UnixMillis) {
+        let a = self.accounted.map_or(slot, |a| a.max(slot));
+        self.accounted = Some(a);
+        self.cursor = a;
+    }
 }
 
 /// The scheduling state machine. See the module docs.
@@ -216,7 +238,7 @@ impl Planner {
         )
     }
 
-    /// The highest slot known to have been started for `name`, or its registration time.
+    /// The highest slot known to be accounted for, or the registration time if none is.
     pub fn cursor(&self, name: &JobId) -> Option<UnixMillis> {
         let idx = *self.index.get(name)?;
         self.jobs[idx].as_ref().map(|j| j.cursor)
@@ -228,15 +250,13 @@ impl Planner {
             return Err(PlannerError::DuplicateJob(spec.name));
         }
         let idx = self.free.pop().unwrap_or(self.jobs.len());
-        let cursor = self
-            .stray_records
-            .remove(&spec.name)
-            .map_or(now, |r| r.max(now));
+        let accounted = self.stray_records.remove(&spec.name);
         self.owners.set_job(idx, &spec.name);
         self.index.insert(spec.name.clone(), idx);
         let job = Job {
             spec,
-            cursor,
+            accounted,
+            cursor: accounted.unwrap_or(now),
             mine: Mine::No,
             timer: None,
         };
@@ -245,7 +265,7 @@ impl Planner {
         } else {
             self.jobs[idx] = Some(job);
         }
-        if !self.leaving && self.owners.owner_of(idx) == Some(&self.me) {
+        if !self.leaving && self.is_mine(idx) {
             // A new job has no previous owner to hand over from.
             self.set_mine(idx, Mine::From(now));
         }
@@ -273,8 +293,8 @@ impl Planner {
             return;
         };
         let j = self.jobs[idx].as_mut().expect("indexed job exists");
-        if slot > j.cursor {
-            j.cursor = slot;
+        if j.accounted.is_none_or(|a| slot > a) {
+            j.account(slot);
             let mine = j.mine;
             self.reschedule(idx, mine);
         }
@@ -300,7 +320,7 @@ impl Planner {
             return;
         }
         for (idx, prev) in changed {
-            let owner_is_me = self.owners.owner_of(idx) == Some(&self.me);
+            let owner_is_me = self.is_mine(idx);
             let was_mine = self.jobs[idx].as_ref().is_some_and(|j| j.mine != Mine::No);
             match (owner_is_me, was_mine) {
                 (true, false) => {
@@ -320,6 +340,13 @@ impl Planner {
                 _ => {}
             }
         }
+    }
+
+    fn is_mine(&self, idx: usize) -> bool {
+        if self.config.broken_ownership_for_tests {
+            return !self.view.members.is_empty();
+        }
+        self.owners.owner_of(idx) == Some(&self.me)
     }
 
     /// Stop firing for good: this node is leaving the cluster.
@@ -433,7 +460,7 @@ impl Planner {
                 count,
                 policy: false,
             });
-            j.cursor = j.cursor.max(last);
+            j.account(last);
         }
 
         // Slots inside the window and due: on time, or late (misfires).
@@ -477,7 +504,7 @@ impl Planner {
             });
         }
         if let Some(&last) = due.last() {
-            j.cursor = j.cursor.max(last);
+            j.account(last);
         }
         if let Some(&last) = fire.last() {
             self.out.push(Action::PublishRecord {
@@ -513,6 +540,7 @@ mod tests {
             handoff_delay: Duration::from_millis(500),
             misfire_threshold: Duration::from_millis(1500),
             startup_delay: Duration::ZERO,
+            broken_ownership_for_tests: false,
         }
     }
 
@@ -632,6 +660,31 @@ mod tests {
             .unwrap();
         p.observe_record(&JobId::new("j"), UnixMillis(3_000));
         assert_eq!(p.next_deadline(), Some(UnixMillis(4_000)));
+    }
+
+    #[test]
+    fn a_node_restarted_after_a_crash_catches_up_what_nobody_ran_while_it_was_down() {
+        // "a" crashed after starting slot 9 and came back at 10.5 s, before anyone noticed;
+        // slot 10 ran nowhere. Its old record reaches it through gossip.
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(10_500));
+        p.set_view(UnixMillis(10_500), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(10_500), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        assert_eq!(p.next_deadline(), Some(UnixMillis(11_000)));
+        p.observe_record(&JobId::new("j"), UnixMillis(9_000));
+        p.poll(UnixMillis(10_600));
+        assert_eq!(fired(&mut p), [("j".into(), 10_000)]);
+    }
+
+    #[test]
+    fn a_new_job_does_not_fire_slots_from_before_it_existed() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(10_500), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        p.poll(UnixMillis(10_600));
+        assert!(fired(&mut p).is_empty());
+        assert_eq!(p.next_deadline(), Some(UnixMillis(11_000)));
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub retry_backoff: Duration,
     /// Cap on the retry wait. Default 60 s.
     pub retry_backoff_max: Duration,
+    /// Test-only: see `PlannerConfig::broken_ownership_for_tests`. Never set in production.
+    #[doc(hidden)]
+    pub broken_ownership_for_tests: bool,
 }
 
 /// A configuration value that is out of range. Names the key as written in the config file.
@@ -94,6 +97,7 @@ impl NodeConfig {
             drain_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(60),
+            broken_ownership_for_tests: false,
         }
     }
 
@@ -108,6 +112,7 @@ impl NodeConfig {
             handoff_delay: self.handoff_delay.unwrap_or(self.gossip_interval * 4),
             misfire_threshold: self.misfire_threshold,
             startup_delay: self.startup_delay.unwrap_or(self.gossip_interval * 5),
+            broken_ownership_for_tests: self.broken_ownership_for_tests,
         }
     }
 

@@ -70,6 +70,7 @@ pub struct NodeBuilder {
     executor: Option<Arc<dyn Executor>>,
     default_executor: DefaultExecutor,
     transport: Arc<dyn Transport>,
+    pause: Option<watch::Receiver<bool>>,
 }
 
 /// Entry point of the runtime.
@@ -85,6 +86,7 @@ impl Node {
             executor: None,
             default_executor: DefaultExecutor::new(),
             transport: Arc::new(UdpTransport),
+            pause: None,
         }
     }
 }
@@ -143,6 +145,15 @@ impl NodeBuilder {
         self
     }
 
+    /// A switch that freezes the node's task while it reads `true`, as a process stall
+    /// (SIGSTOP, a long GC pause) would: nothing fires and no event is handled until it
+    /// reads `false` again, then everything that arrived meanwhile is handled at once.
+    /// For the simulator.
+    pub fn pause_switch(mut self, switch: watch::Receiver<bool>) -> Self {
+        self.pause = Some(switch);
+        self
+    }
+
     /// Validates, starts gossip, and spawns the node's task.
     pub async fn start(self) -> Result<NodeHandle, NodeError> {
         let NodeBuilder {
@@ -152,6 +163,7 @@ impl NodeBuilder {
             executor,
             default_executor,
             transport,
+            pause,
         } = self;
         config.validate()?;
         if executor.is_none()
@@ -212,6 +224,8 @@ impl NodeBuilder {
             view_tx,
             running: JoinSet::new(),
             stats: Stats::default(),
+            pause_live: pause.is_some(),
+            pause: pause.unwrap_or_else(|| watch::channel(false).1),
         };
         let task = tokio::spawn(runtime.run());
         Ok(NodeHandle {
@@ -319,6 +333,9 @@ struct Runtime {
     view_tx: watch::Sender<View>,
     running: JoinSet<Outcome>,
     stats: Stats,
+    pause: watch::Receiver<bool>,
+    /// False once the pause switch's sender is gone (or there never was one).
+    pause_live: bool,
 }
 
 impl Drop for Runtime {
@@ -342,6 +359,10 @@ impl Runtime {
         let mut live = self.cluster().live_watcher();
         let mut next_lonely_check = self.clock.now().saturating_add(LONELY_WARN_EVERY);
         loop {
+            if self.pause_live && *self.pause.borrow_and_update() {
+                // A stalled process does nothing until it resumes.
+                let _ = self.pause.wait_for(|p| !p).await;
+            }
             let now = self.clock.now();
             self.planner.poll(now);
             self.apply_actions(now).await;
@@ -359,6 +380,9 @@ impl Runtime {
             let sleep = self.clock.sleep_until(deadline);
             tokio::select! {
                 _ = sleep => {}
+                changed = self.pause.changed(), if self.pause_live => {
+                    self.pause_live = changed.is_ok();
+                }
                 changed = live.changed() => {
                     if changed.is_err() {
                         warn!("gossip stopped; node stops scheduling");
