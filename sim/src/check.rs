@@ -1,0 +1,314 @@
+//! The checker: every slot due in the run, how many times it ran, where, and how late.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use starling::{JobSpec, Misfire, UnixMillis};
+
+use crate::scenario::Fault;
+use crate::world::{Applied, EPOCH, Run, SimResult};
+
+/// Slots before this (ms since start) are not checked: the cluster is forming.
+pub const CHECK_FROM_MS: i64 = 3_000;
+/// Slots in the last this-many ms are not checked: a catch-up may still be due.
+pub const CHECK_TAIL_MS: i64 = 10_000;
+
+/// Bounds the checker uses, derived from the gossip interval.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// After a disturbance ends, how long views take to converge again (failure detection,
+    /// handoff delay, record propagation), ms.
+    pub settle_ms: i64,
+    /// A record needs this long to leave a node; a crash within it may lose the record, ms.
+    pub record_ms: i64,
+}
+
+impl Bounds {
+    /// Bounds for a gossip interval.
+    pub fn for_gossip(gossip_ms: i64) -> Bounds {
+        Bounds {
+            settle_ms: gossip_ms * 20,
+            record_ms: gossip_ms * 3,
+        }
+    }
+}
+
+/// Why a duplicate is explained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The two nodes were on different sides of a partition.
+    Partition,
+    /// A packet-loss burst was on.
+    Loss,
+    /// One of the nodes was stalled.
+    Stall,
+    /// One of the nodes crashed right after starting the slot, before its record left.
+    Crash,
+}
+
+/// A slot that ran more than once.
+#[derive(Clone, Debug, Serialize)]
+pub struct Duplicate {
+    /// The job.
+    pub job: String,
+    /// The slot, RFC 3339.
+    pub slot: String,
+    /// Node indexes that ran it.
+    pub nodes: Vec<usize>,
+    /// Why that could happen, if the fault schedule explains it.
+    pub explained_by: Option<Reason>,
+}
+
+/// A slot that the job's misfire policy required to run but did not.
+#[derive(Clone, Debug, Serialize)]
+pub struct Miss {
+    /// The job.
+    pub job: String,
+    /// The slot, RFC 3339.
+    pub slot: String,
+    /// Slot time, ms since sim start.
+    pub at_ms: i64,
+}
+
+/// The checker's findings.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Findings {
+    /// Slots due in the checked window.
+    pub slots_due: u64,
+    /// Executions in the checked window.
+    pub executions: u64,
+    /// Required slots that never ran.
+    pub missed: Vec<Miss>,
+    /// Slots the misfire policy (`once`, `skip`) was allowed to drop and did.
+    pub skipped_by_policy: u64,
+    /// Slots that ran more than once.
+    pub duplicates: Vec<Duplicate>,
+    /// Lateness of each slot's first run, ms: p50, p99, max.
+    pub lateness_ms: (i64, i64, i64),
+    /// All live nodes agree on the members (hence on every owner) at the end, when the
+    /// last membership change was long enough ago; `None` when it was too recent to judge.
+    pub owners_agree: Option<bool>,
+}
+
+impl Findings {
+    /// Duplicates the fault schedule does not explain.
+    pub fn unexplained(&self) -> usize {
+        self.duplicates
+            .iter()
+            .filter(|d| d.explained_by.is_none())
+            .count()
+    }
+
+    /// True when the run passes: no unexplained duplicate, no disallowed miss, owners agree.
+    pub fn passed(&self) -> bool {
+        self.missed.is_empty() && self.unexplained() == 0 && self.owners_agree != Some(false)
+    }
+}
+
+/// Who could not hear whom during a span.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    /// Nobody could rely on hearing anybody (loss burst).
+    All,
+    /// This node could hear nobody, and nobody it (a stall).
+    Node(usize),
+    /// These two could not hear each other (a partition).
+    Pair(usize, usize),
+}
+
+/// Intervals (ms since start) during which two nodes could not hear each other.
+struct Deafness {
+    /// (from, to, who, reason)
+    spans: Vec<(i64, i64, Who, Reason)>,
+    /// (node, crash time)
+    crashes: Vec<(usize, i64)>,
+}
+
+impl Deafness {
+    fn from_faults(applied: &[Applied], end: i64, b: Bounds) -> Deafness {
+        let mut spans = Vec::new();
+        let mut crashes = Vec::new();
+        let mut open_partitions: Vec<(i64, Vec<usize>, Vec<usize>)> = Vec::new();
+        let mut loss_since: Option<i64> = None;
+        for a in applied {
+            match &a.fault {
+                Fault::Partition { a: x, b: y, .. } => {
+                    open_partitions.push((a.at, x.clone(), y.clone()));
+                }
+                Fault::Heal => {
+                    for (from, x, y) in open_partitions.drain(..) {
+                        for &i in &x {
+                            for &j in &y {
+                                spans.push((
+                                    from,
+                                    a.at + b.settle_ms,
+                                    Who::Pair(i, j),
+                                    Reason::Partition,
+                                ));
+                            }
+                        }
+                    }
+                }
+                Fault::Loss(p) if *p > 0.0 => loss_since = Some(a.at),
+                Fault::Loss(_) => {
+                    if let Some(from) = loss_since.take() {
+                        spans.push((from, a.at + b.settle_ms, Who::All, Reason::Loss));
+                    }
+                }
+                Fault::Stall { node, ms } => {
+                    spans.push((
+                        a.at,
+                        a.at + *ms as i64 + b.settle_ms,
+                        Who::Node(*node),
+                        Reason::Stall,
+                    ));
+                }
+                Fault::Crash(n) => crashes.push((*n, a.at)),
+                _ => {}
+            }
+        }
+        for (from, x, y) in open_partitions {
+            for &i in &x {
+                for &j in &y {
+                    spans.push((from, end, Who::Pair(i, j), Reason::Partition));
+                }
+            }
+        }
+        if let Some(from) = loss_since {
+            spans.push((from, end, Who::All, Reason::Loss));
+        }
+        Deafness { spans, crashes }
+    }
+
+    /// Why nodes `x` and `y` could not hear each other at some time in [from, to].
+    fn explain(&self, x: usize, y: usize, from: i64, to: i64) -> Option<Reason> {
+        self.spans
+            .iter()
+            .filter(|(s, e, _, _)| *s <= to && *e >= from)
+            .find(|(_, _, who, _)| match *who {
+                Who::All => true,
+                Who::Node(n) => n == x || n == y,
+                Who::Pair(i, j) => (i == x && j == y) || (i == y && j == x),
+            })
+            .map(|(_, _, _, r)| *r)
+    }
+
+    fn crashed_soon_after(&self, run: &Run, b: Bounds) -> bool {
+        self.crashes
+            .iter()
+            .any(|&(n, t)| n == run.node && t >= run.started && t <= run.started + b.record_ms)
+    }
+
+    /// Any disturbance overlapping [from, to] (for misfire policies that may drop slots).
+    fn disturbed(applied: &[Applied], from: i64, to: i64, b: Bounds) -> bool {
+        applied
+            .iter()
+            .any(|a| a.at <= to && a.at + b.settle_ms + 5_000 >= from)
+    }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Checks a finished run against the jobs' schedules and the fault schedule.
+pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Findings {
+    let mut f = Findings::default();
+    let deaf = Deafness::from_faults(&result.applied, end_ms, b);
+    let from = EPOCH.0 + CHECK_FROM_MS;
+    let to = EPOCH.0 + end_ms - CHECK_TAIL_MS;
+    let mut by_slot: BTreeMap<(&str, i64), Vec<&Run>> = BTreeMap::new();
+    for r in &result.runs {
+        if r.slot >= from && r.slot <= to {
+            by_slot.entry((&r.job, r.slot)).or_default().push(r);
+            f.executions += 1;
+        }
+    }
+    let mut lateness = Vec::new();
+    for job in jobs {
+        let mut t = UnixMillis(from - 1);
+        while let Some(s) = job.schedule.next_after(t) {
+            if s.0 > to {
+                break;
+            }
+            t = s;
+            f.slots_due += 1;
+            let runs = by_slot
+                .get(&(job.name.as_str(), s.0))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let at_ms = s.0 - EPOCH.0;
+            match runs {
+                [] => {
+                    let may_drop = job.misfire != Misfire::All
+                        && Deafness::disturbed(&result.applied, at_ms - 10_000, at_ms, b);
+                    if may_drop {
+                        f.skipped_by_policy += 1;
+                    } else {
+                        f.missed.push(Miss {
+                            job: job.name.to_string(),
+                            slot: s.to_rfc3339(),
+                            at_ms,
+                        });
+                    }
+                }
+                [one] => lateness.push(one.started - at_ms),
+                many => {
+                    let first = many.iter().map(|r| r.started).min().unwrap_or(0);
+                    lateness.push(first - at_ms);
+                    let last = many.iter().map(|r| r.started).max().unwrap_or(0);
+                    let mut explained = None;
+                    'pairs: for (i, x) in many.iter().enumerate() {
+                        for y in &many[i + 1..] {
+                            for r in [x, y] {
+                                if deaf.crashed_soon_after(r, b) {
+                                    explained = Some(Reason::Crash);
+                                    break 'pairs;
+                                }
+                            }
+                            if let Some(r) = deaf.explain(x.node, y.node, first - b.settle_ms, last)
+                            {
+                                explained = Some(r);
+                                break 'pairs;
+                            }
+                        }
+                    }
+                    f.duplicates.push(Duplicate {
+                        job: job.name.to_string(),
+                        slot: s.to_rfc3339(),
+                        nodes: many.iter().map(|r| r.node).collect(),
+                        explained_by: explained,
+                    });
+                }
+            }
+        }
+    }
+    lateness.sort_unstable();
+    f.lateness_ms = (
+        percentile(&lateness, 0.50),
+        percentile(&lateness, 0.99),
+        lateness.last().copied().unwrap_or(0),
+    );
+    let last_change = result
+        .applied
+        .iter()
+        .filter(|a| !matches!(a.fault, Fault::ClockJump { .. }))
+        .map(|a| match a.fault {
+            Fault::Stall { ms, .. } => a.at + ms as i64,
+            _ => a.at,
+        })
+        .max()
+        .unwrap_or(0);
+    f.owners_agree = if end_ms - last_change >= b.settle_ms * 2 && !result.final_views.is_empty() {
+        let first = &result.final_views[0].1.members;
+        Some(result.final_views.iter().all(|(_, v)| &v.members == first))
+    } else {
+        None
+    };
+    f
+}

@@ -1,0 +1,388 @@
+//! `starling-sim`: many real Starling nodes in one process over a simulated network and
+//! clock, faults drawn from a seed, every slot checked, any run replayable from its seed.
+//!
+//! # Layout
+//!
+//! - `entropy`: the seeded `getrandom`/`getentropy` this binary defines for the process.
+//! - `rng`: the simulator's seeded generator.
+//! - `net`: the simulated network (a chitchat `Transport`).
+//! - `world`: nodes, clocks, the recording executor, the fault driver.
+//! - `scenario`: named fault schedules drawn from the seed.
+//! - `workload`: the simulated jobs.
+//! - `check`: the checker (missed slots, duplicates and their explanations, lateness).
+//! - `svg`: the timeline picture.
+
+mod check;
+mod entropy;
+mod net;
+mod rng;
+mod scenario;
+mod svg;
+mod workload;
+mod world;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Serialize;
+
+use crate::check::{Bounds, Findings, Reason};
+use crate::rng::SimRng;
+use crate::scenario::Scenario;
+use crate::world::SimConfig;
+
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "starling-sim",
+    version,
+    about = "Deterministic Starling cluster simulator"
+)]
+struct Args {
+    /// The seed of a single run.
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// A sweep over seeds `A..B` (B excluded), run in parallel on fresh threads.
+    #[arg(long, value_parser = parse_range)]
+    seeds: Option<(u64, u64)>,
+    /// The scenario: steady, crash, restart, rolling, join, partition, flap, skew, chaos.
+    #[arg(long, default_value = "steady")]
+    scenario: Scenario,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Number of jobs.
+    #[arg(long, default_value_t = 50)]
+    jobs: usize,
+    /// Simulated duration, e.g. `2m`, `1h`.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    duration: Duration,
+    /// The nodes' gossip interval.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    gossip_interval: Duration,
+    /// Write the report (JSON; an array for a sweep) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write the timeline picture (SVG) of a single run here.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// Simulations run at once in a sweep. Default: the number of cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Test-only: every node believes it owns every job, so the checker must fail.
+    #[arg(long, hide = true)]
+    break_ownership: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    starling::core::schedule::parse_duration(s)
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}`: expected A..B, e.g. 0..100"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{a}` is not a seed"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{b}` is not a seed"))?;
+    if b <= a {
+        return Err(format!("`{s}`: the range is empty"));
+    }
+    Ok((a, b))
+}
+
+/// One run's report. The first fields are the contract scripts rely on.
+#[derive(Serialize, Debug, Clone)]
+struct Report {
+    seed: u64,
+    scenario: String,
+    nodes: usize,
+    jobs: usize,
+    sim_seconds: f64,
+    wall_seconds: f64,
+    slots_due: u64,
+    executions: u64,
+    missed: usize,
+    duplicates: usize,
+    duplicates_explained: usize,
+    lateness_p50_ms: i64,
+    lateness_p99_ms: i64,
+    lateness_max_ms: i64,
+    trace_hash: String,
+    net_hash: String,
+    passed: bool,
+    skipped_by_policy: u64,
+    duplicates_explained_by: std::collections::BTreeMap<String, usize>,
+    owners_agree: Option<bool>,
+    faults: Vec<String>,
+    packets_sent: u64,
+    packets_dropped: u64,
+    entropy_drawn_before_seed: u64,
+    findings: Findings,
+    replay: String,
+}
+
+fn replay_command(a: &Args, seed: u64) -> String {
+    format!(
+        "starling-sim --seed {seed} --scenario {} --nodes {} --jobs {} --duration {}ms --gossip-interval {}ms{}",
+        a.scenario,
+        a.nodes,
+        a.jobs,
+        a.duration.as_millis(),
+        a.gossip_interval.as_millis(),
+        if a.break_ownership {
+            " --break-ownership"
+        } else {
+            ""
+        }
+    )
+}
+
+#[allow(clippy::disallowed_methods)] // wall time of the simulator itself, never in a trace
+fn wall_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// Runs one simulation. Call on a fresh thread: it seeds the thread's entropy before
+/// anything else runs there (per-thread hash keys are drawn once per thread).
+fn simulate(a: &Args, seed: u64) -> (Report, Option<String>) {
+    let want_svg = a.timeline.is_some();
+    {
+        {
+            entropy::seed_thread(seed);
+            let wall = wall_now();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("a current-thread runtime");
+            let mut rng = SimRng::new(seed);
+            let end_ms = a.duration.as_millis() as i64;
+            let jobs = workload::jobs(a.jobs, end_ms, &mut rng.fork(2));
+            let plan = scenario::plan(a.scenario, a.nodes, end_ms, &mut rng.fork(3));
+            let config = SimConfig {
+                seed,
+                nodes: a.nodes,
+                jobs: jobs.clone(),
+                duration: a.duration,
+                gossip_interval: a.gossip_interval,
+                broken_ownership: a.break_ownership,
+            };
+            let result = rt.block_on(world::run(config, plan));
+            drop(rt);
+            let bounds = Bounds::for_gossip(a.gossip_interval.as_millis() as i64);
+            let findings = check::check(&jobs, &result, end_ms, bounds);
+            let mut by = std::collections::BTreeMap::new();
+            for d in &findings.duplicates {
+                if let Some(r) = d.explained_by {
+                    let key = match r {
+                        Reason::Partition => "partition",
+                        Reason::Loss => "loss",
+                        Reason::Stall => "stall",
+                        Reason::Crash => "crash",
+                    };
+                    *by.entry(key.to_string()).or_insert(0) += 1;
+                }
+            }
+            let svg = want_svg.then(|| {
+                svg::timeline(
+                    &result,
+                    &findings,
+                    a.nodes,
+                    end_ms,
+                    &format!(
+                        "starling-sim seed {seed} scenario {} ({} nodes, {} jobs)",
+                        a.scenario, a.nodes, a.jobs
+                    ),
+                )
+            });
+            let report = Report {
+                seed,
+                scenario: a.scenario.to_string(),
+                nodes: a.nodes,
+                jobs: a.jobs,
+                sim_seconds: end_ms as f64 / 1000.0,
+                wall_seconds: wall.elapsed().as_secs_f64(),
+                slots_due: findings.slots_due,
+                executions: findings.executions,
+                missed: findings.missed.len(),
+                duplicates: findings.duplicates.len(),
+                duplicates_explained: findings.duplicates.len() - findings.unexplained(),
+                lateness_p50_ms: findings.lateness_ms.0,
+                lateness_p99_ms: findings.lateness_ms.1,
+                lateness_max_ms: findings.lateness_ms.2,
+                trace_hash: format!("{:016x}", result.trace_hash),
+                net_hash: format!("{:016x}", result.net_hash),
+                passed: findings.passed() && entropy::drawn_before_seed() == 0,
+                skipped_by_policy: findings.skipped_by_policy,
+                duplicates_explained_by: by,
+                owners_agree: findings.owners_agree,
+                faults: result
+                    .applied
+                    .iter()
+                    .map(|f| format!("{}ms {:?}", f.at, f.fault))
+                    .collect(),
+                packets_sent: result.net_stats.sent,
+                packets_dropped: result.net_stats.dropped,
+                entropy_drawn_before_seed: entropy::drawn_before_seed(),
+                findings,
+                replay: replay_command(a, seed),
+            };
+            (report, svg)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let (from, to) = match (args.seed, args.seeds) {
+        (Some(s), _) => (s, s + 1),
+        (None, Some(r)) => r,
+        (None, None) => (0, 1),
+    };
+    if args.nodes == 0 || args.nodes > 250 {
+        eprintln!("error: --nodes must be between 1 and 250");
+        return ExitCode::FAILURE;
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    println!(
+        "starling-sim seeds {from}..{to} scenario {} nodes {} jobs {} duration {:?} gossip-interval {:?} threads {threads}{}",
+        args.scenario,
+        args.nodes,
+        args.jobs,
+        args.duration,
+        args.gossip_interval,
+        if args.break_ownership {
+            " break-ownership"
+        } else {
+            ""
+        }
+    );
+
+    // Each seed on a fresh thread, `threads` at a time, results in seed order.
+    let seeds: Vec<u64> = (from..to).collect();
+    let mut reports: Vec<Report> = Vec::with_capacity(seeds.len());
+    let mut svg_out = None;
+    for chunk in seeds.chunks(threads) {
+        let done: Vec<(Report, Option<String>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|&seed| {
+                    let args = &args;
+                    std::thread::Builder::new()
+                        .name(format!("sim-{seed}"))
+                        .spawn_scoped(s, move || simulate(args, seed))
+                        .expect("spawn a simulation thread")
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("sweep worker"))
+                .collect()
+        });
+        for (r, svg) in done {
+            println!(
+                "seed {:>6}  {}  slots {:>6}  runs {:>6}  missed {:>3}  dup {:>3} (explained {:>3})  late p50 {:>5}ms p99 {:>5}ms max {:>5}ms  trace {}  net {}  {:.2}s",
+                r.seed,
+                if r.passed { "ok  " } else { "FAIL" },
+                r.slots_due,
+                r.executions,
+                r.missed,
+                r.duplicates,
+                r.duplicates_explained,
+                r.lateness_p50_ms,
+                r.lateness_p99_ms,
+                r.lateness_max_ms,
+                r.trace_hash,
+                r.net_hash,
+                r.wall_seconds
+            );
+            if svg.is_some() {
+                svg_out = svg;
+            }
+            reports.push(r);
+        }
+    }
+
+    let failed: Vec<&Report> = reports.iter().filter(|r| !r.passed).collect();
+    let sum = |f: fn(&Report) -> usize| reports.iter().map(f).sum::<usize>();
+    let sim: f64 = reports.iter().map(|r| r.sim_seconds).sum();
+    let wall: f64 = reports.iter().map(|r| r.wall_seconds).sum();
+    let mut p99: Vec<i64> = reports.iter().map(|r| r.lateness_p99_ms).collect();
+    p99.sort_unstable();
+    println!(
+        "summary: {} run(s), {} failed; missed {}; duplicates {} (explained {}, unexplained {}); worst lateness p99 {}ms; {:.0} simulated s per wall s",
+        reports.len(),
+        failed.len(),
+        sum(|r| r.missed),
+        sum(|r| r.duplicates),
+        sum(|r| r.duplicates_explained),
+        sum(|r| r.duplicates - r.duplicates_explained),
+        p99.last().copied().unwrap_or(0),
+        if wall > 0.0 { sim / wall } else { 0.0 }
+    );
+    if let Some(path) = &args.report {
+        let json = if reports.len() == 1 {
+            serde_json::to_string_pretty(&reports[0])
+        } else {
+            serde_json::to_string_pretty(&reports)
+        };
+        if let Err(e) = json
+            .map_err(anyhow::Error::from)
+            .and_then(|j| Ok(std::fs::write(path, j)?))
+        {
+            eprintln!("error: writing the report to {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let (Some(path), Some(svg)) = (&args.timeline, svg_out) {
+        if let Err(e) = std::fs::write(path, svg) {
+            eprintln!("error: writing the timeline to {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    for r in &failed {
+        for m in r.findings.missed.iter().take(5) {
+            println!("  seed {}: missed {} slot {}", r.seed, m.job, m.slot);
+        }
+        for d in r
+            .findings
+            .duplicates
+            .iter()
+            .filter(|d| d.explained_by.is_none())
+            .take(5)
+        {
+            println!(
+                "  seed {}: unexplained duplicate {} slot {} on nodes {:?}",
+                r.seed, d.job, d.slot, d.nodes
+            );
+        }
+        if r.owners_agree == Some(false) {
+            println!(
+                "  seed {}: live nodes disagree on the members at the end",
+                r.seed
+            );
+        }
+        println!("  replay: {}", r.replay);
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,304 @@
+//! Named scenarios: fault schedules drawn from the seed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::rng::SimRng;
+
+/// One fault, applied at a point in simulated time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// The node stops at once (its process dies).
+    Crash(usize),
+    /// A stopped node starts again with the same id (a new generation).
+    Restart(usize),
+    /// The node leaves gracefully (SIGTERM).
+    Leave(usize),
+    /// A node that was not started yet joins.
+    Join(usize),
+    /// Packets from `a` to `b` (and back, unless `one_way`) are dropped.
+    Partition {
+        /// One side.
+        a: Vec<usize>,
+        /// The other side.
+        b: Vec<usize>,
+        /// Only `a` -> `b` is cut.
+        one_way: bool,
+    },
+    /// Every partition heals.
+    Heal,
+    /// Packet loss probability from now on (a burst starts with p > 0 and ends with 0).
+    Loss(f64),
+    /// The node's process is not scheduled for `ms` (its traffic is held meanwhile).
+    Stall {
+        /// The node.
+        node: usize,
+        /// How long, ms.
+        ms: u64,
+    },
+    /// The node's wall clock jumps by `delta_ms`.
+    ClockJump {
+        /// The node.
+        node: usize,
+        /// The jump, ms (negative: backwards).
+        delta_ms: i64,
+    },
+}
+
+/// What a scenario does to a run.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    /// Faults in time order (ms since start).
+    pub faults: Vec<(i64, Fault)>,
+    /// Nodes that are not started at time 0 (they join later).
+    pub late_joiners: Vec<usize>,
+    /// Per-node clock offset at start, ms.
+    pub skew_ms: Vec<i64>,
+    /// When each node starts (ms), so gossip rounds are not in phase across nodes.
+    pub start_ms: Vec<i64>,
+    /// Packet loss outside bursts.
+    pub base_loss: f64,
+}
+
+/// The named scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    /// No faults.
+    Steady,
+    /// One node crashes and stays down.
+    Crash,
+    /// One node crashes and restarts with the same id.
+    Restart,
+    /// Every node in turn leaves gracefully and restarts.
+    Rolling,
+    /// One node (two with 5+ nodes) joins a running cluster.
+    Join,
+    /// The cluster splits in two (sometimes one way) and heals.
+    Partition,
+    /// A node stalls again and again, with packet-loss bursts: membership flaps.
+    Flap,
+    /// Clocks are skewed and one jumps.
+    Skew,
+    /// A random mix of all of the above.
+    Chaos,
+}
+
+impl Scenario {
+    /// Every scenario, in a fixed order.
+    pub const ALL: [Scenario; 9] = [
+        Scenario::Steady,
+        Scenario::Crash,
+        Scenario::Restart,
+        Scenario::Rolling,
+        Scenario::Join,
+        Scenario::Partition,
+        Scenario::Flap,
+        Scenario::Skew,
+        Scenario::Chaos,
+    ];
+
+    /// The scenario's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Steady => "steady",
+            Scenario::Crash => "crash",
+            Scenario::Restart => "restart",
+            Scenario::Rolling => "rolling",
+            Scenario::Join => "join",
+            Scenario::Partition => "partition",
+            Scenario::Flap => "flap",
+            Scenario::Skew => "skew",
+            Scenario::Chaos => "chaos",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Scenario::ALL
+            .iter()
+            .copied()
+            .find(|sc| sc.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown scenario `{s}`: use one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Faults happen inside [WARMUP, end - QUIET]: the cluster forms first, and settles before
+/// the end so the checker can hold it to its promises.
+const WARMUP_MS: i64 = 10_000;
+const QUIET_MS: i64 = 30_000;
+
+/// Draws the fault plan of `scenario` for `nodes` nodes and a run of `duration_ms`.
+pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng) -> FaultPlan {
+    let mut p = FaultPlan {
+        skew_ms: vec![0; nodes],
+        start_ms: (0..nodes).map(|_| rng.range(0, 1_000)).collect(),
+        ..FaultPlan::default()
+    };
+    let last = (duration_ms - QUIET_MS).max(WARMUP_MS + 1_000);
+    let at = |rng: &mut SimRng, lo: i64, hi: i64| rng.range(lo, hi.max(lo));
+    match scenario {
+        Scenario::Steady => {}
+        Scenario::Crash => {
+            let t = at(rng, WARMUP_MS, last / 2);
+            p.faults
+                .push((t, Fault::Crash(rng.below(nodes as u64) as usize)));
+        }
+        Scenario::Restart => {
+            let n = rng.below(nodes as u64) as usize;
+            let t = at(rng, WARMUP_MS, last / 2);
+            p.faults.push((t, Fault::Crash(n)));
+            p.faults
+                .push((t + rng.range(500, 15_000), Fault::Restart(n)));
+        }
+        Scenario::Rolling => {
+            let span = (last - WARMUP_MS) / nodes.max(1) as i64;
+            for n in 0..nodes {
+                let t = WARMUP_MS + span * n as i64 + rng.range(0, span / 4);
+                p.faults.push((t, Fault::Leave(n)));
+                p.faults.push((
+                    t + rng.range(1_500, (span / 2).max(1_500)),
+                    Fault::Restart(n),
+                ));
+            }
+        }
+        Scenario::Join => {
+            let joiners = if nodes >= 5 { 2 } else { 1 };
+            for k in 0..joiners.min(nodes - 1) {
+                let n = nodes - 1 - k;
+                p.late_joiners.push(n);
+                p.faults
+                    .push((at(rng, WARMUP_MS, last / 2), Fault::Join(n)));
+            }
+        }
+        Scenario::Partition => {
+            push_partition(&mut p, nodes, rng, WARMUP_MS, last);
+        }
+        Scenario::Flap => {
+            let n = rng.below(nodes as u64) as usize;
+            let mut t = WARMUP_MS;
+            while t < last {
+                if rng.chance(0.5) {
+                    p.faults.push((
+                        t,
+                        Fault::Stall {
+                            node: n,
+                            ms: rng.range(200, 3_000) as u64,
+                        },
+                    ));
+                } else {
+                    p.faults
+                        .push((t, Fault::Loss(0.2 + rng.below(50) as f64 / 100.0)));
+                    p.faults.push((t + rng.range(500, 3_000), Fault::Loss(0.0)));
+                }
+                t += rng.range(4_000, 12_000);
+            }
+        }
+        Scenario::Skew => {
+            for s in p.skew_ms.iter_mut() {
+                *s = rng.range(-400, 400);
+            }
+            let n = rng.below(nodes as u64) as usize;
+            let jump = rng.range(1_000, 3_000) * if rng.chance(0.5) { 1 } else { -1 };
+            p.faults.push((
+                at(rng, WARMUP_MS, last),
+                Fault::ClockJump {
+                    node: n,
+                    delta_ms: jump,
+                },
+            ));
+        }
+        Scenario::Chaos => {
+            let mut t = WARMUP_MS;
+            while t < last {
+                let n = rng.below(nodes as u64) as usize;
+                match rng.below(6) {
+                    0 if nodes > 1 => {
+                        p.faults.push((t, Fault::Crash(n)));
+                        p.faults
+                            .push((t + rng.range(1_000, 10_000), Fault::Restart(n)));
+                    }
+                    1 if nodes > 1 => {
+                        p.faults.push((t, Fault::Leave(n)));
+                        p.faults
+                            .push((t + rng.range(1_500, 10_000), Fault::Restart(n)));
+                    }
+                    2 => push_partition(&mut p, nodes, rng, t, t + 1),
+                    3 => p.faults.push((
+                        t,
+                        Fault::Stall {
+                            node: n,
+                            ms: rng.range(200, 3_000) as u64,
+                        },
+                    )),
+                    4 => {
+                        p.faults.push((t, Fault::Loss(0.3)));
+                        p.faults.push((t + rng.range(500, 3_000), Fault::Loss(0.0)));
+                    }
+                    _ => p.faults.push((
+                        t,
+                        Fault::ClockJump {
+                            node: n,
+                            delta_ms: rng.range(-2_000, 2_000),
+                        },
+                    )),
+                }
+                // One disturbance at a time, with room to settle in between.
+                t = p.faults.iter().map(|f| f.0).max().unwrap_or(t) + rng.range(5_000, 15_000);
+            }
+        }
+    }
+    p.faults.sort_by_key(|f| f.0);
+    p
+}
+
+fn push_partition(p: &mut FaultPlan, nodes: usize, rng: &mut SimRng, lo: i64, hi: i64) {
+    if nodes < 2 {
+        return;
+    }
+    let size = 1 + rng.below((nodes / 2) as u64) as usize;
+    let mut order: Vec<usize> = (0..nodes).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut a: Vec<usize> = order[..size].to_vec();
+    let mut b: Vec<usize> = order[size..].to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    let t = rng.range(lo, hi);
+    let one_way = rng.chance(0.25);
+    p.faults.push((t, Fault::Partition { a, b, one_way }));
+    p.faults.push((t + rng.range(3_000, 20_000), Fault::Heal));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_are_a_function_of_the_seed() {
+        for sc in Scenario::ALL {
+            let a = plan(sc, 5, 120_000, &mut SimRng::new(3));
+            let b = plan(sc, 5, 120_000, &mut SimRng::new(3));
+            assert_eq!(a.faults, b.faults, "{sc}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for sc in Scenario::ALL {
+            assert_eq!(sc.name().parse::<Scenario>(), Ok(sc));
+        }
+        assert!("nope".parse::<Scenario>().is_err());
+    }
+}

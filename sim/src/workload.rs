@@ -1,0 +1,41 @@
+//! The simulated workload: jobs with mixed schedules, policies and timezones.
+
+use starling::{JobSpec, Misfire};
+
+use crate::rng::SimRng;
+use crate::world::EPOCH;
+
+/// `m` jobs: every second to hourly, cron and intervals, a few one-shots inside the run,
+/// some in New York and Berlin time (the run starts a minute before New York's spring
+/// DST change), with all three misfire policies.
+pub fn jobs(m: usize, duration_ms: i64, rng: &mut SimRng) -> Vec<JobSpec> {
+    (0..m)
+        .map(|i| {
+            let name = format!("job-{i:03}");
+            let (schedule, tz, misfire) = match i % 10 {
+                0..=2 => ("@every 1s".to_string(), "UTC", Misfire::All),
+                3 => ("@every 2s".to_string(), "UTC", Misfire::All),
+                4 => ("*/5 * * * * *".to_string(), "UTC", Misfire::All),
+                5 => (
+                    "*/10 * * * * *".to_string(),
+                    "America/New_York",
+                    Misfire::All,
+                ),
+                6 => ("0 * * * * *".to_string(), "Europe/Berlin", Misfire::All),
+                7 => ("@every 30s".to_string(), "UTC", Misfire::Once),
+                8 => ("*/3 * * * * *".to_string(), "UTC", Misfire::Skip),
+                _ if i % 20 == 9 => {
+                    let at = EPOCH.0 + rng.range(5_000, (duration_ms - 15_000).max(5_000));
+                    let t = chrono::DateTime::from_timestamp_millis(at).expect("in range");
+                    (format!("@at {}", t.to_rfc3339()), "UTC", Misfire::All)
+                }
+                _ => ("0 0 * * * *".to_string(), "America/New_York", Misfire::All),
+            };
+            let mut spec = JobSpec::parse(&name, &schedule).expect("workload schedules are valid");
+            spec.timezone = tz.parse().expect("valid timezone");
+            spec.schedule = starling::Schedule::parse(&schedule, spec.timezone).expect("valid");
+            spec.misfire = misfire;
+            spec
+        })
+        .collect()
+}

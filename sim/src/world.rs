@@ -1,0 +1,342 @@
+//! The simulated world: real Starling nodes on a simulated network and clock, driven
+//! through a fault schedule, with every run recorded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use starling::core::planner::View;
+use starling::exec::BoxFuture;
+use starling::{
+    Clock, ExecSpec, Executor, JobSpec, Node, NodeConfig, NodeHandle, Outcome, RunContext,
+    UnixMillis,
+};
+use tokio::sync::watch;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::net::{Conditions, SimNet};
+use crate::rng::SimRng;
+use crate::scenario::{Fault, FaultPlan};
+
+/// Sim time 0 on every node's clock (before skew): 2026-03-08T06:59:00Z, one minute
+/// before New York springs forward, so timezone jobs cross a DST change.
+pub const EPOCH: UnixMillis = UnixMillis(1_772_953_140_000);
+
+/// Knobs of one simulation.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed everything is drawn from.
+    pub seed: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// The jobs.
+    pub jobs: Vec<JobSpec>,
+    /// Simulated run length.
+    pub duration: Duration,
+    /// The nodes' gossip interval.
+    pub gossip_interval: Duration,
+    /// Test-only: the deliberately broken ownership rule.
+    pub broken_ownership: bool,
+}
+
+/// One execution of one slot, as the recording executor saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// Index of the node that ran it.
+    pub node: usize,
+    /// The job.
+    pub job: String,
+    /// The slot (Unix ms).
+    pub slot: i64,
+    /// True start time (ms since sim start; not skewed by the node's clock).
+    pub started: i64,
+}
+
+/// A fault as applied, for the timeline and the checker.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// When (ms since sim start).
+    pub at: i64,
+    /// What.
+    pub fault: Fault,
+}
+
+/// Everything a finished simulation produced.
+#[derive(Debug)]
+pub struct SimResult {
+    /// Every run, in the order the executor saw them.
+    pub runs: Vec<Run>,
+    /// Every fault, as applied.
+    pub applied: Vec<Applied>,
+    /// Views of the live nodes at the end (index, view), for the agreement check.
+    pub final_views: Vec<(usize, View)>,
+    /// Hash of the event trace (runs and faults in order).
+    pub trace_hash: u64,
+    /// Hash of every network delivery.
+    pub net_hash: u64,
+    /// Packets sent, delivered, dropped.
+    pub net_stats: crate::net::NetStats,
+}
+
+/// A node's clock: paused tokio time since the start, plus the epoch and a skew that the
+/// fault schedule can change (clock skew and jumps).
+pub struct SimClock {
+    base: tokio::time::Instant,
+    offset_ms: AtomicI64,
+}
+
+impl SimClock {
+    fn new(base: tokio::time::Instant, offset_ms: i64) -> SimClock {
+        SimClock {
+            base,
+            offset_ms: AtomicI64::new(offset_ms),
+        }
+    }
+}
+
+/// True simulated time in ms since the start.
+#[allow(clippy::disallowed_methods)] // paused tokio time: simulated and deterministic
+pub fn sim_ms(base: tokio::time::Instant) -> i64 {
+    tokio::time::Instant::now().duration_since(base).as_millis() as i64
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> UnixMillis {
+        UnixMillis(EPOCH.0 + sim_ms(self.base) + self.offset_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Records every run and takes simulated time doing it.
+struct Recorder {
+    node: usize,
+    base: tokio::time::Instant,
+    runs: Arc<Mutex<Vec<Run>>>,
+    run_ms: u64,
+}
+
+impl Executor for Recorder {
+    fn execute(&self, _exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome> {
+        self.runs.lock().unwrap().push(Run {
+            node: self.node,
+            job: ctx.job.to_string(),
+            slot: ctx.scheduled_at.0,
+            started: sim_ms(self.base),
+        });
+        let d = Duration::from_millis(self.run_ms);
+        Box::pin(async move {
+            tokio::time::sleep(d).await;
+            Outcome::Success
+        })
+    }
+}
+
+struct SimNode {
+    handle: Option<NodeHandle>,
+    clock: Arc<SimClock>,
+    pause: watch::Sender<bool>,
+}
+
+/// The name of node `i`.
+pub fn node_name(i: usize) -> String {
+    format!("n{i}")
+}
+
+fn node_addr(i: usize) -> SocketAddr {
+    // Labels inside the simulated network; no packet leaves the process.
+    SocketAddr::from(([127, 0, 1, (i + 1) as u8], 7946))
+}
+
+struct World {
+    config: SimConfig,
+    base: tokio::time::Instant,
+    net: SimNet,
+    nodes: Vec<SimNode>,
+    runs: Arc<Mutex<Vec<Run>>>,
+    applied: Vec<Applied>,
+    trace: Xxh3,
+}
+
+impl World {
+    async fn start_node(&mut self, i: usize) {
+        let mut c = NodeConfig::new(node_name(i), node_addr(i));
+        c.seeds = (0..self.config.nodes)
+            .filter(|&k| k != i)
+            .map(node_addr)
+            .collect();
+        c.gossip_interval = self.config.gossip_interval;
+        c.broken_ownership_for_tests = self.config.broken_ownership;
+        let (pause_tx, pause_rx) = watch::channel(false);
+        let clock = self.nodes[i].clock.clone();
+        let exec = Arc::new(Recorder {
+            node: i,
+            base: self.base,
+            runs: self.runs.clone(),
+            run_ms: 50 + (i as u64 * 37) % 200,
+        });
+        let handle = Node::builder(c)
+            .jobs(self.config.jobs.iter().cloned())
+            .expect("workload job names are unique")
+            .clock(clock)
+            .executor(exec)
+            .transport(Arc::new(self.net.clone()))
+            .pause_switch(pause_rx)
+            .start()
+            .await
+            .expect("a simulated node starts");
+        self.nodes[i].handle = Some(handle);
+        self.nodes[i].pause = pause_tx;
+    }
+
+    fn record(&mut self, at: i64, fault: Fault) {
+        self.trace.update(format!("{at} {fault:?}\n").as_bytes());
+        self.applied.push(Applied { at, fault });
+    }
+
+    async fn apply(&mut self, at: i64, fault: Fault) {
+        match &fault {
+            Fault::Crash(i) => {
+                if let Some(h) = self.nodes[*i].handle.take() {
+                    h.abort();
+                }
+            }
+            Fault::Restart(i) | Fault::Join(i) => {
+                if self.nodes[*i].handle.is_none() {
+                    self.start_node(*i).await;
+                }
+            }
+            Fault::Leave(i) => {
+                if let Some(h) = self.nodes[*i].handle.take() {
+                    // Graceful leave takes simulated time; let it run on its own.
+                    tokio::spawn(h.shutdown());
+                }
+            }
+            Fault::Partition { a, b, one_way } => {
+                let (a, b) = (a.clone(), b.clone());
+                let one_way = *one_way;
+                self.net.update(|c| {
+                    for &x in &a {
+                        for &y in &b {
+                            c.blocked.insert((node_addr(x), node_addr(y)));
+                            if !one_way {
+                                c.blocked.insert((node_addr(y), node_addr(x)));
+                            }
+                        }
+                    }
+                });
+            }
+            Fault::Heal => self.net.update(|c| c.blocked.clear()),
+            Fault::Loss(p) => {
+                let p = *p;
+                self.net.update(|c| c.loss = p)
+            }
+            Fault::Stall { node, ms } => {
+                let until = at + *ms as i64;
+                let addr = node_addr(*node);
+                self.net.update(|c| {
+                    c.held_until.insert(addr, until);
+                });
+                let _ = self.nodes[*node].pause.send(true);
+                let pause = self.nodes[*node].pause.clone();
+                let d = Duration::from_millis(*ms);
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = pause.send(false);
+                });
+            }
+            Fault::ClockJump { node, delta_ms } => {
+                self.nodes[*node]
+                    .clock
+                    .offset_ms
+                    .fetch_add(*delta_ms, Ordering::Relaxed);
+            }
+        }
+        self.record(at, fault);
+    }
+}
+
+/// Runs one simulation to the end. Call inside a current-thread runtime with paused time.
+pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
+    #[allow(clippy::disallowed_methods)] // paused tokio time: simulated and deterministic
+    let base = tokio::time::Instant::now();
+    let mut rng = SimRng::new(config.seed);
+    let net = SimNet::new(
+        rng.fork(1),
+        base,
+        Conditions {
+            loss: plan.base_loss,
+            delay_ms: 1,
+            jitter_ms: 4,
+            ..Conditions::default()
+        },
+    );
+    tokio::spawn(net.clone().run());
+    let nodes = (0..config.nodes)
+        .map(|i| SimNode {
+            handle: None,
+            clock: Arc::new(SimClock::new(
+                base,
+                plan.skew_ms.get(i).copied().unwrap_or(0),
+            )),
+            pause: watch::channel(false).0,
+        })
+        .collect();
+    let mut world = World {
+        config: config.clone(),
+        base,
+        net,
+        nodes,
+        runs: Arc::default(),
+        applied: Vec::new(),
+        trace: Xxh3::new(),
+    };
+    let mut starts: Vec<(i64, usize)> = (0..config.nodes)
+        .filter(|i| !plan.late_joiners.contains(i))
+        .map(|i| (plan.start_ms.get(i).copied().unwrap_or(0), i))
+        .collect();
+    starts.sort_unstable();
+    for (at, i) in starts {
+        let wait = at - sim_ms(base);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        world.start_node(i).await;
+    }
+    for (at, fault) in plan.faults.iter().cloned() {
+        let wait = at - sim_ms(base);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        world.apply(at, fault).await;
+    }
+    let end = config.duration.as_millis() as i64;
+    let wait = end - sim_ms(base);
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+    let final_views = world
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| n.handle.as_ref().map(|h| (i, h.view())))
+        .collect();
+    for n in &mut world.nodes {
+        if let Some(h) = n.handle.take() {
+            h.abort();
+        }
+    }
+    let runs = std::mem::take(&mut *world.runs.lock().unwrap());
+    for r in &runs {
+        world
+            .trace
+            .update(format!("{} {} {} {}\n", r.started, r.node, r.job, r.slot).as_bytes());
+    }
+    SimResult {
+        runs,
+        applied: world.applied,
+        final_views,
+        trace_hash: world.trace.digest(),
+        net_hash: world.net.hash(),
+        net_stats: world.net.stats(),
+    }
+}
