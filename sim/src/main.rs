@@ -46,9 +46,10 @@ struct Args {
     /// A sweep over seeds `A..B` (B excluded), run in parallel on fresh threads.
     #[arg(long, value_parser = parse_range)]
     seeds: Option<(u64, u64)>,
-    /// The scenario: steady, crash, restart, rolling, join, partition, flap, skew, chaos.
-    #[arg(long, default_value = "steady")]
-    scenario: Scenario,
+    /// The scenario: steady, crash, restart, rolling, join, partition, flap, skew, chaos,
+    /// or `all` (each in turn, then a results table in Markdown).
+    #[arg(long, default_value = "steady", value_parser = parse_scenarios)]
+    scenario: Scenarios,
     /// Number of nodes.
     #[arg(long, default_value_t = 5)]
     nodes: usize,
@@ -73,6 +74,17 @@ struct Args {
     /// Test-only: every node believes it owns every job, so the checker must fail.
     #[arg(long, hide = true)]
     break_ownership: bool,
+}
+
+/// One scenario, or all of them.
+#[derive(Clone, Debug)]
+struct Scenarios(Vec<Scenario>);
+
+fn parse_scenarios(s: &str) -> Result<Scenarios, String> {
+    if s == "all" {
+        return Ok(Scenarios(Scenario::ALL.to_vec()));
+    }
+    Ok(Scenarios(vec![s.parse()?]))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -128,10 +140,10 @@ struct Report {
     replay: String,
 }
 
-fn replay_command(a: &Args, seed: u64) -> String {
+fn replay_command(a: &Args, scenario: Scenario, seed: u64) -> String {
     format!(
         "starling-sim --seed {seed} --scenario {} --nodes {} --jobs {} --duration {}ms --gossip-interval {}ms{}",
-        a.scenario,
+        scenario,
         a.nodes,
         a.jobs,
         a.duration.as_millis(),
@@ -151,7 +163,7 @@ fn wall_now() -> std::time::Instant {
 
 /// Runs one simulation. Call on a fresh thread: it seeds the thread's entropy before
 /// anything else runs there (per-thread hash keys are drawn once per thread).
-fn simulate(a: &Args, seed: u64) -> (Report, Option<String>) {
+fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>) {
     let want_svg = a.timeline.is_some();
     {
         {
@@ -165,7 +177,7 @@ fn simulate(a: &Args, seed: u64) -> (Report, Option<String>) {
             let mut rng = SimRng::new(seed);
             let end_ms = a.duration.as_millis() as i64;
             let jobs = workload::jobs(a.jobs, end_ms, &mut rng.fork(2));
-            let plan = scenario::plan(a.scenario, a.nodes, end_ms, &mut rng.fork(3));
+            let plan = scenario::plan(scenario, a.nodes, end_ms, &mut rng.fork(3));
             let config = SimConfig {
                 seed,
                 nodes: a.nodes,
@@ -197,14 +209,14 @@ fn simulate(a: &Args, seed: u64) -> (Report, Option<String>) {
                     a.nodes,
                     end_ms,
                     &format!(
-                        "starling-sim seed {seed} scenario {} ({} nodes, {} jobs)",
-                        a.scenario, a.nodes, a.jobs
+                        "starling-sim seed {seed} scenario {scenario} ({} nodes, {} jobs)",
+                        a.nodes, a.jobs
                     ),
                 )
             });
             let report = Report {
                 seed,
-                scenario: a.scenario.to_string(),
+                scenario: scenario.to_string(),
                 nodes: a.nodes,
                 jobs: a.jobs,
                 sim_seconds: end_ms as f64 / 1000.0,
@@ -232,48 +244,22 @@ fn simulate(a: &Args, seed: u64) -> (Report, Option<String>) {
                 packets_dropped: result.net_stats.dropped,
                 entropy_drawn_before_seed: entropy::drawn_before_seed(),
                 findings,
-                replay: replay_command(a, seed),
+                replay: replay_command(a, scenario, seed),
             };
             (report, svg)
         }
     }
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let (from, to) = match (args.seed, args.seeds) {
-        (Some(s), _) => (s, s + 1),
-        (None, Some(r)) => r,
-        (None, None) => (0, 1),
-    };
-    if args.nodes == 0 || args.nodes > 250 {
-        eprintln!("error: --nodes must be between 1 and 250");
-        return ExitCode::FAILURE;
-    }
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    println!(
-        "starling-sim seeds {from}..{to} scenario {} nodes {} jobs {} duration {:?} gossip-interval {:?} threads {threads}{}",
-        args.scenario,
-        args.nodes,
-        args.jobs,
-        args.duration,
-        args.gossip_interval,
-        if args.break_ownership {
-            " break-ownership"
-        } else {
-            ""
-        }
-    );
-
+/// Runs seeds `from..to` of `scenario`, each on a fresh thread, `threads` at a time.
+/// Returns the reports in seed order and the timeline of the last run, if asked for.
+fn sweep(
+    args: &Args,
+    scenario: Scenario,
+    from: u64,
+    to: u64,
+    threads: usize,
+) -> (Vec<Report>, Option<String>) {
     // Each seed on a fresh thread, `threads` at a time, results in seed order.
     let seeds: Vec<u64> = (from..to).collect();
     let mut reports: Vec<Report> = Vec::with_capacity(seeds.len());
@@ -286,7 +272,7 @@ fn main() -> ExitCode {
                     let args = &args;
                     std::thread::Builder::new()
                         .name(format!("sim-{seed}"))
-                        .spawn_scoped(s, move || simulate(args, seed))
+                        .spawn_scoped(s, move || simulate(args, scenario, seed))
                         .expect("spawn a simulation thread")
                 })
                 .collect();
@@ -319,23 +305,97 @@ fn main() -> ExitCode {
         }
     }
 
-    let failed: Vec<&Report> = reports.iter().filter(|r| !r.passed).collect();
+    (reports, svg_out)
+}
+
+/// A Markdown table row and a summary line for one scenario's sweep.
+fn summarize(scenario: Scenario, reports: &[Report]) -> String {
+    let failed = reports.iter().filter(|r| !r.passed).count();
     let sum = |f: fn(&Report) -> usize| reports.iter().map(f).sum::<usize>();
+    let slots: u64 = reports.iter().map(|r| r.slots_due).sum();
     let sim: f64 = reports.iter().map(|r| r.sim_seconds).sum();
     let wall: f64 = reports.iter().map(|r| r.wall_seconds).sum();
-    let mut p99: Vec<i64> = reports.iter().map(|r| r.lateness_p99_ms).collect();
-    p99.sort_unstable();
+    let p99 = reports.iter().map(|r| r.lateness_p99_ms).max().unwrap_or(0);
+    let max = reports.iter().map(|r| r.lateness_max_ms).max().unwrap_or(0);
+    let (dup, expl) = (sum(|r| r.duplicates), sum(|r| r.duplicates_explained));
     println!(
-        "summary: {} run(s), {} failed; missed {}; duplicates {} (explained {}, unexplained {}); worst lateness p99 {}ms; {:.0} simulated s per wall s",
+        "summary {scenario}: {} run(s), {failed} failed; missed {}; duplicates {dup} (explained {expl}, unexplained {}); worst lateness p99 {p99}ms; {:.0} simulated s per wall s",
         reports.len(),
-        failed.len(),
         sum(|r| r.missed),
-        sum(|r| r.duplicates),
-        sum(|r| r.duplicates_explained),
-        sum(|r| r.duplicates - r.duplicates_explained),
-        p99.last().copied().unwrap_or(0),
+        dup - expl,
         if wall > 0.0 { sim / wall } else { 0.0 }
     );
+    format!(
+        "| {scenario} | {} | {failed} | {slots} | {} | {expl} | {} | {p99} ms | {max} ms | {:.0} |",
+        reports.len(),
+        sum(|r| r.missed),
+        dup - expl,
+        if wall > 0.0 { sim / wall } else { 0.0 }
+    )
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let (from, to) = match (args.seed, args.seeds) {
+        (Some(s), _) => (s, s + 1),
+        (None, Some(r)) => r,
+        (None, None) => (0, 1),
+    };
+    if args.nodes == 0 || args.nodes > 250 {
+        eprintln!("error: --nodes must be between 1 and 250");
+        return ExitCode::FAILURE;
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    println!(
+        "starling-sim seeds {from}..{to} scenario {} nodes {} jobs {} duration {:?} gossip-interval {:?} threads {threads}{}",
+        args.scenario
+            .0
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        args.nodes,
+        args.jobs,
+        args.duration,
+        args.gossip_interval,
+        if args.break_ownership {
+            " break-ownership"
+        } else {
+            ""
+        }
+    );
+
+    let mut all: Vec<Report> = Vec::new();
+    let mut svg_out = None;
+    let mut table = Vec::new();
+    for &scenario in &args.scenario.0 {
+        let (reports, svg) = sweep(&args, scenario, from, to, threads);
+        if svg.is_some() {
+            svg_out = svg;
+        }
+        table.push(summarize(scenario, &reports));
+        all.extend(reports);
+    }
+    let reports = all;
+    if args.scenario.0.len() > 1 {
+        println!(
+            "\n| scenario | runs | failed | slots due | missed | duplicates explained | unexplained | worst p99 lateness | max lateness | sim s / wall s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for row in &table {
+            println!("{row}");
+        }
+    }
+    let failed: Vec<&Report> = reports.iter().filter(|r| !r.passed).collect();
     if let Some(path) = &args.report {
         let json = if reports.len() == 1 {
             serde_json::to_string_pretty(&reports[0])
