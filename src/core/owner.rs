@@ -7,15 +7,15 @@
 //!
 //! - `job_key  = xxh3_64(job name as UTF-8 bytes)` (seed 0),
 //! - `node_key = xxh3_64(node id as UTF-8 bytes)` (seed 0),
-//! - `score    = mix(job_key, node_key)` where `mix` is the folded 128-bit multiply
-//!   `m = (job_key ^ 0x9E3779B97F4A7C15) * (node_key ^ 0xD6E8FEB86659FD93)` (as u128),
-//!   `x = low64(m) ^ high64(m)`, followed by xxh3's avalanche
-//!   `x ^= x >> 37; x *= 0x165667919E3779F9; x ^= x >> 32` (wrapping).
+//! - `score    = low64(m) ^ high64(m)`, the folded 128-bit multiply of
+//!   `m = (job_key ^ 0x9E3779B97F4A7C15) * (node_key ^ 0xD6E8FEB86659FD93)` (as u128).
+//!   Both inputs are already xxh3 outputs, so one multiply mixes them well enough; the
+//!   distribution test below checks it.
 //! - The owner is the member with the highest score; equal scores go to the greater node id.
 //!
-//! A combining mix is used rather than hashing each (job, node) pair with xxh3 because it
-//! is about 3x cheaper and the full recompute for 100,000 jobs over 100 nodes has a budget
-//! of 15 ms (see `benches/owners.rs`).
+//! A combining multiply is used rather than hashing each (job, node) pair with xxh3 because
+//! it is several times cheaper, and the full recompute for 100,000 jobs over 100 nodes has a
+//! budget of 15 ms (see `benches/owners.rs`).
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -36,10 +36,7 @@ pub fn node_key(node: &str) -> u64 {
 pub fn score(job_key: u64, node_key: u64) -> u64 {
     let m =
         u128::from(job_key ^ 0x9E37_79B9_7F4A_7C15) * u128::from(node_key ^ 0xD6E8_FEB8_6659_FD93);
-    let mut x = (m as u64) ^ ((m >> 64) as u64);
-    x ^= x >> 37;
-    x = x.wrapping_mul(0x1656_6791_9E37_79F9);
-    x ^ (x >> 32)
+    (m as u64) ^ ((m >> 64) as u64)
 }
 
 /// The owner of `job` among `members`: the highest score, ties to the greater id.
@@ -57,11 +54,14 @@ pub fn owner<'a>(job: &JobId, members: impl IntoIterator<Item = &'a NodeId>) -> 
 /// Owners of many jobs, kept up to date incrementally as members join and leave.
 ///
 /// A join scores only the new member against every job (O(jobs)); a leave recomputes only
-/// the departed member's jobs (O(its jobs x members) plus a scan).
+/// the departed member's jobs (O(its jobs x members) plus a scan). Member keys are kept in
+/// a dense array so the hot loop is a multiply and a compare per member.
 #[derive(Debug, Default, Clone)]
 pub struct OwnerTable {
-    /// Member slots; `None` marks a slot freed by a leave (reused by the next join).
-    nodes: Vec<Option<(NodeId, u64)>>,
+    /// Member ids, dense; a leave moves the last member into the freed slot.
+    ids: Vec<NodeId>,
+    /// `node_key` of each member, parallel to `ids`.
+    keys: Vec<u64>,
     /// Per job slot: its key and, when there are members, (owner slot, score).
     jobs: Vec<JobOwner>,
 }
@@ -71,7 +71,7 @@ struct JobOwner {
     key: u64,
     /// False for a cleared slot, which never gets an owner.
     active: bool,
-    /// `u32::MAX` when there is no owner (no members, or a freed job slot).
+    /// `u32::MAX` when there is no owner (no members, or a cleared job slot).
     owner: u32,
     score: u64,
 }
@@ -84,9 +84,14 @@ impl OwnerTable {
         Self::default()
     }
 
-    /// Number of member slots in use.
+    /// Number of members.
     pub fn member_count(&self) -> usize {
-        self.nodes.iter().filter(|n| n.is_some()).count()
+        self.ids.len()
+    }
+
+    /// Room for `additional` more job slots without reallocating.
+    pub fn reserve(&mut self, additional: usize) {
+        self.jobs.reserve(additional);
     }
 
     /// Sets the job in slot `idx` (growing the table as needed) and computes its owner.
@@ -123,47 +128,40 @@ impl OwnerTable {
     /// The owner of job slot `idx`, if it has one.
     pub fn owner_of(&self, idx: usize) -> Option<&NodeId> {
         let j = self.jobs.get(idx)?;
-        self.node(j.owner)
+        self.ids.get(j.owner as usize)
     }
 
-    fn node(&self, slot: u32) -> Option<&NodeId> {
-        if slot == NONE {
-            return None;
-        }
-        self.nodes.get(slot as usize)?.as_ref().map(|(n, _)| n)
+    /// True if member `a` with `score_a` beats the current holder `b` with `score_b`:
+    /// higher score, ties to the greater node id.
+    fn beats(&self, score_a: u64, a: u32, score_b: u64, b: u32) -> bool {
+        b == NONE
+            || score_a > score_b
+            || (score_a == score_b && self.ids[a as usize] > self.ids[b as usize])
     }
 
-    fn slot_of(&self, node: &NodeId) -> Option<u32> {
-        self.nodes
-            .iter()
-            .position(|n| n.as_ref().is_some_and(|(id, _)| id == node))
-            .map(|p| p as u32)
-    }
-
-    /// True if `(score_a, slot_a)` beats `(score_b, slot_b)`: higher score, ties to the
-    /// greater node id.
-    fn beats(&self, score_a: u64, slot_a: u32, score_b: u64, slot_b: u32) -> bool {
-        if slot_b == NONE {
-            return true;
-        }
-        match score_a.cmp(&score_b) {
-            std::cmp::Ordering::Greater => true,
-            std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => self.node(slot_a) > self.node(slot_b),
-        }
-    }
-
+    /// The winning member for a job key, and its score.
     fn best(&self, key: u64) -> (u32, u64) {
-        let mut best = (NONE, 0u64);
-        for (slot, n) in self.nodes.iter().enumerate() {
-            if let Some((_, nk)) = n {
-                let s = score(key, *nk);
-                if self.beats(s, slot as u32, best.1, best.0) {
-                    best = (slot as u32, s);
+        let Some(&first) = self.keys.first() else {
+            return (NONE, 0);
+        };
+        let (mut best, mut best_s, mut tie) = (0u32, score(key, first), false);
+        for (i, &k) in self.keys.iter().enumerate().skip(1) {
+            let s = score(key, k);
+            if s > best_s {
+                (best, best_s, tie) = (i as u32, s, false);
+            } else if s == best_s {
+                tie = true;
+            }
+        }
+        if tie {
+            // Equal 64-bit scores: astronomically rare, resolved by id off the hot path.
+            for (i, &k) in self.keys.iter().enumerate() {
+                if score(key, k) == best_s && self.ids[i] > self.ids[best as usize] {
+                    best = i as u32;
                 }
             }
         }
-        best
+        (best, best_s)
     }
 
     /// Adds a member; returns the job slots whose owner changed (they all moved to it).
@@ -177,20 +175,13 @@ impl OwnerTable {
 
     /// Like [`OwnerTable::join`], with each moved job's previous owner.
     pub fn join_with_previous(&mut self, node: &NodeId) -> Vec<(usize, Option<NodeId>)> {
-        if self.slot_of(node).is_some() {
+        if self.ids.contains(node) {
             return Vec::new();
         }
         let nk = node_key(node.as_str());
-        let slot = match self.nodes.iter().position(Option::is_none) {
-            Some(free) => {
-                self.nodes[free] = Some((node.clone(), nk));
-                free as u32
-            }
-            None => {
-                self.nodes.push(Some((node.clone(), nk)));
-                (self.nodes.len() - 1) as u32
-            }
-        };
+        self.ids.push(node.clone());
+        self.keys.push(nk);
+        let slot = (self.ids.len() - 1) as u32;
         let mut moved = Vec::new();
         for i in 0..self.jobs.len() {
             let j = self.jobs[i];
@@ -199,7 +190,7 @@ impl OwnerTable {
             }
             let s = score(j.key, nk);
             if self.beats(s, slot, j.score, j.owner) {
-                moved.push((i, self.node(j.owner).cloned()));
+                moved.push((i, self.ids.get(j.owner as usize).cloned()));
                 self.jobs[i].owner = slot;
                 self.jobs[i].score = s;
             }
@@ -209,24 +200,33 @@ impl OwnerTable {
 
     /// Removes a member; returns the job slots it owned, now owned by the survivors.
     pub fn leave(&mut self, node: &NodeId) -> Vec<usize> {
-        let Some(slot) = self.slot_of(node) else {
+        let Some(gone) = self.ids.iter().position(|n| n == node) else {
             return Vec::new();
         };
-        self.nodes[slot as usize] = None;
+        let last = self.ids.len() - 1;
+        self.ids.swap_remove(gone);
+        self.keys.swap_remove(gone);
+        let (gone, last) = (gone as u32, last as u32);
         let mut moved = Vec::new();
         for i in 0..self.jobs.len() {
-            if self.jobs[i].owner == slot {
+            if !self.jobs[i].active {
+                continue;
+            }
+            if self.jobs[i].owner == gone {
                 let (o, s) = self.best(self.jobs[i].key);
                 self.jobs[i].owner = o;
                 self.jobs[i].score = s;
                 moved.push(i);
+            } else if self.jobs[i].owner == last {
+                // The last member moved into the freed slot.
+                self.jobs[i].owner = gone;
             }
         }
         moved
     }
 
-    /// Recomputes every job's owner from scratch (used by tests and benchmarks as the
-    /// reference the incremental paths must match).
+    /// Recomputes every job's owner from scratch (the reference the incremental paths
+    /// must match, and the full-recompute benchmark).
     pub fn recompute_all(&mut self) {
         for i in 0..self.jobs.len() {
             if !self.jobs[i].active {
@@ -254,17 +254,17 @@ mod tests {
         // against the Python `xxhash` package and a Python transcription of `score`.
         assert_eq!(job_key("backup"), 0x10d6_6c68_868a_4646);
         assert_eq!(node_key("node-1"), 0x0db0_9edf_d945_8385);
-        assert_eq!(score(1, 2), 0x9f57_806a_4cbe_3d09);
+        assert_eq!(score(1, 2), 0xbd60_66e6_b2ae_ea0c);
         assert_eq!(
             score(job_key("backup"), node_key("node-1")),
-            0xc5e7_ea37_72fe_fe25
+            0xc64a_6c3f_1170_7a43
         );
         let members = nodes(&["a", "b", "c", "d", "e"]);
         let table: Vec<&str> = ["backup", "billing", "reports", "cache-warm", "j0", "j1"]
             .iter()
             .map(|j| owner(&JobId::new(j), &members).unwrap().as_str())
             .collect();
-        assert_eq!(table, ["d", "a", "d", "e", "a", "c"]);
+        assert_eq!(table, ["b", "e", "a", "e", "b", "e"]);
     }
 
     #[test]
