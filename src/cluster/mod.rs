@@ -37,6 +37,10 @@ pub const STATUS_ALIVE: &str = "alive";
 /// Status of a node that began a graceful leave.
 pub const STATUS_LEAVING: &str = "leaving";
 
+/// How long the publisher waits to gather records into one batch. Far below any gossip
+/// interval, so it does not delay when records reach peers.
+const PUBLISH_COALESCE: Duration = Duration::from_millis(10);
+
 /// Gossip settings. See `NodeConfig` for the user-facing defaults.
 #[derive(Clone, Debug)]
 pub struct GossipConfig {
@@ -148,17 +152,32 @@ impl Cluster {
         self.live.clone()
     }
 
-    /// Publishes fire records (one key write each, under one lock).
-    pub async fn publish_records(&self, records: &[Record]) {
-        if records.is_empty() {
-            return;
-        }
+    /// Starts the task that publishes fire records sent to the returned channel, in order,
+    /// each batch under one lock, so the node's task never waits for chitchat's lock.
+    pub fn spawn_publisher(
+        &self,
+    ) -> (
+        mpsc::UnboundedSender<Vec<Record>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Record>>();
         let chitchat = self.handle.chitchat();
-        let mut guard = chitchat.lock().await;
-        let state = guard.self_node_state();
-        for r in records {
-            state.set(format!("{KEY_FIRE_PREFIX}{}", r.job), r.slot.0);
-        }
+        let task = tokio::spawn(async move {
+            while let Some(mut batch) = rx.recv().await {
+                // Records only leave at the next gossip round anyway; waiting a moment lets
+                // the runs of a burst start first instead of competing with this for a core.
+                tokio::time::sleep(PUBLISH_COALESCE).await;
+                while let Ok(more) = rx.try_recv() {
+                    batch.extend(more);
+                }
+                let mut guard = chitchat.lock().await;
+                let state = guard.self_node_state();
+                for r in &batch {
+                    state.set(format!("{KEY_FIRE_PREFIX}{}", r.job), r.slot.0);
+                }
+            }
+        });
+        (tx, task)
     }
 
     /// Marks this node as leaving: peers stop counting it as a member.

@@ -56,7 +56,8 @@ pub struct JobSpec {
     pub name: JobId,
     /// When it fires.
     pub schedule: Schedule,
-    /// The schedule as written (for display).
+    /// The text `schedule` was parsed from. Jobs with the same text and timezone share one
+    /// parsed schedule inside a node, so keep the two in step.
     pub schedule_text: String,
     /// The timezone cron expressions are read in.
     pub timezone: Tz,

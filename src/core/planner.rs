@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use super::job::{JobSpec, Misfire};
 use super::owner::OwnerTable;
+use super::schedule::Schedule;
 use super::types::{FireId, JobId, NodeId, UnixMillis};
 
 /// Tuning of the planner. Durations, not clock readings.
@@ -143,12 +144,27 @@ struct Job {
     accounted: Option<UnixMillis>,
     /// `accounted`, or `registered` while nothing is accounted for.
     cursor: UnixMillis,
+    /// Memo of `schedule.next_after(cursor)`, keyed by the cursor it was computed for:
+    /// cron evaluation dominates `poll` when a thousand jobs are due at once.
+    next_memo: Option<(UnixMillis, Option<UnixMillis>)>,
     mine: Mine,
     /// The key of this job's entry in `timers`, if it has one.
     timer: Option<UnixMillis>,
 }
 
 impl Job {
+    /// The first slot after the cursor.
+    fn next_slot(&mut self) -> Option<UnixMillis> {
+        match self.next_memo {
+            Some((c, next)) if c == self.cursor => next,
+            _ => {
+                let next = self.spec.schedule.next_after(self.cursor);
+                self.next_memo = Some((self.cursor, next));
+                next
+            }
+        }
+    }
+
     /// Everything at or before `slot` is accounted for.
     fn account(&mut self, slot: UnixMillis) {
         let a = self.accounted.map_or(slot, |a| a.max(slot));
@@ -173,6 +189,10 @@ pub struct Planner {
     stray_records: BTreeMap<JobId, UnixMillis>,
     timers: BTreeSet<(UnixMillis, usize)>,
     out: Vec<Action>,
+    /// Jobs fired by `poll` whose next timer is not computed yet (see `next_deadline`).
+    deferred: Vec<usize>,
+    /// Parsed cron schedules by (text, timezone), shared between jobs.
+    schedules: BTreeMap<(String, &'static str), Schedule>,
 }
 
 impl Planner {
@@ -192,6 +212,8 @@ impl Planner {
             stray_records: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: Vec::new(),
+            schedules: BTreeMap::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -244,10 +266,27 @@ impl Planner {
         self.jobs[idx].as_ref().map(|j| j.cursor)
     }
 
+    /// Room for `additional` more jobs without reallocating.
+    pub fn reserve(&mut self, additional: usize) {
+        self.jobs.reserve_exact(additional);
+        self.owners.reserve(additional);
+    }
+
     /// Registers a job at `now`. Slots at or before `now` (or a known record) never fire.
-    pub fn add_job(&mut self, now: UnixMillis, spec: JobSpec) -> Result<(), PlannerError> {
+    pub fn add_job(&mut self, now: UnixMillis, mut spec: JobSpec) -> Result<(), PlannerError> {
         if self.index.contains_key(&spec.name) {
             return Err(PlannerError::DuplicateJob(spec.name));
+        }
+        // Jobs with the same cron text and timezone share one parsed schedule (a parsed
+        // cron expression is several hundred bytes).
+        if let Schedule::Cron(_) = spec.schedule {
+            let key = (spec.schedule_text.clone(), spec.timezone.name());
+            match self.schedules.get(&key) {
+                Some(shared) => spec.schedule = shared.clone(),
+                None => {
+                    self.schedules.insert(key, spec.schedule.clone());
+                }
+            }
         }
         let idx = self.free.pop().unwrap_or(self.jobs.len());
         let accounted = self.stray_records.remove(&spec.name);
@@ -257,6 +296,7 @@ impl Planner {
             spec,
             accounted,
             cursor: accounted.unwrap_or(now),
+            next_memo: None,
             mine: Mine::No,
             timer: None,
         };
@@ -364,13 +404,20 @@ impl Planner {
         self.leaving
     }
 
-    /// When [`Planner::poll`] next has work, if ever.
-    pub fn next_deadline(&self) -> Option<UnixMillis> {
+    /// When [`Planner::poll`] next has work, if ever. Computes the next slot of the jobs the
+    /// last poll fired, so call it after carrying out that poll's actions.
+    pub fn next_deadline(&mut self) -> Option<UnixMillis> {
+        for idx in std::mem::take(&mut self.deferred) {
+            if let Some(mine) = self.jobs[idx].as_ref().map(|j| j.mine) {
+                self.reschedule(idx, mine);
+            }
+        }
         self.timers.first().map(|&(t, _)| t)
     }
 
-    /// Fires everything due at `now`. Call at or after [`Planner::next_deadline`]; calling
-    /// early is harmless.
+    /// Fires what is due at `now`. A job with several due slots may fire only its first on
+    /// this call: [`Planner::next_deadline`] then returns a time at or before `now`, and the
+    /// next call fires the rest. Calling early is harmless.
     pub fn poll(&mut self, now: UnixMillis) {
         while let Some(&(t, idx)) = self.timers.first() {
             if t > now {
@@ -408,7 +455,7 @@ impl Planner {
         let Mine::From(from) = mine else {
             return;
         };
-        let Some(next) = j.spec.schedule.next_after(j.cursor) else {
+        let Some(next) = j.next_slot() else {
             return;
         };
         let at = next.max(from).max(self.not_before);
@@ -431,7 +478,7 @@ impl Planner {
         }
         let window_start = now.saturating_sub(j.spec.catch_up_window);
         let name = j.spec.name.clone();
-        let mut slot = j.spec.schedule.next_after(j.cursor);
+        let mut slot = j.next_slot();
 
         // Slots older than the catch-up window: skipped, counted, reported.
         let mut too_old: Option<(UnixMillis, UnixMillis, u64)> = None;
@@ -463,6 +510,27 @@ impl Planner {
             j.account(last);
         }
 
+        let is_late = |s: UnixMillis| now.millis_since(s) > threshold;
+        // The common case: the next slot is due and on time. Fire it now and leave finding
+        // the slot after it (a cron evaluation) to `next_deadline`, after the runtime has
+        // started the runs: with a thousand jobs due at once this keeps it off their path.
+        // A further due slot is also on time, so firing slots one by one changes nothing.
+        if let Some(s) = slot
+            && s <= now
+            && !is_late(s)
+        {
+            self.out.push(Action::Fire {
+                job: name.clone(),
+                slot: s,
+                fire_id: FireId::of(&name, s),
+                late: false,
+            });
+            self.out.push(Action::PublishRecord { job: name, slot: s });
+            j.account(s);
+            self.deferred.push(idx);
+            return;
+        }
+
         // Slots inside the window and due: on time, or late (misfires).
         let mut due: Vec<UnixMillis> = Vec::new();
         while let Some(s) = slot {
@@ -472,7 +540,6 @@ impl Planner {
             due.push(s);
             slot = j.spec.schedule.next_after(s);
         }
-        let is_late = |s: UnixMillis| now.millis_since(s) > threshold;
         let fire: Vec<UnixMillis> = match j.spec.misfire {
             Misfire::All => due.clone(),
             Misfire::Once => {
@@ -505,6 +572,8 @@ impl Planner {
         }
         if let Some(&last) = due.last() {
             j.account(last);
+            // `slot` is the first slot after `last`: remember it for `reschedule`.
+            j.next_memo = Some((j.cursor, slot));
         }
         if let Some(&last) = fire.last() {
             self.out.push(Action::PublishRecord {
@@ -541,6 +610,14 @@ mod tests {
             misfire_threshold: Duration::from_millis(1500),
             startup_delay: Duration::ZERO,
             broken_ownership_for_tests: false,
+        }
+    }
+
+    /// Polls at `now` until nothing more is due, as the runtime's loop does.
+    fn poll_all(p: &mut Planner, now: UnixMillis) {
+        p.poll(now);
+        while p.next_deadline().is_some_and(|d| d <= now) {
+            p.poll(now);
         }
     }
 
@@ -581,7 +658,7 @@ mod tests {
         let mut now = UnixMillis(0);
         while now.0 < 5_000 {
             now = p.next_deadline().unwrap();
-            p.poll(now);
+            poll_all(&mut p, now);
             all.extend(fired(&mut p));
         }
         let slots: Vec<i64> = all.iter().map(|(_, s)| *s).collect();
@@ -599,10 +676,10 @@ mod tests {
         p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
             .unwrap();
         assert_eq!(p.next_deadline(), Some(UnixMillis(2_500)));
-        p.poll(UnixMillis(2_000));
+        poll_all(&mut p, UnixMillis(2_000));
         assert!(fired(&mut p).is_empty());
         // At the end of the delay the slots it held back are caught up.
-        p.poll(UnixMillis(2_500));
+        poll_all(&mut p, UnixMillis(2_500));
         assert_eq!(fired(&mut p), [("j".into(), 1_000), ("j".into(), 2_000)]);
     }
 
@@ -632,7 +709,7 @@ mod tests {
         p.set_view(UnixMillis(7_200), View::of(ids(&["a"])));
         // Won from a dead node: at once.
         assert_eq!(p.next_deadline(), Some(UnixMillis(7_200)));
-        p.poll(UnixMillis(7_200));
+        poll_all(&mut p, UnixMillis(7_200));
         let actions: Vec<Action> = p.drain().collect();
         let fires: Vec<i64> = actions
             .iter()
@@ -672,7 +749,7 @@ mod tests {
             .unwrap();
         assert_eq!(p.next_deadline(), Some(UnixMillis(11_000)));
         p.observe_record(&JobId::new("j"), UnixMillis(9_000));
-        p.poll(UnixMillis(10_600));
+        poll_all(&mut p, UnixMillis(10_600));
         assert_eq!(fired(&mut p), [("j".into(), 10_000)]);
     }
 
@@ -682,7 +759,7 @@ mod tests {
         p.set_view(UnixMillis(0), View::of(ids(&["a"])));
         p.add_job(UnixMillis(10_500), spec("j", "@every 1s", Misfire::All))
             .unwrap();
-        p.poll(UnixMillis(10_600));
+        poll_all(&mut p, UnixMillis(10_600));
         assert!(fired(&mut p).is_empty());
         assert_eq!(p.next_deadline(), Some(UnixMillis(11_000)));
     }
@@ -707,14 +784,14 @@ mod tests {
             .unwrap();
         p.set_view(UnixMillis(1_900), View::of(ids(&["a", "b"])));
         assert_eq!(p.next_deadline(), Some(UnixMillis(2_400)));
-        p.poll(UnixMillis(2_000));
+        poll_all(&mut p, UnixMillis(2_000));
         assert!(fired(&mut p).is_empty(), "fired during the handoff delay");
         // b's record for slot 2 arrives during the delay.
         p.observe_record(&JobId::new(&job), UnixMillis(2_000));
-        p.poll(UnixMillis(2_400));
+        poll_all(&mut p, UnixMillis(2_400));
         assert!(fired(&mut p).is_empty());
         assert_eq!(p.next_deadline(), Some(UnixMillis(3_000)));
-        p.poll(UnixMillis(3_000));
+        poll_all(&mut p, UnixMillis(3_000));
         assert_eq!(fired(&mut p), [(job.clone(), 3_000)]);
     }
 
@@ -732,9 +809,9 @@ mod tests {
         };
         p.set_view(UnixMillis(1_100), leaving);
         assert_eq!(p.next_deadline(), Some(UnixMillis(2_000)));
-        p.poll(UnixMillis(1_600));
+        poll_all(&mut p, UnixMillis(1_600));
         assert!(fired(&mut p).is_empty());
-        p.poll(UnixMillis(2_000));
+        poll_all(&mut p, UnixMillis(2_000));
         assert_eq!(fired(&mut p), [(job, 2_000)]);
     }
 
@@ -748,7 +825,7 @@ mod tests {
         assert!(p.next_deadline().is_some());
         p.set_view(UnixMillis(500), View::of(ids(&["a", "b"])));
         assert_eq!(p.next_deadline(), None);
-        p.poll(UnixMillis(5_000));
+        poll_all(&mut p, UnixMillis(5_000));
         assert!(fired(&mut p).is_empty());
     }
 
@@ -775,7 +852,7 @@ mod tests {
         // b is gone; we notice 100.5 s in. Slots 20..=100 are due; the window reaches
         // back to 65.5 s.
         p.set_view(UnixMillis(100_500), View::of(ids(&["a"])));
-        p.poll(UnixMillis(100_500));
+        poll_all(&mut p, UnixMillis(100_500));
         let actions: Vec<Action> = p.drain().collect();
         let fires = actions
             .iter()
@@ -834,7 +911,7 @@ mod tests {
             spec("once", "@at 1970-01-01T00:00:03Z", Misfire::All),
         )
         .unwrap();
-        p.poll(UnixMillis(3_000));
+        poll_all(&mut p, UnixMillis(3_000));
         assert_eq!(fired(&mut p), [("once".into(), 3_000)]);
         assert_eq!(p.next_deadline(), None);
     }
@@ -874,7 +951,7 @@ mod tests {
             .collect();
         let mut runs: BTreeMap<(String, i64), usize> = BTreeMap::new();
         for p in &mut planners {
-            p.poll(UnixMillis(3_000));
+            poll_all(p, UnixMillis(3_000));
             for f in fired(p) {
                 *runs.entry(f).or_default() += 1;
             }

@@ -117,11 +117,18 @@ impl FireId {
     /// The 0xff separator cannot occur in UTF-8, so no two pairs collide by concatenation.
     pub fn of(job: &JobId, scheduled_at: UnixMillis) -> FireId {
         let name = job.as_str().as_bytes();
-        let mut buf = Vec::with_capacity(name.len() + 9);
-        buf.extend_from_slice(name);
-        buf.push(0xff);
-        buf.extend_from_slice(&scheduled_at.0.to_le_bytes());
-        FireId(xxh3_64(&buf))
+        let mut stack = [0u8; 256];
+        let mut heap = Vec::new();
+        let buf: &mut [u8] = if name.len() + 9 <= stack.len() {
+            &mut stack[..name.len() + 9]
+        } else {
+            heap.resize(name.len() + 9, 0);
+            &mut heap
+        };
+        buf[..name.len()].copy_from_slice(name);
+        buf[name.len()] = 0xff;
+        buf[name.len() + 1..].copy_from_slice(&scheduled_at.0.to_le_bytes());
+        FireId(xxh3_64(buf))
     }
 }
 
@@ -157,7 +164,11 @@ mod tests {
         assert_ne!(a, FireId::of(&job, UnixMillis(2_000)));
         assert_ne!(a, FireId::of(&JobId::new("backup2"), UnixMillis(1_000)));
         // Golden value: changing the fire id breaks idempotency keys users stored.
-        assert_eq!(a.to_string(), format!("{:016x}", a.0));
-        assert_eq!(a.to_string().len(), 16);
+        assert_eq!(a.to_string(), "d768fff83eca2c0a");
+        let long = JobId::new("x".repeat(300));
+        assert_ne!(
+            FireId::of(&long, UnixMillis(1)),
+            FireId::of(&long, UnixMillis(2))
+        );
     }
 }

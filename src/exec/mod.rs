@@ -10,9 +10,12 @@ mod shell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use crate::core::job::ExecSpec;
 use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
@@ -153,27 +156,27 @@ impl Executor for DefaultExecutor {
     fn execute(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome> {
         let timeout = exec.timeout;
         if let Some(h) = self.handlers.get(&ctx.job) {
-            let fut = h.call(ctx);
+            // Panics are caught here, whether the handler panics before or inside its future;
+            // a timeout drops (cancels) the future.
+            let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| h.call(ctx))) {
+                Ok(fut) => AssertUnwindSafe(fut).catch_unwind(),
+                Err(payload) => {
+                    let outcome = Outcome::Panicked(panic_message(payload));
+                    return Box::pin(async move { outcome });
+                }
+            };
             return Box::pin(async move {
-                // Run on its own task so a panic is caught as a JoinError, not unwound
-                // through the node.
-                let task = tokio::spawn(fut);
-                let abort = task.abort_handle();
-                let joined = match timeout {
-                    Some(t) => match tokio::time::timeout(t, task).await {
-                        Ok(j) => j,
-                        Err(_) => {
-                            abort.abort();
-                            return Outcome::TimedOut;
-                        }
+                let result = match timeout {
+                    Some(t) => match tokio::time::timeout(t, fut).await {
+                        Ok(r) => r,
+                        Err(_) => return Outcome::TimedOut,
                     },
-                    None => task.await,
+                    None => fut.await,
                 };
-                match joined {
+                match result {
                     Ok(Ok(())) => Outcome::Success,
                     Ok(Err(e)) => Outcome::Failed(e.to_string()),
-                    Err(e) if e.is_panic() => Outcome::Panicked(panic_message(e.into_panic())),
-                    Err(e) => Outcome::Failed(e.to_string()),
+                    Err(payload) => Outcome::Panicked(panic_message(payload)),
                 }
             });
         }

@@ -26,12 +26,29 @@ const MAX_SLEEP_MS: i64 = 1_000;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
-impl Clock for SystemClock {
+impl SystemClock {
     #[allow(clippy::disallowed_methods)] // the one real clock
-    fn now(&self) -> UnixMillis {
-        let d = std::time::SystemTime::now()
+    fn since_epoch() -> Duration {
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        UnixMillis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or_default()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixMillis {
+        UnixMillis(i64::try_from(Self::since_epoch().as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Waits with microsecond precision: computing the wait from a now truncated to the
+    /// millisecond would wake up to a millisecond late on top of the timer's own rounding.
+    fn sleep_until(&self, deadline: UnixMillis) -> BoxFuture<()> {
+        let now_us = i64::try_from(Self::since_epoch().as_micros()).unwrap_or(i64::MAX);
+        let wait_us = deadline
+            .0
+            .saturating_mul(1_000)
+            .saturating_sub(now_us)
+            .clamp(0, MAX_SLEEP_MS * 1_000);
+        Box::pin(tokio::time::sleep(Duration::from_micros(wait_us as u64)))
     }
 }

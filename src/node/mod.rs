@@ -8,11 +8,14 @@ mod clock;
 mod config;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use chitchat::transport::{Transport, UdpTransport};
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 pub use clock::{Clock, SystemClock};
@@ -22,7 +25,7 @@ pub use config::{
 };
 
 use crate::cluster::{Cluster, GossipConfig, Record, view_from_live};
-use crate::core::job::{JobSpec, RawJob};
+use crate::core::job::{ExecSpec, JobSpec, RawJob};
 use crate::core::planner::{Action, Planner, PlannerError, View};
 use crate::core::types::{JobId, NodeId, UnixMillis};
 use crate::exec::{DefaultExecutor, Executor, JobHandler, Outcome, RunContext, backoff};
@@ -66,6 +69,7 @@ impl JobSpec {
 pub struct NodeBuilder {
     config: NodeConfig,
     jobs: Vec<JobSpec>,
+    names: std::collections::BTreeSet<JobId>,
     clock: Arc<dyn Clock>,
     executor: Option<Arc<dyn Executor>>,
     default_executor: DefaultExecutor,
@@ -82,6 +86,7 @@ impl Node {
         NodeBuilder {
             config,
             jobs: Vec::new(),
+            names: std::collections::BTreeSet::new(),
             clock: Arc::new(SystemClock),
             executor: None,
             default_executor: DefaultExecutor::new(),
@@ -92,8 +97,8 @@ impl Node {
 }
 
 impl NodeBuilder {
-    fn check_unique(&self, name: &JobId) -> Result<(), NodeError> {
-        if self.jobs.iter().any(|j| &j.name == name) {
+    fn check_unique(&mut self, name: &JobId) -> Result<(), NodeError> {
+        if !self.names.insert(name.clone()) {
             return Err(PlannerError::DuplicateJob(name.clone()).into());
         }
         Ok(())
@@ -159,6 +164,7 @@ impl NodeBuilder {
         let NodeBuilder {
             config,
             jobs,
+            names: _,
             clock,
             executor,
             default_executor,
@@ -176,6 +182,7 @@ impl NodeBuilder {
         let executor: Arc<dyn Executor> = executor.unwrap_or_else(|| Arc::new(default_executor));
         let now = clock.now();
         let mut planner = Planner::new(config.node_id.clone(), config.planner(), now);
+        planner.reserve(jobs.len());
         for j in jobs {
             planner.add_job(now, j)?;
         }
@@ -206,6 +213,7 @@ impl NodeBuilder {
         planner.set_view(now, initial.clone());
         let (view_tx, view_rx) = watch::channel(initial);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (publish, publisher) = cluster.spawn_publisher();
         info!(
             node = %config.node_id,
             listen = %config.listen_addr,
@@ -217,12 +225,15 @@ impl NodeBuilder {
             config: config.clone(),
             planner,
             cluster: Some(cluster),
+            publish,
+            publisher,
             clock,
             executor,
             records_rx,
             cmd_rx,
             view_tx,
-            running: JoinSet::new(),
+            runs: Vec::new(),
+            counters: Arc::default(),
             stats: Stats::default(),
             pause_live: pause.is_some(),
             pause: pause.unwrap_or_else(|| watch::channel(false).1),
@@ -322,16 +333,93 @@ impl NodeHandle {
     }
 }
 
+/// Retry backoff settings of a run.
+#[derive(Clone, Copy)]
+struct Retry {
+    base: Duration,
+    max: Duration,
+}
+
+/// One attempt: a panic in the executor, before or inside its future, is contained here
+/// rather than unwound through the node.
+async fn attempt(executor: &dyn Executor, exec: &ExecSpec, ctx: &RunContext) -> Outcome {
+    debug!(job = %ctx.job, slot = %ctx.scheduled_at, attempt = ctx.attempt, "run starting");
+    match std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(exec, ctx.clone()))) {
+        Ok(run) => match AssertUnwindSafe(run).catch_unwind().await {
+            Ok(o) => o,
+            Err(payload) => Outcome::Panicked(crate::exec::panic_message(payload)),
+        },
+        Err(payload) => Outcome::Panicked(crate::exec::panic_message(payload)),
+    }
+}
+
+/// Runs a slot: the first attempt, then retries with backoff. The retry loop is boxed and
+/// entered only after a failure, so the task of a run that succeeds at once stays small
+/// (a thousand of them start in the same millisecond).
+async fn run_attempts(
+    executor: Arc<dyn Executor>,
+    exec: ExecSpec,
+    mut ctx: RunContext,
+    retry: Retry,
+) -> Outcome {
+    let attempts = exec.retries.saturating_add(1);
+    let first = attempt(executor.as_ref(), &exec, &ctx).await;
+    let log = |ctx: &RunContext, outcome: &Outcome| {
+        if outcome.is_success() {
+            info!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt = ctx.attempt, "run succeeded");
+        } else {
+            warn!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt = ctx.attempt, attempts, outcome = %outcome, "run failed");
+        }
+    };
+    log(&ctx, &first);
+    if first.is_success() || attempts == 1 {
+        return first;
+    }
+    Box::pin(async move {
+        let mut outcome = first;
+        for n in 2..=attempts {
+            tokio::time::sleep(backoff(n - 1, retry.base, retry.max)).await;
+            ctx.attempt = n;
+            outcome = attempt(executor.as_ref(), &exec, &ctx).await;
+            log(&ctx, &outcome);
+            if outcome.is_success() {
+                break;
+            }
+        }
+        outcome
+    })
+    .await
+}
+
+/// What runs report back without waking the node's task.
+#[derive(Default)]
+struct RunCounters {
+    /// Runs started and not finished.
+    running: AtomicUsize,
+    /// Runs that ended in failure after all retries.
+    failed: AtomicU64,
+    /// Notified when `running` drops to zero.
+    idle: tokio::sync::Notify,
+}
+
 struct Runtime {
     config: NodeConfig,
     planner: Planner,
     cluster: Option<Cluster>,
+    /// Fire records go to the publisher task through this, in order.
+    publish: mpsc::UnboundedSender<Vec<Record>>,
+    publisher: tokio::task::JoinHandle<()>,
     clock: Arc<dyn Clock>,
     executor: Arc<dyn Executor>,
     records_rx: mpsc::UnboundedReceiver<Record>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     view_tx: watch::Sender<View>,
-    running: JoinSet<Outcome>,
+    /// Abort handles of the runs started (finished ones are pruned now and then), to stop
+    /// them with the node. Runs report through `counters`, never by waking this task: a
+    /// thousand runs ending in the same millisecond would otherwise mean a thousand loop
+    /// turns competing with them for the cores.
+    runs: Vec<tokio::task::AbortHandle>,
+    counters: Arc<RunCounters>,
     stats: Stats,
     pause: watch::Receiver<bool>,
     /// False once the pause switch's sender is gone (or there never was one).
@@ -340,7 +428,9 @@ struct Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        // On abort, stop gossip too, so peers see a crash.
+        // On abort, stop gossip too, so peers see a crash, and stop the runs.
+        self.abort_runs();
+        self.publisher.abort();
         if let Some(c) = &self.cluster {
             c.abort();
         }
@@ -365,7 +455,7 @@ impl Runtime {
             }
             let now = self.clock.now();
             self.planner.poll(now);
-            self.apply_actions(now).await;
+            self.apply_actions(now);
             if !self.config.seeds.is_empty() && now >= next_lonely_check {
                 next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
                 if self.cluster().known_peers().await == 0 {
@@ -397,13 +487,12 @@ impl Runtime {
                         self.planner.observe_record(&r.job, r.slot);
                     }
                 }
-                Some(done) = self.running.join_next(), if !self.running.is_empty() => {
-                    if !matches!(done, Ok(Outcome::Success)) {
-                        self.stats.failed += 1;
-                    }
-                }
                 cmd = self.cmd_rx.recv() => match cmd {
-                    Some(Command::Stats(tx)) => { let _ = tx.send(self.stats.clone()); }
+                    Some(Command::Stats(tx)) => {
+                        let mut stats = self.stats.clone();
+                        stats.failed = self.counters.failed.load(Ordering::Relaxed);
+                        let _ = tx.send(stats);
+                    }
                     Some(Command::Shutdown(tx)) => {
                         self.leave().await;
                         let _ = tx.send(());
@@ -431,7 +520,7 @@ impl Runtime {
         let _ = self.view_tx.send(view);
     }
 
-    async fn apply_actions(&mut self, now: UnixMillis) {
+    fn apply_actions(&mut self, now: UnixMillis) {
         let mut records = Vec::new();
         let actions: Vec<Action> = self.planner.drain().collect();
         for a in actions {
@@ -474,7 +563,9 @@ impl Runtime {
                 }
             }
         }
-        self.cluster().publish_records(&records).await;
+        if !records.is_empty() {
+            let _ = self.publish.send(records);
+        }
     }
 
     fn spawn_run(&mut self, ctx: RunContext) {
@@ -485,31 +576,44 @@ impl Runtime {
         let executor = self.executor.clone();
         let base = self.config.retry_backoff;
         let max = self.config.retry_backoff_max;
-        self.running.spawn(async move {
-            let mut ctx = ctx;
-            let attempts = exec.retries.saturating_add(1);
-            let mut outcome = Outcome::Failed("not run".into());
-            for attempt in 1..=attempts {
-                ctx.attempt = attempt;
-                debug!(job = %ctx.job, slot = %ctx.scheduled_at, attempt, "run starting");
-                // Its own task: a panic in an executor is contained here.
-                let run = tokio::spawn(executor.execute(&exec, ctx.clone()));
-                outcome = match run.await {
-                    Ok(o) => o,
-                    Err(e) if e.is_panic() => Outcome::Panicked(crate::exec::panic_message(e.into_panic())),
-                    Err(e) => Outcome::Failed(e.to_string()),
-                };
-                if outcome.is_success() {
-                    info!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt, "run succeeded");
+        let counters = self.counters.clone();
+        counters.running.fetch_add(1, Ordering::Relaxed);
+        if self.runs.len() >= self.runs.capacity().max(1024) {
+            self.runs.retain(|r| !r.is_finished());
+        }
+        let retry = Retry { base, max };
+        let task = tokio::spawn(async move {
+            let outcome = run_attempts(executor, exec, ctx, retry).await;
+            if !outcome.is_success() {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            if counters.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                counters.idle.notify_waiters();
+            }
+        });
+        self.runs.push(task.abort_handle());
+    }
+
+    /// Stops every running run; dropping a shell run kills its process group.
+    fn abort_runs(&mut self) {
+        for run in self.runs.drain(..) {
+            run.abort();
+        }
+    }
+
+    /// Waits up to `timeout` for every running run to finish; returns whether they did.
+    async fn drain(&mut self, timeout: Duration) -> bool {
+        let counters = self.counters.clone();
+        let wait = async {
+            loop {
+                let idle = counters.idle.notified();
+                if counters.running.load(Ordering::Acquire) == 0 {
                     break;
                 }
-                warn!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt, attempts, outcome = %outcome, "run failed");
-                if attempt < attempts {
-                    tokio::time::sleep(backoff(attempt, base, max)).await;
-                }
+                idle.await;
             }
-            outcome
-        });
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
     async fn leave(&mut self) {
@@ -520,18 +624,13 @@ impl Runtime {
         while self.clock.now() < until {
             self.clock.sleep_until(until).await;
         }
-        if !self.running.is_empty() {
-            info!(running = self.running.len(), timeout = ?self.config.drain_timeout, "waiting for running jobs");
-            let drain = async { while self.running.join_next().await.is_some() {} };
-            if tokio::time::timeout(self.config.drain_timeout, drain)
-                .await
-                .is_err()
-            {
-                warn!(
-                    killed = self.running.len(),
-                    "drain timeout: killing running jobs"
-                );
-                self.running.shutdown().await;
+        let running = self.counters.running.load(Ordering::Acquire);
+        if running > 0 {
+            info!(running, timeout = ?self.config.drain_timeout, "waiting for running jobs");
+            if !self.drain(self.config.drain_timeout).await {
+                let killed = self.counters.running.load(Ordering::Acquire);
+                warn!(killed, "drain timeout: killing running jobs");
+                self.abort_runs();
             }
         }
         if let Some(c) = self.cluster.take() {
