@@ -54,6 +54,16 @@ struct State {
     stats: NetStats,
 }
 
+/// Feeds formatted text into a hasher.
+struct HashWriter<'a>(&'a mut Xxh3);
+
+impl std::fmt::Write for HashWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
+    }
+}
+
 /// Packet counters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NetStats {
@@ -172,9 +182,14 @@ impl SimNet {
                         st.stats.dropped += 1;
                         continue;
                     }
-                    let mut line = String::new();
-                    let _ = write!(line, "{now} {} {} {:?}", p.from, p.to, p.envelope.message);
-                    st.hash.update(line.as_bytes());
+                    // Formatted straight into the hasher: no string is built.
+                    let _ = write!(
+                        HashWriter(&mut st.hash),
+                        "{now} {} {} {:?}",
+                        p.from,
+                        p.to,
+                        p.envelope.message
+                    );
                     let delivered = st
                         .inboxes
                         .get(&p.to)

@@ -37,10 +37,6 @@ pub const STATUS_ALIVE: &str = "alive";
 /// Status of a node that began a graceful leave.
 pub const STATUS_LEAVING: &str = "leaving";
 
-/// How long the publisher waits to gather records into one batch. Far below any gossip
-/// interval, so it does not delay when records reach peers.
-const PUBLISH_COALESCE: Duration = Duration::from_millis(10);
-
 /// Gossip settings. See `NodeConfig` for the user-facing defaults.
 #[derive(Clone, Debug)]
 pub struct GossipConfig {
@@ -164,9 +160,6 @@ impl Cluster {
         let chitchat = self.handle.chitchat();
         let task = tokio::spawn(async move {
             while let Some(mut batch) = rx.recv().await {
-                // Records only leave at the next gossip round anyway; waiting a moment lets
-                // the runs of a burst start first instead of competing with this for a core.
-                tokio::time::sleep(PUBLISH_COALESCE).await;
                 while let Ok(more) = rx.try_recv() {
                     batch.extend(more);
                 }
