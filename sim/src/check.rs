@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use starling::{JobSpec, Misfire, UnixMillis};
+use starling::{JobSpec, Misfire, Schedule, UnixMillis};
 
 use crate::scenario::Fault;
 use crate::world::{Applied, EPOCH, Run, SimResult};
@@ -80,6 +80,8 @@ pub struct Findings {
     pub executions: u64,
     /// Required slots that never ran.
     pub missed: Vec<Miss>,
+    /// Runs of times that are not slots of their job (must never happen).
+    pub spurious: Vec<Miss>,
     /// Slots the misfire policy (`once`, `skip`) was allowed to drop and did.
     pub skipped_by_policy: u64,
     /// Slots that ran more than once.
@@ -102,7 +104,10 @@ impl Findings {
 
     /// True when the run passes: no unexplained duplicate, no disallowed miss, owners agree.
     pub fn passed(&self) -> bool {
-        self.missed.is_empty() && self.unexplained() == 0 && self.owners_agree != Some(false)
+        self.missed.is_empty()
+            && self.spurious.is_empty()
+            && self.unexplained() == 0
+            && self.owners_agree != Some(false)
     }
 }
 
@@ -194,10 +199,29 @@ impl Deafness {
             .map(|(_, _, _, r)| *r)
     }
 
-    fn crashed_soon_after(&self, run: &Run, b: Bounds) -> bool {
-        self.crashes
-            .iter()
-            .any(|&(n, t)| n == run.node && t >= run.started && t <= run.started + b.record_ms)
+    /// Why `later` could run a slot `earlier` had already started: the earlier runner
+    /// crashed right after starting it (before its record left) and `later` started after
+    /// the crash; or the two nodes could not hear each other in between.
+    fn explain_pair(&self, earlier: &Run, later: &Run, b: Bounds) -> Option<Reason> {
+        let lost_record = self.crashes.iter().any(|&(n, t)| {
+            n == earlier.node
+                && t >= earlier.started
+                && t <= earlier.started + b.record_ms
+                && later.started >= t
+        });
+        if lost_record {
+            return Some(Reason::Crash);
+        }
+        if earlier.node == later.node {
+            // One node running a slot twice without a crash in between is a bug.
+            return None;
+        }
+        self.explain(
+            earlier.node,
+            later.node,
+            earlier.started - b.settle_ms,
+            later.started,
+        )
     }
 
     /// Any disturbance overlapping [from, to] (for misfire policies that may drop slots).
@@ -230,13 +254,26 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
         }
     }
     let mut lateness = Vec::new();
+    let mut expected: std::collections::BTreeSet<(&str, i64)> = std::collections::BTreeSet::new();
     for job in jobs {
-        let mut t = UnixMillis(from - 1);
-        while let Some(s) = job.schedule.next_after(t) {
-            if s.0 > to {
-                break;
-            }
-            t = s;
+        // The slots due come from an oracle independent of `next_after` (the code the nodes
+        // schedule with): cron schedules checked second by second with `is_slot`, intervals
+        // and one-shots by arithmetic.
+        let candidates: Vec<UnixMillis> = match &job.schedule {
+            Schedule::At(at) => vec![*at],
+            Schedule::Every { interval_ms } => (from.div_euclid(*interval_ms)
+                ..=to.div_euclid(*interval_ms))
+                .map(|k| UnixMillis(k * interval_ms))
+                .collect(),
+            Schedule::Cron(_) => (from.div_euclid(1000)..=to.div_euclid(1000))
+                .map(|sec| UnixMillis(sec * 1000))
+                .collect(),
+        };
+        for s in candidates
+            .into_iter()
+            .filter(|&t| t.0 >= from && t.0 <= to && job.schedule.is_slot(t))
+        {
+            expected.insert((job.name.as_str(), s.0));
             f.slots_due += 1;
             let runs = by_slot
                 .get(&(job.name.as_str(), s.0))
@@ -259,33 +296,41 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
                 }
                 [one] => lateness.push(one.started - at_ms),
                 many => {
-                    let first = many.iter().map(|r| r.started).min().unwrap_or(0);
-                    lateness.push(first - at_ms);
-                    let last = many.iter().map(|r| r.started).max().unwrap_or(0);
-                    let mut explained = None;
-                    'pairs: for (i, x) in many.iter().enumerate() {
-                        for y in &many[i + 1..] {
-                            for r in [x, y] {
-                                if deaf.crashed_soon_after(r, b) {
-                                    explained = Some(Reason::Crash);
-                                    break 'pairs;
-                                }
-                            }
-                            if let Some(r) = deaf.explain(x.node, y.node, first - b.settle_ms, last)
-                            {
-                                explained = Some(r);
-                                break 'pairs;
-                            }
-                        }
+                    let mut runs: Vec<&Run> = many.to_vec();
+                    runs.sort_by_key(|r| (r.started, r.node));
+                    lateness.push(runs[0].started - at_ms);
+                    // Every run after the first must be explained by some earlier run of the
+                    // same slot that its node could not have known about.
+                    let mut reasons = Vec::new();
+                    for (k, later) in runs.iter().enumerate().skip(1) {
+                        let why = runs[..k]
+                            .iter()
+                            .find_map(|earlier| deaf.explain_pair(earlier, later, b));
+                        reasons.push(why);
                     }
+                    let explained_by = if reasons.iter().all(Option::is_some) {
+                        reasons.into_iter().flatten().next()
+                    } else {
+                        None
+                    };
                     f.duplicates.push(Duplicate {
                         job: job.name.to_string(),
                         slot: s.to_rfc3339(),
-                        nodes: many.iter().map(|r| r.node).collect(),
-                        explained_by: explained,
+                        nodes: runs.iter().map(|r| r.node).collect(),
+                        explained_by,
                     });
                 }
             }
+        }
+    }
+    // Runs of slots that are not slots at all.
+    for &(job, slot) in by_slot.keys() {
+        if !expected.contains(&(job, slot)) {
+            f.spurious.push(Miss {
+                job: job.to_string(),
+                slot: UnixMillis(slot).to_rfc3339(),
+                at_ms: slot - EPOCH.0,
+            });
         }
     }
     lateness.sort_unstable();

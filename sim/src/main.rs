@@ -420,6 +420,12 @@ fn main() -> ExitCode {
         for m in r.findings.missed.iter().take(5) {
             println!("  seed {}: missed {} slot {}", r.seed, m.job, m.slot);
         }
+        for m in r.findings.spurious.iter().take(5) {
+            println!(
+                "  seed {}: ran {} at {}, which is not one of its slots",
+                r.seed, m.job, m.slot
+            );
+        }
         for d in r
             .findings
             .duplicates

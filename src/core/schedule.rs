@@ -156,13 +156,47 @@ impl Schedule {
         }
     }
 
+    /// True if `t` is one of the schedule's slots. Computed independently of
+    /// [`Schedule::next_after`] (the two are checked against each other in tests and by the
+    /// simulator), and slow for cron: one check per second of time examined.
+    pub fn is_slot(&self, t: UnixMillis) -> bool {
+        match self {
+            Schedule::Every { interval_ms } => t.0.rem_euclid(*interval_ms) == 0,
+            Schedule::At(at) => *at == t,
+            Schedule::Cron(c) => c.is_slot(t),
+        }
+    }
+
     /// True for schedules with a single slot (`@at`).
     pub fn is_one_shot(&self) -> bool {
         matches!(self, Schedule::At(_))
     }
 }
 
+/// See `CronSchedule::next_after`.
+const MAX_SKIPPED_CANDIDATES: usize = 200_000;
+
 impl CronSchedule {
+    /// True if `t` is a slot: its local time matches the expression, and a repeated local
+    /// time counts only at its first occurrence. Independent of `next_after`, so tests and
+    /// the simulator's checker can hold one against the other.
+    fn is_slot(&self, t: UnixMillis) -> bool {
+        if t.0.rem_euclid(1000) != 0 {
+            return false;
+        }
+        let Some(utc) = DateTime::<Utc>::from_timestamp_millis(t.0) else {
+            return false;
+        };
+        let local = utc.with_timezone(&self.tz).naive_local();
+        if !self.expr.includes(Utc.from_utc_datetime(&local)) {
+            return false;
+        }
+        match self.tz.from_local_datetime(&local) {
+            LocalResult::Ambiguous(first, _) => first.timestamp_millis() == t.0,
+            _ => true,
+        }
+    }
+
     fn next_after(&self, t: UnixMillis) -> Option<UnixMillis> {
         let utc = DateTime::<Utc>::from_timestamp_millis(t.0)?;
         if self.tz == Tz::UTC {
@@ -177,8 +211,10 @@ impl CronSchedule {
         // and map each candidate back to an instant ourselves.
         let local: NaiveDateTime = utc.with_timezone(&self.tz).naive_local();
         let start = Utc.from_utc_datetime(&local);
-        // Bounded: a candidate is skipped only in a DST gap or in the repeated hour.
-        for candidate in self.expr.after(&start).take(64) {
+        // A candidate is skipped only inside a DST gap, or inside the repeated hour when the
+        // search starts in its second pass: an every-second job skips 3,600 of them there.
+        // The bound only guarantees termination (a full skipped day is 86,400).
+        for candidate in self.expr.after(&start).take(MAX_SKIPPED_CANDIDATES) {
             let instant = match self.tz.from_local_datetime(&candidate.naive_utc()) {
                 LocalResult::Single(d) => d,
                 // Repeated local time: run once, at the first occurrence.
@@ -343,6 +379,63 @@ mod tests {
         assert_eq!(
             slots(&s, "2026-11-01T06:10:00Z", 1),
             ["2026-11-01T07:00:00.000Z"]
+        );
+    }
+
+    /// Every slot in [from, to] found by brute force with `is_slot`, second by second.
+    fn brute_force(s: &Schedule, from: &str, to: &str) -> Vec<i64> {
+        (ms(from).0 / 1000..=ms(to).0 / 1000)
+            .map(|sec| sec * 1000)
+            .filter(|&t| s.is_slot(UnixMillis(t)))
+            .collect()
+    }
+
+    fn walked(s: &Schedule, from: &str, to: &str) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut t = UnixMillis(ms(from).0 - 1);
+        while let Some(n) = s.next_after(t) {
+            if n > ms(to) {
+                break;
+            }
+            out.push(n.0);
+            t = n;
+        }
+        out
+    }
+
+    #[test]
+    fn next_after_agrees_with_brute_force_across_both_dst_changes() {
+        let tz = parse_timezone("America/New_York").unwrap();
+        for expr in [
+            "*/10 * * * * *",
+            "* * * * * *",
+            "0 */7 * * * *",
+            "30 30 1,2,3 * * *",
+        ] {
+            let s = Schedule::parse(expr, tz).unwrap();
+            for (from, to) in [
+                ("2026-03-08T05:30:00Z", "2026-03-08T08:30:00Z"),
+                ("2026-11-01T04:30:00Z", "2026-11-01T07:30:00Z"),
+            ] {
+                let expected = brute_force(&s, from, to);
+                assert!(!expected.is_empty(), "{expr}");
+                assert_eq!(walked(&s, from, to), expected, "{expr} from {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_seconds_schedule_keeps_firing_after_spring_forward() {
+        let tz = parse_timezone("America/New_York").unwrap();
+        let s = Schedule::parse("*/10 * * * * *", tz).unwrap();
+        // 06:59:50Z is 01:59:50 EST; local 02:00-02:59 does not exist.
+        assert_eq!(
+            slots(&s, "2026-03-08T06:59:45Z", 3),
+            [
+                "2026-03-08T06:59:50.000Z",
+                "2026-03-08T07:00:00.000Z", // 03:00:00 EDT
+                "2026-03-08T07:00:10.000Z",
+            ]
         );
     }
 
