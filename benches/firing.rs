@@ -513,6 +513,7 @@ async fn publish_cost(jobs: usize, rounds: usize) -> AnyResult<Vec<i64>> {
             .map(|i| Record {
                 job: JobId::new(format!("job-{i}")),
                 slot: UnixMillis(1000 * r),
+                node: NodeId::new("bench"),
             })
             .collect();
         let start = mono_now();

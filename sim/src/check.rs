@@ -34,7 +34,7 @@ impl Bounds {
 }
 
 /// Why a duplicate is explained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The two nodes were on different sides of a partition.
@@ -48,7 +48,7 @@ pub enum Reason {
 }
 
 /// A slot that ran more than once.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Duplicate {
     /// The job.
     pub job: String,
@@ -61,7 +61,7 @@ pub struct Duplicate {
 }
 
 /// A slot that the job's misfire policy required to run but did not.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Miss {
     /// The job.
     pub job: String,
@@ -72,7 +72,7 @@ pub struct Miss {
 }
 
 /// The checker's findings.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Findings {
     /// Slots due in the checked window.
     pub slots_due: u64,

@@ -74,6 +74,9 @@ struct Args {
     /// Test-only: every node believes it owns every job, so the checker must fail.
     #[arg(long, hide = true)]
     break_ownership: bool,
+    /// Internal: run one seed and print its report as JSON (how sweeps run each seed).
+    #[arg(long, hide = true)]
+    child: bool,
 }
 
 /// One scenario, or all of them.
@@ -110,7 +113,7 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
 }
 
 /// One run's report. The first fields are the contract scripts rely on.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, serde::Deserialize, Debug, Clone)]
 struct Report {
     seed: u64,
     scenario: String,
@@ -265,22 +268,23 @@ fn sweep(
     let mut reports: Vec<Report> = Vec::with_capacity(seeds.len());
     let mut svg_out = None;
     for chunk in seeds.chunks(threads) {
-        let done: Vec<(Report, Option<String>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
+        let done: Vec<(Report, Option<String>)> = if seeds.len() == 1 {
+            // A single run: on a fresh thread of this process, the first simulation in it.
+            vec![simulate_on_fresh_thread(args, scenario, chunk[0])]
+        } else {
+            // A sweep: every seed in a process of its own, exactly as its replay command
+            // runs it. Fresh threads are not enough: tokio seeds each runtime from a
+            // process-wide counter, so the n-th simulation of a process differs from the
+            // first.
+            let children: Vec<_> = chunk
                 .iter()
-                .map(|&seed| {
-                    let args = &args;
-                    std::thread::Builder::new()
-                        .name(format!("sim-{seed}"))
-                        .spawn_scoped(s, move || simulate(args, scenario, seed))
-                        .expect("spawn a simulation thread")
-                })
+                .map(|&seed| (seed, spawn_child(args, scenario, seed, seed + 1 == to)))
                 .collect();
-            handles
+            children
                 .into_iter()
-                .map(|h| h.join().expect("sweep worker"))
+                .map(|(seed, child)| collect_child(seed, child, args))
                 .collect()
-        });
+        };
         for (r, svg) in done {
             println!(
                 "seed {:>6}  {}  slots {:>6}  runs {:>6}  missed {:>3}  dup {:>3} (explained {:>3})  late p50 {:>5}ms p99 {:>5}ms max {:>5}ms  trace {}  net {}  {:.2}s",
@@ -306,6 +310,63 @@ fn sweep(
     }
 
     (reports, svg_out)
+}
+
+/// Runs one simulation on a new thread of this process (per-thread hash keys are drawn
+/// once per thread, so the thread must not have drawn any before the seed is set).
+fn simulate_on_fresh_thread(
+    args: &Args,
+    scenario: Scenario,
+    seed: u64,
+) -> (Report, Option<String>) {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name(format!("sim-{seed}"))
+            .spawn_scoped(s, || simulate(args, scenario, seed))
+            .expect("spawn a simulation thread")
+            .join()
+            .expect("the simulation thread panicked")
+    })
+}
+
+/// Starts `starling-sim --child` for one seed; it prints its report as JSON.
+fn spawn_child(args: &Args, scenario: Scenario, seed: u64, last: bool) -> std::process::Child {
+    let exe = std::env::current_exe().expect("the simulator's own path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--seed", &seed.to_string(), "--scenario", scenario.name()])
+        .args([
+            "--nodes",
+            &args.nodes.to_string(),
+            "--jobs",
+            &args.jobs.to_string(),
+        ])
+        .args(["--duration", &format!("{}ms", args.duration.as_millis())])
+        .args([
+            "--gossip-interval",
+            &format!("{}ms", args.gossip_interval.as_millis()),
+        ])
+        .arg("--child")
+        .stdout(std::process::Stdio::piped());
+    if args.break_ownership {
+        cmd.arg("--break-ownership");
+    }
+    if let (true, Some(t)) = (last, &args.timeline) {
+        cmd.arg("--timeline").arg(t);
+    }
+    cmd.spawn().expect("start a simulation process")
+}
+
+fn collect_child(seed: u64, child: std::process::Child, args: &Args) -> (Report, Option<String>) {
+    let out = child.wait_with_output().expect("a simulation process");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Report = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "seed {seed}: the simulation process gave no report ({e}); replay: {}",
+            replay_command(args, args.scenario.0[0], seed)
+        )
+    });
+    // The child wrote the timeline itself.
+    (report, None)
 }
 
 /// A Markdown table row and a summary line for one scenario's sweep.
@@ -350,6 +411,20 @@ fn main() -> ExitCode {
     if args.nodes == 0 || args.nodes > 250 {
         eprintln!("error: --nodes must be between 1 and 250");
         return ExitCode::FAILURE;
+    }
+    if args.child {
+        let (report, svg) = simulate_on_fresh_thread(&args, args.scenario.0[0], from);
+        if let (Some(path), Some(svg)) = (&args.timeline, svg)
+            && let Err(e) = std::fs::write(path, svg)
+        {
+            eprintln!("error: writing the timeline to {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("a report serializes")
+        );
+        return ExitCode::SUCCESS;
     }
     let threads = args
         .threads

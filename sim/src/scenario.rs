@@ -162,14 +162,15 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
                 .push((t + rng.range(500, 15_000), Fault::Restart(n)));
         }
         Scenario::Rolling => {
+            // One node at a time: the next leaves only after the previous one is back.
             let span = (last - WARMUP_MS) / nodes.max(1) as i64;
+            let mut t = WARMUP_MS;
             for n in 0..nodes {
-                let t = WARMUP_MS + span * n as i64 + rng.range(0, span / 4);
+                t += rng.range(0, span / 4);
+                let back = t + rng.range(1_500, (span / 2).max(1_500));
                 p.faults.push((t, Fault::Leave(n)));
-                p.faults.push((
-                    t + rng.range(1_500, (span / 2).max(1_500)),
-                    Fault::Restart(n),
-                ));
+                p.faults.push((back, Fault::Restart(n)));
+                t = (WARMUP_MS + span * (n as i64 + 1)).max(back + 3_000);
             }
         }
         Scenario::Join => {

@@ -133,6 +133,8 @@ impl Executor for Recorder {
 
 struct SimNode {
     handle: Option<NodeHandle>,
+    /// A graceful leave still in progress.
+    leaving: Option<tokio::task::JoinHandle<()>>,
     clock: Arc<SimClock>,
     pause: watch::Sender<bool>,
 }
@@ -201,6 +203,10 @@ impl World {
                 }
             }
             Fault::Restart(i) | Fault::Join(i) => {
+                // A restart waits for a leave still in progress: one process per address.
+                if let Some(leaving) = self.nodes[*i].leaving.take() {
+                    let _ = leaving.await;
+                }
                 if self.nodes[*i].handle.is_none() {
                     self.start_node(*i).await;
                 }
@@ -208,7 +214,7 @@ impl World {
             Fault::Leave(i) => {
                 if let Some(h) = self.nodes[*i].handle.take() {
                     // Graceful leave takes simulated time; let it run on its own.
-                    tokio::spawn(h.shutdown());
+                    self.nodes[*i].leaving = Some(tokio::spawn(h.shutdown()));
                 }
             }
             Fault::Partition { a, b, one_way } => {
@@ -274,6 +280,7 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
     let nodes = (0..config.nodes)
         .map(|i| SimNode {
             handle: None,
+            leaving: None,
             clock: Arc::new(SimClock::new(
                 base,
                 plan.skew_ms.get(i).copied().unwrap_or(0),

@@ -51,6 +51,22 @@ fn the_same_seed_gives_identical_hashes_in_separate_processes() {
 }
 
 #[test]
+fn a_seed_replays_alone_exactly_as_it_ran_inside_a_sweep() {
+    let sweep = sim(&[
+        "--seeds",
+        "5..8",
+        "--scenario",
+        "chaos",
+        "--duration",
+        "40s",
+    ]);
+    let alone = sim(&["--seed", "7", "--scenario", "chaos", "--duration", "40s"]);
+    let in_sweep = &sweep.report.as_array().unwrap()[2];
+    assert_eq!(in_sweep["seed"], 7);
+    assert_eq!(hashes(in_sweep), hashes(&alone.report));
+}
+
+#[test]
 fn different_seeds_give_different_runs() {
     let a = sim(&["--seed", "1", "--scenario", "steady", "--duration", "30s"]);
     let b = sim(&["--seed", "2", "--scenario", "steady", "--duration", "30s"]);

@@ -67,6 +67,8 @@ pub struct Record {
     pub job: JobId,
     /// The slot.
     pub slot: UnixMillis,
+    /// The node that published it (its id, whatever the generation).
+    pub node: NodeId,
 }
 
 /// A running chitchat instance and the streams the node runtime reads.
@@ -132,6 +134,7 @@ impl Cluster {
                 let _ = records.send(Record {
                     job: JobId::new(ev.key),
                     slot: UnixMillis(ms),
+                    node: NodeId::new(&*ev.node.node_id),
                 });
             }
         });

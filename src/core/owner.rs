@@ -131,6 +131,22 @@ impl OwnerTable {
         self.ids.get(j.owner as usize)
     }
 
+    /// The member that would own job slot `idx` if its owner were gone.
+    pub fn runner_up(&self, idx: usize) -> Option<&NodeId> {
+        let j = self.jobs.get(idx)?;
+        let mut best: Option<(u64, &NodeId)> = None;
+        for (i, &k) in self.keys.iter().enumerate() {
+            if i as u32 == j.owner {
+                continue;
+            }
+            let cand = (score(j.key, k), &self.ids[i]);
+            if best.is_none_or(|b| cand > b) {
+                best = Some(cand);
+            }
+        }
+        best.map(|(_, n)| n)
+    }
+
     /// True if member `a` with `score_a` beats the current holder `b` with `score_b`:
     /// higher score, ties to the greater node id.
     fn beats(&self, score_a: u64, a: u32, score_b: u64, b: u32) -> bool {

@@ -9,19 +9,22 @@
 //!
 //! - Each job has a *cursor*: every slot at or before it is accounted for (fired by some
 //!   node, or skipped). A fire record from any node moves the cursor forward, so a slot at
-//!   or before a known record is never fired. Until the first record is known, the cursor
-//!   is the time the job was registered here, so a new job does not fire slots from before
-//!   it existed; once a record is known it takes over, even when it is older than the
-//!   registration, so a node restarted after a crash catches up the slots nobody ran
-//!   while it was down.
+//!   or before a known record is never fired. The cursor starts at the time the job was
+//!   registered here, so a new job does not fire slots from before it existed; only this
+//!   node's own records (from its earlier generations) may pull it further back, so a
+//!   node restarted after a crash catches up the slots nobody ran while it was down,
+//!   whatever order the records arrive in.
 //! - A job this node owns fires every slot after the cursor as it comes due. Slots found
 //!   late (more than [`PlannerConfig::misfire_threshold`]) are misfires, treated per the
 //!   job's [`Misfire`] policy; slots older than its catch-up window are skipped and
 //!   reported as [`Action::Missed`].
-//! - Ownership won from a node that is still alive in our view (we joined, or it is
-//!   leaving) takes effect after [`PlannerConfig::handoff_delay`], so the previous owner has
-//!   seen the change and its last record has reached us. Ownership won from a node that is
-//!   gone takes effect at once. Lost ownership stops at once.
+//! - Ownership won from a node that is still alive in our view (it is leaving) takes
+//!   effect after [`PlannerConfig::handoff_delay`], so the previous owner has seen the
+//!   change and its last record has reached us. The same delay applies to a job we keep
+//!   when a member we had not seen appears and would own it in our absence: we joined a
+//!   running cluster, or a partition healed, and that member may have been running it.
+//!   Ownership won from a node that is gone takes effect at once. Lost ownership stops at
+//!   once.
 //! - Nothing fires before [`PlannerConfig::startup_delay`] has passed since the planner was
 //!   created, so a node that joins a running cluster learns the members and their records
 //!   before it acts on a view that holds only itself.
@@ -121,6 +124,9 @@ pub enum Action {
 /// Counting of skipped slots stops here (an every-second job down for a year).
 pub const MAX_COUNTED_MISSES: u64 = 100_000;
 
+/// Records further than this in the future are refused (see `Planner::observe_record`).
+pub const MAX_RECORD_AHEAD: Duration = Duration::from_secs(600);
+
 /// Errors from planner inputs. The planner's state is unchanged when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlannerError {
@@ -140,9 +146,15 @@ enum Mine {
 #[derive(Debug)]
 struct Job {
     spec: JobSpec,
-    /// The highest slot known to be accounted for (a record, or a slot skipped here).
-    accounted: Option<UnixMillis>,
-    /// `accounted`, or `registered` while nothing is accounted for.
+    /// When the job was registered here.
+    registered: UnixMillis,
+    /// The highest slot this node accounted for: its own records (any generation), or
+    /// slots it fired or skipped.
+    own: Option<UnixMillis>,
+    /// The highest record seen from other nodes.
+    others: Option<UnixMillis>,
+    /// `max(own, others)` once this node has its own record, else `max(registered,
+    /// others)`.
     cursor: UnixMillis,
     /// Memo of `schedule.next_after(cursor)`, keyed by the cursor it was computed for:
     /// cron evaluation dominates `poll` when a thousand jobs are due at once.
@@ -165,11 +177,22 @@ impl Job {
         }
     }
 
-    /// Everything at or before `slot` is accounted for.
+    /// This node accounted for everything at or before `slot` (fired, skipped, or its own
+    /// earlier record).
     fn account(&mut self, slot: UnixMillis) {
-        let a = self.accounted.map_or(slot, |a| a.max(slot));
-        self.accounted = Some(a);
-        self.cursor = a;
+        self.own = Some(self.own.map_or(slot, |o| o.max(slot)));
+        self.update_cursor();
+    }
+
+    /// Another node started `slot`.
+    fn account_other(&mut self, slot: UnixMillis) {
+        self.others = Some(self.others.map_or(slot, |o| o.max(slot)));
+        self.update_cursor();
+    }
+
+    fn update_cursor(&mut self) {
+        let base = self.own.unwrap_or(self.registered);
+        self.cursor = self.others.map_or(base, |o| base.max(o));
     }
 }
 
@@ -185,8 +208,9 @@ pub struct Planner {
     free: Vec<usize>,
     index: BTreeMap<JobId, usize>,
     owners: OwnerTable,
-    /// Highest record seen for jobs not registered here (applied if they are added).
-    stray_records: BTreeMap<JobId, UnixMillis>,
+    /// Highest (own, others') records seen for jobs not registered here, applied if they
+    /// are added.
+    stray_records: BTreeMap<JobId, (Option<UnixMillis>, Option<UnixMillis>)>,
     timers: BTreeSet<(UnixMillis, usize)>,
     out: Vec<Action>,
     /// Jobs fired by `poll` whose next timer is not computed yet (see `next_deadline`).
@@ -289,17 +313,23 @@ impl Planner {
             }
         }
         let idx = self.free.pop().unwrap_or(self.jobs.len());
-        let accounted = self.stray_records.remove(&spec.name);
+        let (own, others) = self
+            .stray_records
+            .remove(&spec.name)
+            .unwrap_or((None, None));
         self.owners.set_job(idx, &spec.name);
         self.index.insert(spec.name.clone(), idx);
-        let job = Job {
+        let mut job = Job {
             spec,
-            accounted,
-            cursor: accounted.unwrap_or(now),
+            registered: now,
+            own,
+            others,
+            cursor: now,
             next_memo: None,
             mine: Mine::No,
             timer: None,
         };
+        job.update_cursor();
         if idx == self.jobs.len() {
             self.jobs.push(Some(job));
         } else {
@@ -324,20 +354,43 @@ impl Planner {
         true
     }
 
-    /// A fire record from any node (including our own past generations): `job` started
-    /// `slot`. Slots at or before it will not fire here.
-    pub fn observe_record(&mut self, job: &JobId, slot: UnixMillis) {
+    /// A fire record seen at `now`: node `from` (any generation, ourselves included)
+    /// started `slot` of `job`. Slots at or before it will not fire here.
+    ///
+    /// A record more than [`MAX_RECORD_AHEAD`] in the future is refused (the return value
+    /// says whether it was taken): a node with a wild clock could publish one and silence
+    /// the job cluster-wide. Another node's record older than the job's registration here
+    /// does not pull the cursor back (it may be arriving ahead of that node's newer ones);
+    /// this node's own earlier records do.
+    pub fn observe_record(
+        &mut self,
+        now: UnixMillis,
+        job: &JobId,
+        slot: UnixMillis,
+        from: &NodeId,
+    ) -> bool {
+        if slot > now.saturating_add(MAX_RECORD_AHEAD) {
+            return false;
+        }
+        let ours = from == &self.me;
         let Some(&idx) = self.index.get(job) else {
-            let e = self.stray_records.entry(job.clone()).or_insert(slot);
-            *e = (*e).max(slot);
-            return;
+            let e = self.stray_records.entry(job.clone()).or_default();
+            let side = if ours { &mut e.0 } else { &mut e.1 };
+            *side = Some(side.map_or(slot, |s| s.max(slot)));
+            return true;
         };
         let j = self.jobs[idx].as_mut().expect("indexed job exists");
-        if j.accounted.is_none_or(|a| slot > a) {
+        let before = j.cursor;
+        if ours {
             j.account(slot);
+        } else {
+            j.account_other(slot);
+        }
+        if j.cursor != before {
             let mine = j.mine;
             self.reschedule(idx, mine);
         }
+        true
     }
 
     /// A new view of the cluster at `now`. Jobs whose owner changed start or stop here.
@@ -350,7 +403,13 @@ impl Planner {
                 changed.entry(idx).or_insert_with(|| Some(gone.clone()));
             }
         }
-        for new in self.view.members.difference(&old.members) {
+        let added: Vec<NodeId> = self
+            .view
+            .members
+            .difference(&old.members)
+            .cloned()
+            .collect();
+        for new in &added {
             let before: Vec<(usize, Option<NodeId>)> = self.owners.join_with_previous(new);
             for (idx, prev) in before {
                 changed.entry(idx).or_insert(prev);
@@ -358,6 +417,27 @@ impl Planner {
         }
         if self.leaving {
             return;
+        }
+        // A member we had not seen may have been running, without knowing us, the jobs it
+        // would own if we were not here: we joined a running cluster, or a partition
+        // healed. Give it the handoff delay to see us and get its last records to us.
+        if !added.is_empty() {
+            let handoff_end = now.saturating_add(self.config.handoff_delay);
+            for idx in 0..self.jobs.len() {
+                let Some(Mine::From(from)) = self.jobs[idx].as_ref().map(|j| j.mine) else {
+                    continue;
+                };
+                if changed.contains_key(&idx) || from >= handoff_end {
+                    continue;
+                }
+                if self
+                    .owners
+                    .runner_up(idx)
+                    .is_some_and(|r| added.contains(r))
+                {
+                    self.set_mine(idx, Mine::From(handoff_end));
+                }
+            }
         }
         for (idx, prev) in changed {
             let owner_is_me = self.is_mine(idx);
@@ -490,11 +570,10 @@ impl Planner {
             e.1 = s;
             e.2 += 1;
             if e.2 >= MAX_COUNTED_MISSES {
-                // Jump the rest without counting.
-                slot = j
-                    .spec
-                    .schedule
-                    .next_after(window_start.saturating_sub(Duration::from_millis(1)));
+                // Jump the rest without counting; everything before the window is done.
+                let before_window = window_start.saturating_sub(Duration::from_millis(1));
+                e.1 = e.1.max(before_window.min(now));
+                slot = j.spec.schedule.next_after(before_window);
                 break;
             }
             slot = j.spec.schedule.next_after(s);
@@ -552,7 +631,16 @@ impl Planner {
             }
             Misfire::Skip => due.iter().copied().filter(|&s| !is_late(s)).collect(),
         };
-        let dropped: Vec<UnixMillis> = due.iter().copied().filter(|s| !fire.contains(s)).collect();
+        // `fire` is a sorted subsequence of `due`: walk both once.
+        let mut dropped: Vec<UnixMillis> = Vec::new();
+        let mut kept = fire.iter().peekable();
+        for &s in &due {
+            if kept.peek() == Some(&&s) {
+                kept.next();
+            } else {
+                dropped.push(s);
+            }
+        }
         if let (Some(&first), Some(&last)) = (dropped.first(), dropped.last()) {
             self.out.push(Action::Missed {
                 job: name.clone(),
@@ -703,7 +791,12 @@ mod tests {
             .unwrap();
         // b ran slots 1..=5 and we saw its records.
         for s in 1..=5 {
-            p.observe_record(&JobId::new(&job), UnixMillis(s * 1_000));
+            p.observe_record(
+                UnixMillis(0),
+                &JobId::new(&job),
+                UnixMillis(s * 1_000),
+                &NodeId::new("b"),
+            );
         }
         // b crashes after starting slot 5; we notice at 7.2 s.
         p.set_view(UnixMillis(7_200), View::of(ids(&["a"])));
@@ -735,7 +828,12 @@ mod tests {
         p.set_view(UnixMillis(0), View::of(ids(&["a"])));
         p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
             .unwrap();
-        p.observe_record(&JobId::new("j"), UnixMillis(3_000));
+        p.observe_record(
+            UnixMillis(0),
+            &JobId::new("j"),
+            UnixMillis(3_000),
+            &NodeId::new("b"),
+        );
         assert_eq!(p.next_deadline(), Some(UnixMillis(4_000)));
     }
 
@@ -748,7 +846,13 @@ mod tests {
         p.add_job(UnixMillis(10_500), spec("j", "@every 1s", Misfire::All))
             .unwrap();
         assert_eq!(p.next_deadline(), Some(UnixMillis(11_000)));
-        p.observe_record(&JobId::new("j"), UnixMillis(9_000));
+        // Its own record, from its previous generation.
+        assert!(p.observe_record(
+            UnixMillis(10_500),
+            &JobId::new("j"),
+            UnixMillis(9_000),
+            &NodeId::new("a")
+        ));
         poll_all(&mut p, UnixMillis(10_600));
         assert_eq!(fired(&mut p), [("j".into(), 10_000)]);
     }
@@ -765,10 +869,96 @@ mod tests {
     }
 
     #[test]
+    fn an_old_record_from_another_node_does_not_pull_the_cursor_back() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(10_500));
+        p.set_view(UnixMillis(10_500), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(10_500), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        // "b" ran it long ago; its newer records may still be on their way.
+        assert!(p.observe_record(
+            UnixMillis(10_500),
+            &JobId::new("j"),
+            UnixMillis(2_000),
+            &NodeId::new("b")
+        ));
+        assert_eq!(p.next_deadline(), Some(UnixMillis(11_000)));
+        // A newer record is taken, from anyone.
+        assert!(p.observe_record(
+            UnixMillis(10_500),
+            &JobId::new("j"),
+            UnixMillis(11_000),
+            &NodeId::new("b")
+        ));
+        assert_eq!(p.next_deadline(), Some(UnixMillis(12_000)));
+    }
+
+    #[test]
+    fn a_restarted_node_honours_newer_records_whatever_order_they_arrive_in() {
+        // "a" left after slot 10 and came back at 11.5 s; "b" ran slot 11 meanwhile.
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(11_500));
+        p.set_view(UnixMillis(11_500), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(11_500), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        let j = JobId::new("j");
+        p.observe_record(
+            UnixMillis(11_500),
+            &j,
+            UnixMillis(11_000),
+            &NodeId::new("b"),
+        );
+        p.observe_record(
+            UnixMillis(11_500),
+            &j,
+            UnixMillis(10_000),
+            &NodeId::new("a"),
+        );
+        assert_eq!(p.cursor(&j), Some(UnixMillis(11_000)));
+        assert_eq!(p.next_deadline(), Some(UnixMillis(12_000)));
+    }
+
+    #[test]
+    fn a_record_from_the_far_future_is_refused() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        let year = UnixMillis(365 * 24 * 3_600_000);
+        assert!(!p.observe_record(UnixMillis(500), &JobId::new("j"), year, &NodeId::new("b")));
+        assert_eq!(p.next_deadline(), Some(UnixMillis(1_000)));
+    }
+
+    #[test]
+    fn a_backlog_longer_than_the_miss_count_is_skipped_in_one_go() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        // Down for three days: 259,200 slots, far more than the counting cap.
+        let now = UnixMillis(3 * 24 * 3_600_000 + 500);
+        poll_all(&mut p, now);
+        let actions: Vec<Action> = p.drain().collect();
+        let missed: Vec<&Action> = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Missed { policy: false, .. }))
+            .collect();
+        assert_eq!(missed.len(), 1, "{missed:?}");
+        let fires = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Fire { .. }))
+            .count();
+        assert_eq!(fires, 60, "the 60 s catch-up window is run");
+    }
+
+    #[test]
     fn records_for_unregistered_jobs_apply_when_they_are_added() {
         let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
         p.set_view(UnixMillis(0), View::of(ids(&["a"])));
-        p.observe_record(&JobId::new("j"), UnixMillis(9_000));
+        p.observe_record(
+            UnixMillis(0),
+            &JobId::new("j"),
+            UnixMillis(9_000),
+            &NodeId::new("b"),
+        );
         p.add_job(UnixMillis(1_000), spec("j", "@every 1s", Misfire::All))
             .unwrap();
         assert_eq!(p.next_deadline(), Some(UnixMillis(10_000)));
@@ -787,12 +977,49 @@ mod tests {
         poll_all(&mut p, UnixMillis(2_000));
         assert!(fired(&mut p).is_empty(), "fired during the handoff delay");
         // b's record for slot 2 arrives during the delay.
-        p.observe_record(&JobId::new(&job), UnixMillis(2_000));
+        p.observe_record(
+            UnixMillis(0),
+            &JobId::new(&job),
+            UnixMillis(2_000),
+            &NodeId::new("b"),
+        );
         poll_all(&mut p, UnixMillis(2_400));
         assert!(fired(&mut p).is_empty());
         assert_eq!(p.next_deadline(), Some(UnixMillis(3_000)));
         poll_all(&mut p, UnixMillis(3_000));
         assert_eq!(fired(&mut p), [(job.clone(), 3_000)]);
+    }
+
+    #[test]
+    fn a_joiner_waits_the_handoff_delay_for_jobs_a_peer_it_had_not_seen_was_running() {
+        // The runtime starts a planner with a view of itself; the peers show up later.
+        let job = job_owned_by("a", &["a", "b"]);
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        assert_eq!(p.next_deadline(), Some(UnixMillis(1_000)));
+        // "b" appears at 1.9 s: it may have been running the job without knowing "a".
+        p.set_view(UnixMillis(1_900), View::of(ids(&["a", "b"])));
+        p.observe_record(
+            UnixMillis(1_900),
+            &JobId::new(&job),
+            UnixMillis(1_000),
+            &NodeId::new("b"),
+        );
+        assert_eq!(p.next_deadline(), Some(UnixMillis(2_400)));
+        // A member leaving changes nothing for a job that stays ours.
+        p.set_view(UnixMillis(5_000), View::of(ids(&["a"])));
+        poll_all(&mut p, UnixMillis(5_000));
+        assert_eq!(
+            fired(&mut p),
+            [
+                (job.clone(), 2_000),
+                (job.clone(), 3_000),
+                (job.clone(), 4_000),
+                (job, 5_000)
+            ]
+        );
     }
 
     #[test]
@@ -802,7 +1029,12 @@ mod tests {
         p.set_view(UnixMillis(0), View::of(ids(&["a", "b"])));
         p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
             .unwrap();
-        p.observe_record(&JobId::new(&job), UnixMillis(1_000));
+        p.observe_record(
+            UnixMillis(0),
+            &JobId::new(&job),
+            UnixMillis(1_000),
+            &NodeId::new("b"),
+        );
         let leaving = View {
             members: ids(&["a"]).into_iter().collect(),
             alive: ids(&["a", "b"]).into_iter().collect(),
@@ -848,7 +1080,12 @@ mod tests {
         let mut s = spec(&job, "@every 10s", misfire);
         s.catch_up_window = Duration::from_secs(35);
         p.add_job(UnixMillis(0), s).unwrap();
-        p.observe_record(&JobId::new(&job), UnixMillis(10_000));
+        p.observe_record(
+            UnixMillis(0),
+            &JobId::new(&job),
+            UnixMillis(10_000),
+            &NodeId::new("b"),
+        );
         // b is gone; we notice 100.5 s in. Slots 20..=100 are due; the window reaches
         // back to 65.5 s.
         p.set_view(UnixMillis(100_500), View::of(ids(&["a"])));

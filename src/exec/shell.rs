@@ -71,6 +71,9 @@ pub async fn run_shell(
     }
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|p| p as i32);
+    // If this future is dropped before the command ends (the node crashed or gave up on
+    // it), the whole process group goes, not just `sh`.
+    let mut guard = GroupGuard(pgid);
     let stdout = tokio::spawn(read_tail(child.stdout.take(), tail_bytes));
     let stderr = tokio::spawn(read_tail(child.stderr.take(), tail_bytes));
 
@@ -85,6 +88,7 @@ pub async fn run_shell(
         },
         None => (Some(child.wait().await?), false),
     };
+    guard.0 = None;
     let stdout_tail = collect(stdout).await;
     let stderr_tail = collect(stderr).await;
     Ok(ShellResult {
@@ -93,6 +97,15 @@ pub async fn run_shell(
         stdout_tail,
         stderr_tail,
     })
+}
+
+/// Kills the process group when dropped, unless disarmed.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
 }
 
 fn kill_group(pgid: Option<i32>) {
@@ -151,6 +164,31 @@ mod tests {
             "{:?}",
             r.stdout_tail
         );
+    }
+
+    #[tokio::test]
+    async fn dropping_a_run_kills_its_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let run = run_shell(&cmd, &[], None, 64);
+        // Give the shell time to start its child, then drop the run mid-way.
+        let _ = tokio::time::timeout(Duration::from_millis(300), run).await;
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut gone = false;
+        for _ in 0..50 {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            gone = state.is_empty() || state.split_whitespace().nth(2) == Some("Z");
+            if gone {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the shell's child {pid} outlived the dropped run");
     }
 
     #[tokio::test]

@@ -482,9 +482,9 @@ impl Runtime {
                     self.on_view(view);
                 }
                 Some(r) = self.records_rx.recv() => {
-                    self.planner.observe_record(&r.job, r.slot);
+                    self.on_record(r);
                     while let Ok(r) = self.records_rx.try_recv() {
-                        self.planner.observe_record(&r.job, r.slot);
+                        self.on_record(r);
                     }
                 }
                 cmd = self.cmd_rx.recv() => match cmd {
@@ -503,6 +503,13 @@ impl Runtime {
                     None => std::future::pending::<()>().await,
                 },
             }
+        }
+    }
+
+    fn on_record(&mut self, r: Record) {
+        let now = self.clock.now();
+        if !self.planner.observe_record(now, &r.job, r.slot, &r.node) && r.slot > now {
+            warn!(job = %r.job, slot = %r.slot, from = %r.node, "ignoring a fire record from the far future (is that node's clock wrong?)");
         }
     }
 
@@ -545,7 +552,11 @@ impl Runtime {
                     };
                     self.spawn_run(ctx);
                 }
-                Action::PublishRecord { job, slot } => records.push(Record { job, slot }),
+                Action::PublishRecord { job, slot } => records.push(Record {
+                    job,
+                    slot,
+                    node: self.config.node_id.clone(),
+                }),
                 Action::Missed {
                     job,
                     first,
