@@ -165,3 +165,30 @@ fn the_timeline_is_an_svg_with_a_lane_per_node() {
     }
     assert!(text.contains(">crash</text>"));
 }
+
+/// Seeds that found bugs (in a release build), replayed on every CI run. A different
+/// build may draw a different run from the same seed, so each bug also has a unit test
+/// in the node code; these keep the scenarios that exposed them exercised.
+#[test]
+fn seeds_that_found_bugs_stay_fixed() {
+    for (seed, scenario, extra) in [
+        // A joiner took a job from another joiner still in its startup delay: slot lost.
+        ("53", "join", &[][..]),
+        // A node back from a crash before anyone noticed skipped its own downtime.
+        ("7", "chaos", &[][..]),
+        // Rolling restarts took every node down at once; records from a leaver's peers
+        // arriving in the wrong order re-ran slots.
+        (
+            "5",
+            "rolling",
+            &["--nodes", "3", "--jobs", "10", "--duration", "40s"][..],
+        ),
+        // A seconds-level cron job in New York time stopped at spring forward.
+        ("1", "steady", &["--nodes", "3", "--jobs", "6"][..]),
+    ] {
+        let mut args = vec!["--seed", seed, "--scenario", scenario];
+        args.extend_from_slice(extra);
+        let r = sim(&args);
+        assert!(r.ok, "seed {seed} {scenario}:\n{}", r.stdout);
+    }
+}

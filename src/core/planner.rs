@@ -9,11 +9,13 @@
 //!
 //! - Each job has a *cursor*: every slot at or before it is accounted for (fired by some
 //!   node, or skipped). A fire record from any node moves the cursor forward, so a slot at
-//!   or before a known record is never fired. The cursor starts at the time the job was
-//!   registered here, so a new job does not fire slots from before it existed; only this
-//!   node's own records (from its earlier generations) may pull it further back, so a
-//!   node restarted after a crash catches up the slots nobody ran while it was down,
-//!   whatever order the records arrive in.
+//!   or before a known record is never fired. The cursor starts shortly before the job
+//!   was registered here: by the startup delay plus the handoff delay, the longest a slot
+//!   can go unrun while a joining node takes ownership from another joiner that never got
+//!   to fire (found by the simulator, `join` seed 53). So a new job does not fire slots
+//!   from long before it existed. Only this node's own records (from its earlier
+//!   generations) may pull the cursor further back, so a node restarted after a crash
+//!   catches up the slots nobody ran while it was down, whatever order records arrive in.
 //! - A job this node owns fires every slot after the cursor as it comes due. Slots found
 //!   late (more than [`PlannerConfig::misfire_threshold`]) are misfires, treated per the
 //!   job's [`Misfire`] policy; slots older than its catch-up window are skipped and
@@ -146,7 +148,8 @@ enum Mine {
 #[derive(Debug)]
 struct Job {
     spec: JobSpec,
-    /// When the job was registered here.
+    /// When the job was registered here, less the startup and handoff delays (see the
+    /// module docs).
     registered: UnixMillis,
     /// The highest slot this node accounted for: its own records (any generation), or
     /// slots it fired or skipped.
@@ -319,9 +322,10 @@ impl Planner {
             .unwrap_or((None, None));
         self.owners.set_job(idx, &spec.name);
         self.index.insert(spec.name.clone(), idx);
+        let lookback = self.config.startup_delay + self.config.handoff_delay;
         let mut job = Job {
             spec,
-            registered: now,
+            registered: now.saturating_sub(lookback),
             own,
             others,
             cursor: now,
@@ -750,7 +754,8 @@ mod tests {
             all.extend(fired(&mut p));
         }
         let slots: Vec<i64> = all.iter().map(|(_, s)| *s).collect();
-        assert_eq!(slots, [1_000, 2_000, 3_000, 4_000, 5_000]);
+        // Slot 0 is inside the registration lookback (startup + handoff delay).
+        assert_eq!(slots, [0, 1_000, 2_000, 3_000, 4_000, 5_000]);
     }
 
     #[test]
@@ -759,16 +764,18 @@ mod tests {
             startup_delay: Duration::from_millis(2_500),
             ..cfg()
         };
-        let mut p = Planner::new(NodeId::new("a"), c, UnixMillis(0));
-        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
-        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+        let mut p = Planner::new(NodeId::new("a"), c, UnixMillis(10_000));
+        p.set_view(UnixMillis(10_000), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(10_000), spec("j", "@every 1s", Misfire::All))
             .unwrap();
-        assert_eq!(p.next_deadline(), Some(UnixMillis(2_500)));
-        poll_all(&mut p, UnixMillis(2_000));
+        assert_eq!(p.next_deadline(), Some(UnixMillis(12_500)));
+        poll_all(&mut p, UnixMillis(12_000));
         assert!(fired(&mut p).is_empty());
-        // At the end of the delay the slots it held back are caught up.
-        poll_all(&mut p, UnixMillis(2_500));
-        assert_eq!(fired(&mut p), [("j".into(), 1_000), ("j".into(), 2_000)]);
+        // At the end of the delay the slots it held back are caught up, from the
+        // registration lookback (startup + handoff delay = 3 s) on.
+        poll_all(&mut p, UnixMillis(12_500));
+        let slots: Vec<i64> = fired(&mut p).into_iter().map(|f| f.1).collect();
+        assert_eq!(slots, [8_000, 9_000, 10_000, 11_000, 12_000]);
     }
 
     #[test]
@@ -917,6 +924,30 @@ mod tests {
     }
 
     #[test]
+    fn a_joiner_runs_a_slot_orphaned_while_another_joiner_held_the_job() {
+        // Simulator, `join` seed 53: "c" owned the job and stopped when "b" joined at
+        // 19.6 s; "b" was still in its startup delay when "a" joined at 20.5 s and won the
+        // job. Slot 20 ran nowhere; "a" must run it although it precedes its registration.
+        let c = PlannerConfig {
+            startup_delay: Duration::from_millis(1_000),
+            handoff_delay: Duration::from_millis(800),
+            ..cfg()
+        };
+        let mut p = Planner::new(NodeId::new("a"), c, UnixMillis(20_500));
+        p.set_view(UnixMillis(20_500), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(20_500), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        p.observe_record(
+            UnixMillis(20_600),
+            &JobId::new("j"),
+            UnixMillis(19_000),
+            &NodeId::new("c"),
+        );
+        poll_all(&mut p, UnixMillis(21_500));
+        assert_eq!(fired(&mut p), [("j".into(), 20_000), ("j".into(), 21_000)]);
+    }
+
+    #[test]
     fn a_record_from_the_far_future_is_refused() {
         let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
         p.set_view(UnixMillis(0), View::of(ids(&["a"])));
@@ -924,7 +955,7 @@ mod tests {
             .unwrap();
         let year = UnixMillis(365 * 24 * 3_600_000);
         assert!(!p.observe_record(UnixMillis(500), &JobId::new("j"), year, &NodeId::new("b")));
-        assert_eq!(p.next_deadline(), Some(UnixMillis(1_000)));
+        assert_eq!(p.next_deadline(), Some(UnixMillis(0)));
     }
 
     #[test]
@@ -998,7 +1029,7 @@ mod tests {
         p.set_view(UnixMillis(0), View::of(ids(&["a"])));
         p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
             .unwrap();
-        assert_eq!(p.next_deadline(), Some(UnixMillis(1_000)));
+        assert_eq!(p.next_deadline(), Some(UnixMillis(0)));
         // "b" appears at 1.9 s: it may have been running the job without knowing "a".
         p.set_view(UnixMillis(1_900), View::of(ids(&["a", "b"])));
         p.observe_record(
@@ -1193,7 +1224,8 @@ mod tests {
                 *runs.entry(f).or_default() += 1;
             }
         }
-        assert_eq!(runs.len(), 30 * 3);
+        // Slots 0 (inside the registration lookback), 1, 2 and 3 s.
+        assert_eq!(runs.len(), 30 * 4);
         assert!(runs.values().all(|&c| c == 1));
     }
 }

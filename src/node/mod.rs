@@ -150,10 +150,11 @@ impl NodeBuilder {
         self
     }
 
-    /// A switch that freezes the node's task while it reads `true`, as a process stall
-    /// (SIGSTOP, a long GC pause) would: nothing fires and no event is handled until it
-    /// reads `false` again, then everything that arrived meanwhile is handled at once.
-    /// For the simulator.
+    /// A switch that freezes the node's scheduling task while it reads `true`: nothing
+    /// fires and no event is handled until it reads `false` again, then everything that
+    /// arrived meanwhile is handled at once. Gossip keeps running; the simulator also holds
+    /// the node's network traffic to make the whole process look stalled. For the
+    /// simulator.
     pub fn pause_switch(mut self, switch: watch::Receiver<bool>) -> Self {
         self.pause = Some(switch);
         self
