@@ -52,6 +52,23 @@ async fn start_node(name: &str, port: u16, seeds: &[u16], log: &RunLog) -> NodeH
     builder.start().await.unwrap()
 }
 
+/// Nodes "a", "b" and "c", each seeded with the other two, once all three see each other.
+async fn start_three(log: &RunLog) -> [NodeHandle; 3] {
+    let ports = [free_port(), free_port(), free_port()];
+    let a = start_node("a", ports[0], &[ports[1], ports[2]], log).await;
+    let b = start_node("b", ports[1], &[ports[0], ports[2]], log).await;
+    let c = start_node("c", ports[2], &[ports[0], ports[1]], log).await;
+    for n in [&a, &b, &c] {
+        assert!(
+            n.wait_for_members(3, Duration::from_secs(15)).await,
+            "{} sees {:?}",
+            n.node_id(),
+            n.members()
+        );
+    }
+    [a, b, c]
+}
+
 async fn sleep_until(t: UnixMillis) {
     let ms = t.millis_since(SystemClock.now());
     if ms > 0 {
@@ -99,18 +116,7 @@ fn assert_exactly_once(log: &RunLog, from: i64, to: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_slot_runs_once_and_a_killed_nodes_jobs_move_to_the_survivors() {
     let log: RunLog = Arc::default();
-    let ports = [free_port(), free_port(), free_port()];
-    let a = start_node("a", ports[0], &[ports[1], ports[2]], &log).await;
-    let b = start_node("b", ports[1], &[ports[0], ports[2]], &log).await;
-    let c = start_node("c", ports[2], &[ports[0], ports[1]], &log).await;
-    for n in [&a, &b, &c] {
-        assert!(
-            n.wait_for_members(3, Duration::from_secs(15)).await,
-            "{} sees {:?}",
-            n.node_id(),
-            n.members()
-        );
-    }
+    let [a, b, c] = start_three(&log).await;
     // Every node agrees on every owner.
     for j in 0..JOBS {
         let job = format!("job-{j:02}");
@@ -165,13 +171,7 @@ async fn every_slot_runs_once_and_a_killed_nodes_jobs_move_to_the_survivors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_leave_hands_jobs_over_without_a_gap_or_a_duplicate() {
     let log: RunLog = Arc::default();
-    let ports = [free_port(), free_port(), free_port()];
-    let a = start_node("a", ports[0], &[ports[1], ports[2]], &log).await;
-    let b = start_node("b", ports[1], &[ports[0], ports[2]], &log).await;
-    let c = start_node("c", ports[2], &[ports[0], ports[1]], &log).await;
-    for n in [&a, &b, &c] {
-        assert!(n.wait_for_members(3, Duration::from_secs(15)).await);
-    }
+    let [a, b, c] = start_three(&log).await;
     let window_start = (SystemClock.now().0 / 1000 + 2) * 1000;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Leave at an arbitrary moment: a planned change must not depend on timing.

@@ -298,28 +298,10 @@ mod tests {
         };
         let outcome = DefaultExecutor::new().execute(&exec, ctx("slow")).await;
         assert_eq!(outcome, Outcome::TimedOut);
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // Give the kernel a moment to reap; bounded.
-        let mut alive = true;
-        for _ in 0..50 {
-            // SAFETY: kill with signal 0 only checks for existence.
-            alive = unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid);
-            if !alive {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(!alive, "background child {pid} survived the timeout");
-    }
-
-    fn is_zombie(pid: i32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
-            .unwrap_or(true)
+        assert!(
+            shell::tests::process_in_pidfile_ends(&pidfile).await,
+            "the background child survived the timeout"
+        );
     }
 
     #[tokio::test]

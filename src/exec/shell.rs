@@ -151,7 +151,7 @@ async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>, tail_bytes: usize) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[tokio::test]
@@ -174,21 +174,28 @@ mod tests {
         let run = run_shell(&cmd, &[], None, 64);
         // Give the shell time to start its child, then drop the run mid-way.
         let _ = tokio::time::timeout(Duration::from_millis(300), run).await;
-        let pid: i32 = std::fs::read_to_string(&pidfile)
+        assert!(
+            process_in_pidfile_ends(&pidfile).await,
+            "the shell's child outlived the dropped run"
+        );
+    }
+
+    /// Waits (bounded, 1 s) for the process whose pid the file holds to be gone or a
+    /// zombie; returns whether it was.
+    pub(crate) async fn process_in_pidfile_ends(pidfile: &std::path::Path) -> bool {
+        let pid: i32 = std::fs::read_to_string(pidfile)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        let mut gone = false;
         for _ in 0..50 {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            gone = state.is_empty() || state.split_whitespace().nth(2) == Some("Z");
-            if gone {
-                break;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(gone, "the shell's child {pid} outlived the dropped run");
+        false
     }
 
     #[tokio::test]
