@@ -438,6 +438,9 @@ impl Drop for Runtime {
     }
 }
 
+/// In a burst of due slots, the node's task yields after starting this many runs.
+const YIELD_EVERY_RUNS: usize = 64;
+
 /// How often to warn while no peer has been heard from although seeds are configured.
 const LONELY_WARN_EVERY: Duration = Duration::from_secs(5);
 
@@ -456,7 +459,7 @@ impl Runtime {
             }
             let now = self.clock.now();
             self.planner.poll(now);
-            self.apply_actions(now);
+            self.apply_actions(now).await;
             if !self.config.seeds.is_empty() && now >= next_lonely_check {
                 next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
                 if self.cluster().known_peers().await == 0 {
@@ -528,9 +531,10 @@ impl Runtime {
         let _ = self.view_tx.send(view);
     }
 
-    fn apply_actions(&mut self, now: UnixMillis) {
+    async fn apply_actions(&mut self, now: UnixMillis) {
         let mut records = Vec::new();
         let actions: Vec<Action> = self.planner.drain().collect();
+        let mut started = 0usize;
         for a in actions {
             match a {
                 Action::Fire {
@@ -552,6 +556,12 @@ impl Runtime {
                         attempt: 1,
                     };
                     self.spawn_run(ctx);
+                    started += 1;
+                    if started % YIELD_EVERY_RUNS == 0 {
+                        // Let the runs already started begin (on this core too) instead of
+                        // queueing behind the rest of a large burst.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Action::PublishRecord { job, slot } => records.push(Record {
                     job,
