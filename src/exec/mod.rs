@@ -193,7 +193,15 @@ impl Executor for DefaultExecutor {
             let env = ctx.env();
             match run_shell(&command, &env, timeout, tail).await {
                 Ok(r) if r.timed_out => Outcome::TimedOut,
-                Ok(r) if r.success() => Outcome::Success,
+                Ok(r) if r.success() => {
+                    // A successful run's output is logged too (its tail), so operators see
+                    // what their jobs print; a failed run's goes into the failure message.
+                    let out = r.stdout_tail.trim_end();
+                    if !out.is_empty() {
+                        tracing::info!(job = %ctx.job, slot = %ctx.scheduled_at, output = %out, "job output");
+                    }
+                    Outcome::Success
+                }
                 Ok(r) => Outcome::Failed(r.describe()),
                 Err(e) => Outcome::Failed(format!("could not start `sh -c`: {e}")),
             }
