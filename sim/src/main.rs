@@ -282,7 +282,7 @@ fn sweep(
                 .collect();
             children
                 .into_iter()
-                .map(|(seed, child)| collect_child(seed, child, args))
+                .map(|(seed, child)| collect_child(seed, child, args, scenario))
                 .collect()
         };
         for (r, svg) in done {
@@ -356,13 +356,18 @@ fn spawn_child(args: &Args, scenario: Scenario, seed: u64, last: bool) -> std::p
     cmd.spawn().expect("start a simulation process")
 }
 
-fn collect_child(seed: u64, child: std::process::Child, args: &Args) -> (Report, Option<String>) {
+fn collect_child(
+    seed: u64,
+    child: std::process::Child,
+    args: &Args,
+    scenario: Scenario,
+) -> (Report, Option<String>) {
     let out = child.wait_with_output().expect("a simulation process");
     let text = String::from_utf8_lossy(&out.stdout);
     let report: Report = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
         panic!(
             "seed {seed}: the simulation process gave no report ({e}); replay: {}",
-            replay_command(args, args.scenario.0[0], seed)
+            replay_command(args, scenario, seed)
         )
     });
     // The child wrote the timeline itself.
@@ -379,19 +384,13 @@ fn summarize(scenario: Scenario, reports: &[Report]) -> String {
     let p99 = reports.iter().map(|r| r.lateness_p99_ms).max().unwrap_or(0);
     let max = reports.iter().map(|r| r.lateness_max_ms).max().unwrap_or(0);
     let (dup, expl) = (sum(|r| r.duplicates), sum(|r| r.duplicates_explained));
+    let (runs, missed, unexplained) = (reports.len(), sum(|r| r.missed), dup - expl);
+    let speed = if wall > 0.0 { sim / wall } else { 0.0 };
     println!(
-        "summary {scenario}: {} run(s), {failed} failed; missed {}; duplicates {dup} (explained {expl}, unexplained {}); worst lateness p99 {p99}ms; {:.0} simulated s per wall s",
-        reports.len(),
-        sum(|r| r.missed),
-        dup - expl,
-        if wall > 0.0 { sim / wall } else { 0.0 }
+        "summary {scenario}: {runs} run(s), {failed} failed; missed {missed}; duplicates {dup} (explained {expl}, unexplained {unexplained}); worst lateness p99 {p99}ms; {speed:.0} simulated s per wall s"
     );
     format!(
-        "| {scenario} | {} | {failed} | {slots} | {} | {expl} | {} | {p99} ms | {max} ms | {:.0} |",
-        reports.len(),
-        sum(|r| r.missed),
-        dup - expl,
-        if wall > 0.0 { sim / wall } else { 0.0 }
+        "| {scenario} | {runs} | {failed} | {slots} | {missed} | {expl} | {unexplained} | {p99} ms | {max} ms | {speed:.0} |"
     )
 }
 

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chitchat::transport::Transport;
@@ -202,11 +201,6 @@ impl Cluster {
     /// Stops gossip without waiting (a crash, for tests).
     pub fn abort(&self) {
         self.handle.abort();
-    }
-
-    /// The chitchat handle, for callers that need more than this adapter offers.
-    pub fn chitchat(&self) -> Arc<tokio::sync::Mutex<chitchat::Chitchat>> {
-        self.handle.chitchat()
     }
 }
 
