@@ -38,12 +38,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chitchat::transport::UdpTransport;
-use starling::cluster::{Cluster, GossipConfig, Record};
+use starling::cluster::{Cluster, GossipConfig, Publish, Record};
 use starling::core::planner::{Planner, PlannerConfig};
 use starling::exec::{BoxFuture, DefaultExecutor};
 use starling::{
-    Clock, ExecSpec, Executor, JobId, JobSpec, Node, NodeConfig, NodeId, Outcome, RunContext,
-    SystemClock, UnixMillis, View,
+    Clock, ExecSpec, Executor, FireRecord, JobId, JobSpec, Node, NodeConfig, NodeId, Outcome,
+    RunContext, SystemClock, UnixMillis, View,
 };
 use tokio::task::JoinSet;
 
@@ -505,26 +505,30 @@ async fn publish_cost(jobs: usize, rounds: usize) -> AnyResult<Vec<i64>> {
         dead_node_grace_period: Duration::from_secs(600),
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let cluster = Cluster::spawn(&gossip, &UdpTransport, tx).await?;
-    let (publish, publisher) = cluster.spawn_publisher();
+    let cluster = Cluster::spawn(&gossip, Arc::new(UdpTransport), tx).await?;
+    let publisher = cluster.publisher();
     let mut times_us = Vec::new();
     for r in 1..=rounds as i64 {
         let records: Vec<Record> = (0..jobs)
             .map(|i| Record {
                 job: JobId::new(format!("job-{i}")),
-                slot: UnixMillis(1000 * r),
+                record: FireRecord::single(UnixMillis(1000 * r), 1),
                 node: NodeId::new("bench"),
             })
             .collect();
         let start = mono_now();
-        publish.send(records)?;
+        publisher
+            .publish(&Publish {
+                records,
+                running: Vec::new(),
+            })
+            .await;
         // Our own records come back through the listener, as in the node.
         for _ in 0..jobs {
             rx.recv().await;
         }
         times_us.push(start.elapsed().as_micros() as i64);
     }
-    publisher.abort();
     cluster.shutdown().await;
     Ok(times_us)
 }

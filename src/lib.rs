@@ -11,6 +11,7 @@
 //! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records.
 //! - `node`: the runtime that owns the planner: clock, config, builder, handle.
 //! - `exec`: executors: shell commands and in-process async handlers.
+//! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
 //!
 //! # Embedding
 //!
@@ -39,14 +40,17 @@
 
 pub mod cluster;
 pub mod core;
+pub mod encoding;
 pub mod exec;
 pub mod node;
 
-pub use crate::core::job::{ExecSpec, JobError, JobSpec, Misfire, RawJob, parse_jobs_toml};
+pub use crate::core::job::{
+    ExecSpec, JobError, JobSpec, Misfire, Overlap, RawJob, parse_jobs_toml,
+};
 pub use crate::core::owner::owner;
 pub use crate::core::planner::View;
 pub use crate::core::schedule::{Schedule, ScheduleError};
-pub use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
+pub use crate::core::types::{FireId, FireRecord, JobId, NodeId, UnixMillis};
 pub use crate::exec::{Executor, HandlerError, JobHandler, Outcome, RunContext};
 pub use crate::node::{
     Clock, ConfigError, ConfigFile, Node, NodeBuilder, NodeConfig, NodeError, NodeHandle, Stats,

@@ -7,23 +7,37 @@
 //! |---|---|
 //! | `status` | `alive`, or `leaving` once a graceful leave began |
 //! | `version` | the Starling version the node runs |
-//! | `fire:<job>` | the last slot this node started for `<job>`, as Unix milliseconds |
+//! | `fire:<job>` | the job's fire record: `slot/epoch/first` (the last slot this node started, in Unix milliseconds; its ownership epoch; the first slot of that epoch) |
+//! | `running:<job>` | the slot of `<job>` this node is running, published once a run has lasted a gossip interval; empty when it ended |
 //!
-//! Values stay small: a record is one integer, and job names are at most 128 bytes.
+//! Values stay small: a record is three integers, and job names are at most 128 bytes.
+//!
+//! # Records leave before runs start
+//!
+//! Every publication gets a sequence number. The adapter wraps the transport: chitchat
+//! answers each message it receives before it reads the next, so when it sends a SYN-ACK
+//! (answering a peer's SYN) or an ACK (answering a peer's SYN-ACK), both of which carry the
+//! delta of our state the peer lacks, that answer holds everything published before the
+//! message it answers arrived. The wrapper credits the peer with that sequence number. A
+//! run waits until the job's runner-up has been credited with its record's publication
+//! (see [`Publisher::confirm`]), so a node that crashes right after starting a slot has
+//! already told the node that takes over.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chitchat::transport::Transport;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 use chitchat::{
-    ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ListenerHandle, NodeState,
-    ProtocolVersion, spawn_chitchat,
+    ChitchatConfig, ChitchatEnvelope, ChitchatHandle, ChitchatId, ChitchatMessage,
+    FailureDetectorConfig, ListenerHandle, NodeState, ProtocolVersion, spawn_chitchat,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::core::planner::View;
-use crate::core::types::{JobId, NodeId, UnixMillis};
+use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
 
 /// Key holding a node's status.
 pub const KEY_STATUS: &str = "status";
@@ -31,6 +45,8 @@ pub const KEY_STATUS: &str = "status";
 pub const KEY_VERSION: &str = "version";
 /// Prefix of fire-record keys: `fire:<job>`.
 pub const KEY_FIRE_PREFIX: &str = "fire:";
+/// Prefix of running-state keys: `running:<job>`.
+pub const KEY_RUNNING_PREFIX: &str = "running:";
 /// Status of a node that is running normally.
 pub const STATUS_ALIVE: &str = "alive";
 /// Status of a node that began a graceful leave.
@@ -59,22 +75,132 @@ pub struct GossipConfig {
     pub dead_node_grace_period: Duration,
 }
 
-/// A fire record seen in gossip: `node` started `slot` of `job`.
+/// A fire record seen in gossip: `node` started `record.slot` of `job`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The job.
     pub job: JobId,
-    /// The slot.
-    pub slot: UnixMillis,
+    /// The slot, its epoch and the epoch's first slot.
+    pub record: FireRecord,
     /// The node that published it (its id, whatever the generation).
     pub node: NodeId,
 }
 
+/// A change of a node's running state for a job, seen in gossip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Running {
+    /// The job.
+    pub job: JobId,
+    /// The node (id and generation).
+    pub node: NodeId,
+    /// Its generation.
+    pub generation: u64,
+    /// The slot it runs, or `None` once the run ended.
+    pub slot: Option<UnixMillis>,
+}
+
+/// What the cluster adapter tells the node runtime besides membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A fire record.
+    Record(Record),
+    /// A running-state change.
+    Running(Running),
+}
+
+/// What gets published in one go, in order.
+#[derive(Debug, Default)]
+pub struct Publish {
+    /// Fire records to set.
+    pub records: Vec<Record>,
+    /// Running-state changes of this node's runs: `(job, Some(slot))` while running,
+    /// `(job, None)` once ended.
+    pub running: Vec<(JobId, Option<UnixMillis>)>,
+}
+
+/// Publication sequence numbers, and per peer the highest one sent to it.
+#[derive(Default)]
+struct Sent {
+    /// Sequence number of the last publication (set after its keys are in the state).
+    published: AtomicU64,
+    /// Per peer: every publication up to this one has been sent to it.
+    credited: Mutex<HashMap<SocketAddr, u64>>,
+    notify: Notify,
+}
+
+impl Sent {
+    fn credited(&self, to: SocketAddr) -> u64 {
+        self.credited
+            .lock()
+            .map(|c| c.get(&to).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// The wrapping transport: counts state-carrying messages per peer (see the module docs).
+struct Counting {
+    inner: Arc<dyn Transport>,
+    sent: Arc<Sent>,
+}
+
+#[async_trait::async_trait]
+impl Transport for Counting {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        Ok(Box::new(CountingSocket {
+            inner: self.inner.open(listen_addr).await?,
+            sent: self.sent.clone(),
+            seen_at_recv: 0,
+        }))
+    }
+}
+
+struct CountingSocket {
+    inner: Box<dyn Socket>,
+    sent: Arc<Sent>,
+    /// The publication sequence number when the message being answered arrived.
+    seen_at_recv: u64,
+}
+
+#[async_trait::async_trait]
+impl Socket for CountingSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        let carries_state = matches!(
+            envelope.message,
+            ChitchatMessage::SynAck { .. } | ChitchatMessage::Ack { .. }
+        );
+        let outcome = self.inner.send(to, envelope).await;
+        if carries_state && outcome.is_ok() {
+            if let Ok(mut c) = self.sent.credited.lock() {
+                let e = c.entry(to).or_insert(0);
+                *e = (*e).max(self.seen_at_recv);
+            }
+            self.sent.notify.notify_waiters();
+        }
+        outcome
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        let got = self.inner.recv().await;
+        // Chitchat computes its answer to this message after this point.
+        self.seen_at_recv = self.sent.published.load(Ordering::Acquire);
+        got
+    }
+}
+
 /// A running chitchat instance and the streams the node runtime reads.
 pub struct Cluster {
-    handle: ChitchatHandle,
+    handle: Arc<ChitchatHandle>,
     live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
-    _records_listener: ListenerHandle,
+    sent: Arc<Sent>,
+    _listeners: [ListenerHandle; 2],
 }
 
 impl std::fmt::Debug for Cluster {
@@ -84,12 +210,12 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Starts gossip over `transport`. Fire records seen from any node (including our own
-    /// earlier generations) are sent to `records`.
+    /// Starts gossip over `transport`. Fire records and running states seen from any node
+    /// (including our own earlier generations) are sent to `events`.
     pub async fn spawn(
         config: &GossipConfig,
-        transport: &dyn Transport,
-        records: mpsc::UnboundedSender<Record>,
+        transport: Arc<dyn Transport>,
+        events: mpsc::UnboundedSender<Event>,
     ) -> anyhow::Result<Cluster> {
         let chitchat_id = ChitchatId::new(
             config.node_id.as_str(),
@@ -123,56 +249,55 @@ impl Cluster {
                 env!("CARGO_PKG_VERSION").to_string(),
             ),
         ];
-        let handle = spawn_chitchat(chitchat_config, initial, transport).await?;
+        let sent = Arc::new(Sent::default());
+        let counting = Counting {
+            inner: transport,
+            sent: sent.clone(),
+        };
+        let handle = spawn_chitchat(chitchat_config, initial, &counting).await?;
         let chitchat = handle.chitchat();
         let guard = chitchat.lock().await;
         let live = guard.live_nodes_watcher();
-        // Runs under chitchat's lock: parse and forward, nothing else.
-        let listener = guard.subscribe_event(KEY_FIRE_PREFIX, move |ev| {
-            if let Ok(ms) = ev.value.parse::<i64>() {
-                let _ = records.send(Record {
+        // Listeners run under chitchat's lock: parse and forward, nothing else.
+        let records = events.clone();
+        let fire = guard.subscribe_event(KEY_FIRE_PREFIX, move |ev| {
+            if let Some(record) = FireRecord::decode(ev.value) {
+                let _ = records.send(Event::Record(Record {
                     job: JobId::new(ev.key),
-                    slot: UnixMillis(ms),
+                    record,
                     node: NodeId::new(&*ev.node.node_id),
-                });
+                }));
             }
+        });
+        let running = guard.subscribe_event(KEY_RUNNING_PREFIX, move |ev| {
+            let slot = ev.value.parse::<i64>().ok().map(UnixMillis);
+            let _ = events.send(Event::Running(Running {
+                job: JobId::new(ev.key),
+                node: NodeId::new(&*ev.node.node_id),
+                generation: ev.node.generation_id,
+                slot,
+            }));
         });
         drop(guard);
         Ok(Cluster {
-            handle,
+            handle: Arc::new(handle),
             live,
-            _records_listener: listener,
+            sent,
+            _listeners: [fire, running],
         })
+    }
+
+    /// A handle for publishing records and running states from another task.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            handle: self.handle.clone(),
+            sent: self.sent.clone(),
+        }
     }
 
     /// A receiver that changes whenever chitchat's live set or a live node's keys change.
     pub fn live_watcher(&self) -> watch::Receiver<BTreeMap<ChitchatId, NodeState>> {
         self.live.clone()
-    }
-
-    /// Starts the task that publishes fire records sent to the returned channel, in order,
-    /// each batch under one lock, so the node's task never waits for chitchat's lock.
-    pub fn spawn_publisher(
-        &self,
-    ) -> (
-        mpsc::UnboundedSender<Vec<Record>>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Record>>();
-        let chitchat = self.handle.chitchat();
-        let task = tokio::spawn(async move {
-            while let Some(mut batch) = rx.recv().await {
-                while let Ok(more) = rx.try_recv() {
-                    batch.extend(more);
-                }
-                let mut guard = chitchat.lock().await;
-                let state = guard.self_node_state();
-                for r in &batch {
-                    state.set(format!("{KEY_FIRE_PREFIX}{}", r.job), r.slot.0);
-                }
-            }
-        });
-        (tx, task)
     }
 
     /// Marks this node as leaving: peers stop counting it as a member.
@@ -195,13 +320,82 @@ impl Cluster {
 
     /// Stops gossip.
     pub async fn shutdown(self) {
-        let _ = self.handle.shutdown().await;
+        let _ = self.handle.initiate_shutdown();
+        let _ = self.handle.termination_watcher().await;
     }
 
     /// Stops gossip without waiting (a crash, for tests).
     pub fn abort(&self) {
         self.handle.abort();
     }
+}
+
+/// Publishes this node's fire records and running states; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    handle: Arc<ChitchatHandle>,
+    sent: Arc<Sent>,
+}
+
+impl Publisher {
+    /// Sets fire records and running states in this node's state, under one lock. Returns
+    /// the publication's sequence number, for [`Publisher::confirm`].
+    pub async fn publish(&self, batch: &Publish) -> u64 {
+        let chitchat = self.handle.chitchat();
+        let mut guard = chitchat.lock().await;
+        let state = guard.self_node_state();
+        for r in &batch.records {
+            state.set(format!("{KEY_FIRE_PREFIX}{}", r.job), r.record.encode());
+        }
+        for (job, slot) in &batch.running {
+            let value = slot.map_or(String::new(), |s| s.0.to_string());
+            state.set(format!("{KEY_RUNNING_PREFIX}{job}"), value);
+        }
+        self.sent.published.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Resolves once publication `seq` has been sent to `peer` (see the module docs), or
+    /// after `timeout`; returns whether it was. Asks chitchat for a round with `peer` at
+    /// once.
+    pub fn confirm(
+        &self,
+        peer: SocketAddr,
+        seq: u64,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let _ = self.handle.gossip(peer);
+        let sent = self.sent.clone();
+        async move {
+            let wait = async {
+                loop {
+                    let notified = sent.notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if sent.credited(peer) >= seq {
+                        return;
+                    }
+                    notified.await;
+                }
+            };
+            tokio::time::timeout(timeout, wait).await.is_ok()
+        }
+    }
+}
+
+/// The newest generation of every live node, and the address it gossips on.
+pub fn newest_generations(
+    live: &BTreeMap<ChitchatId, NodeState>,
+) -> BTreeMap<NodeId, (u64, SocketAddr)> {
+    let mut out: BTreeMap<NodeId, (u64, SocketAddr)> = BTreeMap::new();
+    for id in live.keys() {
+        let e = out
+            .entry(NodeId::new(&*id.node_id))
+            .or_insert((id.generation_id, id.gossip_advertise_addr));
+        if id.generation_id > e.0 {
+            *e = (id.generation_id, id.gossip_advertise_addr);
+        }
+    }
+    out
 }
 
 /// Turns chitchat's live set into a [`View`]: per node id keep only the highest generation;

@@ -38,6 +38,43 @@ impl std::str::FromStr for Misfire {
     }
 }
 
+/// What to do when a slot comes due while the job's previous run is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Overlap {
+    /// Start the new run anyway; runs of the job may overlap.
+    Allow,
+    /// Skip the new slot (and count it) while a run of the job is still running anywhere
+    /// in the cluster, including on a previous owner (default).
+    #[default]
+    Forbid,
+    /// Cancel the running one (wherever it runs) and start the new slot.
+    Replace,
+}
+
+impl std::str::FromStr for Overlap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "allow" => Ok(Overlap::Allow),
+            "forbid" => Ok(Overlap::Forbid),
+            "replace" => Ok(Overlap::Replace),
+            other => Err(format!(
+                "`{other}` is not an overlap policy: use `allow`, `forbid` or `replace`"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Overlap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Overlap::Allow => "allow",
+            Overlap::Forbid => "forbid",
+            Overlap::Replace => "replace",
+        })
+    }
+}
+
 /// How a job's slot is executed. Pure data: the executors in `exec` interpret it.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ExecSpec {
@@ -65,6 +102,8 @@ pub struct JobSpec {
     pub misfire: Misfire,
     /// How far back missed slots are still run.
     pub catch_up_window: Duration,
+    /// What to do when a slot comes due while the previous run is still running.
+    pub overlap: Overlap,
     /// How to run it.
     pub exec: ExecSpec,
 }
@@ -110,7 +149,7 @@ pub struct RawJob {
     pub misfire: Option<String>,
     /// e.g. `5m`.
     pub catch_up_window: Option<String>,
-    /// `allow` only, for now.
+    /// `allow` | `forbid` (default) | `replace`.
     pub overlap: Option<String>,
 }
 
@@ -162,15 +201,10 @@ impl RawJob {
             }
             None => None,
         };
-        match self.overlap.as_deref() {
-            None | Some("allow") => {}
-            Some(other) => {
-                return Err(invalid(
-                    "overlap",
-                    format!("`{other}` is not supported in this version: only `allow`"),
-                ));
-            }
-        }
+        let overlap = match &self.overlap {
+            Some(o) => o.parse().map_err(|e| invalid("overlap", e))?,
+            None => Overlap::default(),
+        };
         if let Some(c) = &self.command
             && c.trim().is_empty()
         {
@@ -183,6 +217,7 @@ impl RawJob {
             timezone,
             misfire,
             catch_up_window,
+            overlap,
             exec: ExecSpec {
                 command: self.command,
                 timeout,
@@ -263,6 +298,8 @@ mod tests {
         assert_eq!(jobs[0].exec.timeout, Some(Duration::from_secs(600)));
         assert_eq!(jobs[1].misfire, Misfire::All);
         assert_eq!(jobs[1].catch_up_window, DEFAULT_CATCH_UP_WINDOW);
+        assert_eq!(jobs[0].overlap, Overlap::Allow);
+        assert_eq!(jobs[1].overlap, Overlap::Forbid, "forbid is the default");
     }
 
     fn err(text: &str) -> String {
@@ -287,6 +324,13 @@ mod tests {
             "[[jobs]]\nname = \"b\"\nschedule = \"@every 1s\"\ncommand = \"x\"\nmisfire = \"sometimes\"\n",
         );
         assert!(e.contains("`misfire`") && e.contains("sometimes"), "{e}");
+        let e = err(
+            "[[jobs]]\nname = \"b\"\nschedule = \"@every 1s\"\ncommand = \"x\"\noverlap = \"queue\"\n",
+        );
+        assert!(
+            e.contains("job `b`") && e.contains("`overlap`") && e.contains("queue"),
+            "{e}"
+        );
         let e = err(
             "[[jobs]]\nname = \"b\"\nschedule = \"@every 1s\"\ncommand = \"x\"\ncolour = \"red\"\n",
         );

@@ -30,6 +30,19 @@
 //! - Nothing fires before [`PlannerConfig::startup_delay`] has passed since the planner was
 //!   created, so a node that joins a running cluster learns the members and their records
 //!   before it acts on a view that holds only itself.
+//! - Quorum mode ([`PlannerConfig::min_members`]): while the view has fewer members than
+//!   that, nothing fires. Ownership won from a node that vanished then takes effect after
+//!   [`PlannerConfig::dead_takeover_delay`], so a node that is only cut off has noticed it
+//!   lost the quorum and stopped before the majority side takes its jobs.
+//!
+//! # Epochs and duplicates
+//!
+//! Every run carries an ownership *epoch* (a fencing token): a node that starts firing a
+//! job takes an epoch above every epoch it has seen in that job's records, and keeps it
+//! while it stays the owner and no other node's record overtakes it. Records carry the
+//! epoch and the first slot of it, so a node that learns another node ran slots it also
+//! ran (a partition healed, a stalled node came back) reports them as
+//! [`Action::Duplicate`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -37,7 +50,7 @@ use std::time::Duration;
 use super::job::{JobSpec, Misfire};
 use super::owner::OwnerTable;
 use super::schedule::Schedule;
-use super::types::{FireId, JobId, NodeId, UnixMillis};
+use super::types::{FireId, FireRecord, JobId, NodeId, UnixMillis};
 
 /// Tuning of the planner. Durations, not clock readings.
 #[derive(Clone, Debug)]
@@ -48,6 +61,11 @@ pub struct PlannerConfig {
     pub misfire_threshold: Duration,
     /// Nothing fires until this long after the planner starts.
     pub startup_delay: Duration,
+    /// Quorum mode: nothing fires while the view has fewer members than this. 0 or 1: off.
+    pub min_members: usize,
+    /// Delay before ownership won from a node that vanished (not leaving) takes effect.
+    /// Zero outside quorum mode: a crashed node's jobs move at once.
+    pub dead_takeover_delay: Duration,
     /// Test-only: a deliberately broken ownership rule under which this node believes it
     /// owns every job. The simulator's tests switch it on to prove the checker catches a
     /// broken rule. Never set it in production.
@@ -61,6 +79,8 @@ impl Default for PlannerConfig {
             handoff_delay: Duration::from_millis(800),
             misfire_threshold: Duration::from_secs(5),
             startup_delay: Duration::from_secs(1),
+            min_members: 0,
+            dead_takeover_delay: Duration::ZERO,
             broken_ownership_for_tests: false,
         }
     }
@@ -99,13 +119,29 @@ pub enum Action {
         fire_id: FireId,
         /// True when the slot was found late (a catch-up run).
         late: bool,
+        /// The ownership epoch (fencing token) this node fires the job under.
+        epoch: u64,
     },
-    /// Tell the cluster that this node started `slot` of `job` (the job's fire record).
+    /// Tell the cluster that this node started `record.slot` of `job` (the job's fire
+    /// record).
     PublishRecord {
         /// The job.
         job: JobId,
-        /// The last slot started.
-        slot: UnixMillis,
+        /// The last slot started, its epoch and the epoch's first slot.
+        record: FireRecord,
+    },
+    /// Another node ran slots of `job` that this node ran too (detected from its record).
+    Duplicate {
+        /// The job.
+        job: JobId,
+        /// The other node.
+        other: NodeId,
+        /// First slot both ran.
+        first: UnixMillis,
+        /// Last slot both ran.
+        last: UnixMillis,
+        /// How many slots both ran (counting stops at [`MAX_COUNTED_MISSES`]).
+        count: u64,
     },
     /// Slots that will not run: older than the catch-up window (`policy: false`), or
     /// dropped by the job's misfire policy (`policy: true`).
@@ -145,6 +181,23 @@ enum Mine {
     From(UnixMillis),
 }
 
+/// A stretch of slots this node fired under one epoch.
+#[derive(Clone, Copy, Debug)]
+struct Tenure {
+    epoch: u64,
+    first: UnixMillis,
+    last: UnixMillis,
+}
+
+/// Records seen for a job not registered here, applied if it is added.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    own: Option<UnixMillis>,
+    others: Option<UnixMillis>,
+    epoch_seen: u64,
+    epoch_others: u64,
+}
+
 #[derive(Debug)]
 struct Job {
     spec: JobSpec,
@@ -165,6 +218,16 @@ struct Job {
     mine: Mine,
     /// The key of this job's entry in `timers`, if it has one.
     timer: Option<UnixMillis>,
+    /// The highest epoch in any record of this job (ours included).
+    epoch_seen: u64,
+    /// The highest epoch in another node's record of this job.
+    epoch_others: u64,
+    /// The stretch this node is firing now, if it fired since it last gained the job.
+    tenure: Option<Tenure>,
+    /// The stretch before (this or an earlier generation), for duplicate detection.
+    prev_ran: Option<(UnixMillis, UnixMillis)>,
+    /// Duplicates up to this slot were reported already.
+    dups_counted: UnixMillis,
 }
 
 impl Job {
@@ -197,6 +260,76 @@ impl Job {
         let base = self.own.unwrap_or(self.registered);
         self.cursor = self.others.map_or(base, |o| base.max(o));
     }
+
+    /// Ends the current stretch: the next run starts a new epoch.
+    fn end_tenure(&mut self) {
+        if let Some(t) = self.tenure.take() {
+            self.prev_ran = Some((t.first, t.last));
+        }
+    }
+
+    /// This node starts `slot`: its epoch, and the first slot of that epoch. A new epoch
+    /// begins when the job was just gained, or another node's record reached the epoch.
+    fn begin_run(&mut self, slot: UnixMillis) -> (u64, UnixMillis) {
+        match &mut self.tenure {
+            Some(t) if t.epoch > self.epoch_others => {
+                t.last = slot;
+                (t.epoch, t.first)
+            }
+            _ => {
+                self.end_tenure();
+                let epoch = self.epoch_seen.saturating_add(1);
+                self.epoch_seen = epoch;
+                self.tenure = Some(Tenure {
+                    epoch,
+                    first: slot,
+                    last: slot,
+                });
+                (epoch, slot)
+            }
+        }
+    }
+
+    /// Slots in `[first, last]` this node ran too (its current and previous stretch), not
+    /// reported yet: `(first, last, count)`.
+    fn overlap_with(
+        &mut self,
+        first: UnixMillis,
+        last: UnixMillis,
+    ) -> Option<(UnixMillis, UnixMillis, u64)> {
+        let ours = [self.tenure.map(|t| (t.first, t.last)), self.prev_ran];
+        let mut found: Option<(UnixMillis, UnixMillis, u64)> = None;
+        for (a, b) in ours.into_iter().flatten() {
+            let lo = a
+                .max(first)
+                .max(UnixMillis(self.dups_counted.0.saturating_add(1)));
+            let hi = b.min(last);
+            if lo > hi {
+                continue;
+            }
+            let mut s = self
+                .spec
+                .schedule
+                .next_after(UnixMillis(lo.0.saturating_sub(1)));
+            while let Some(slot) = s {
+                if slot > hi {
+                    break;
+                }
+                let e = found.get_or_insert((slot, slot, 0));
+                e.0 = e.0.min(slot);
+                e.1 = e.1.max(slot);
+                e.2 += 1;
+                if e.2 >= MAX_COUNTED_MISSES {
+                    break;
+                }
+                s = self.spec.schedule.next_after(slot);
+            }
+        }
+        if let Some((_, last, _)) = found {
+            self.dups_counted = self.dups_counted.max(last);
+        }
+        found
+    }
 }
 
 /// The scheduling state machine. See the module docs.
@@ -213,7 +346,7 @@ pub struct Planner {
     owners: OwnerTable,
     /// Highest (own, others') records seen for jobs not registered here, applied if they
     /// are added.
-    stray_records: BTreeMap<JobId, (Option<UnixMillis>, Option<UnixMillis>)>,
+    stray_records: BTreeMap<JobId, Seen>,
     timers: BTreeSet<(UnixMillis, usize)>,
     out: Vec<Action>,
     /// Jobs fired by `poll` whose next timer is not computed yet (see `next_deadline`).
@@ -316,22 +449,24 @@ impl Planner {
             }
         }
         let idx = self.free.pop().unwrap_or(self.jobs.len());
-        let (own, others) = self
-            .stray_records
-            .remove(&spec.name)
-            .unwrap_or((None, None));
+        let seen = self.stray_records.remove(&spec.name).unwrap_or_default();
         self.owners.set_job(idx, &spec.name);
         self.index.insert(spec.name.clone(), idx);
         let lookback = self.config.startup_delay + self.config.handoff_delay;
         let mut job = Job {
             spec,
             registered: now.saturating_sub(lookback),
-            own,
-            others,
+            own: seen.own,
+            others: seen.others,
             cursor: now,
             next_memo: None,
             mine: Mine::No,
             timer: None,
+            epoch_seen: seen.epoch_seen,
+            epoch_others: seen.epoch_others,
+            tenure: None,
+            prev_ran: None,
+            dups_counted: UnixMillis::MIN,
         };
         job.update_cursor();
         if idx == self.jobs.len() {
@@ -359,7 +494,8 @@ impl Planner {
     }
 
     /// A fire record seen at `now`: node `from` (any generation, ourselves included)
-    /// started `slot` of `job`. Slots at or before it will not fire here.
+    /// started `record.slot` of `job`. Slots at or before it will not fire here. Slots it
+    /// shows `from` ran that this node ran too come out as [`Action::Duplicate`].
     ///
     /// A record more than [`MAX_RECORD_AHEAD`] in the future is refused (the return value
     /// says whether it was taken): a node with a wild clock could publish one and silence
@@ -370,25 +506,49 @@ impl Planner {
         &mut self,
         now: UnixMillis,
         job: &JobId,
-        slot: UnixMillis,
+        record: FireRecord,
         from: &NodeId,
     ) -> bool {
+        let slot = record.slot;
         if slot > now.saturating_add(MAX_RECORD_AHEAD) {
             return false;
         }
         let ours = from == &self.me;
         let Some(&idx) = self.index.get(job) else {
             let e = self.stray_records.entry(job.clone()).or_default();
-            let side = if ours { &mut e.0 } else { &mut e.1 };
+            let side = if ours { &mut e.own } else { &mut e.others };
             *side = Some(side.map_or(slot, |s| s.max(slot)));
+            e.epoch_seen = e.epoch_seen.max(record.epoch);
+            if !ours {
+                e.epoch_others = e.epoch_others.max(record.epoch);
+            }
             return true;
         };
         let j = self.jobs[idx].as_mut().expect("indexed job exists");
         let before = j.cursor;
+        j.epoch_seen = j.epoch_seen.max(record.epoch);
         if ours {
             j.account(slot);
+            // What an earlier generation of this node ran, to recognise duplicates of it.
+            if j.tenure.is_none() && j.prev_ran.is_none_or(|(_, last)| last < slot) {
+                j.prev_ran = Some((record.first, slot));
+            }
         } else {
+            j.epoch_others = j.epoch_others.max(record.epoch);
+            if let Some((first, last, count)) = j.overlap_with(record.first, slot) {
+                self.out.push(Action::Duplicate {
+                    job: job.clone(),
+                    other: from.clone(),
+                    first,
+                    last,
+                    count,
+                });
+            }
             j.account_other(slot);
+            if j.cursor != before {
+                // Another node ran slots after ours: our next run starts a new stretch.
+                j.end_tenure();
+            }
         }
         if j.cursor != before {
             let mine = j.mine;
@@ -399,6 +559,7 @@ impl Planner {
 
     /// A new view of the cluster at `now`. Jobs whose owner changed start or stop here.
     pub fn set_view(&mut self, now: UnixMillis, view: View) {
+        let had_quorum = self.has_quorum();
         let old = std::mem::replace(&mut self.view, view);
         // The owner before this change, for every job whose owner changed.
         let mut changed: BTreeMap<usize, Option<NodeId>> = BTreeMap::new();
@@ -420,6 +581,24 @@ impl Planner {
             }
         }
         if self.leaving {
+            return;
+        }
+        let quorum = self.has_quorum();
+        if had_quorum != quorum {
+            // Lost: stop everything. Regained (a partition healed): the other side may have
+            // been running our jobs; give it the handoff delay to get its records to us.
+            let from = now.saturating_add(self.config.handoff_delay);
+            for idx in 0..self.jobs.len() {
+                if self.jobs[idx].is_none() {
+                    continue;
+                }
+                let mine = if quorum && self.is_mine(idx) {
+                    Mine::From(from)
+                } else {
+                    Mine::No
+                };
+                self.set_mine(idx, mine);
+            }
             return;
         }
         // A member we had not seen may have been running, without knowing us, the jobs it
@@ -456,7 +635,7 @@ impl Planner {
                     let from = if handoff {
                         now.saturating_add(self.config.handoff_delay)
                     } else {
-                        now
+                        now.saturating_add(self.config.dead_takeover_delay)
                     };
                     self.set_mine(idx, Mine::From(from));
                 }
@@ -470,7 +649,20 @@ impl Planner {
         if self.config.broken_ownership_for_tests {
             return !self.view.members.is_empty();
         }
-        self.owners.owner_of(idx) == Some(&self.me)
+        self.has_quorum() && self.owners.owner_of(idx) == Some(&self.me)
+    }
+
+    /// False in quorum mode while the view has fewer members than
+    /// [`PlannerConfig::min_members`]: then nothing fires.
+    pub fn has_quorum(&self) -> bool {
+        self.view.members.len() >= self.config.min_members
+    }
+
+    /// The node that would own `name` if its owner left: the one that takes over after a
+    /// crash, so the one a fire record must reach first.
+    pub fn runner_up(&self, name: &JobId) -> Option<&NodeId> {
+        let idx = *self.index.get(name)?;
+        self.owners.runner_up(idx)
     }
 
     /// Stop firing for good: this node is leaving the cluster.
@@ -522,6 +714,10 @@ impl Planner {
 
     fn set_mine(&mut self, idx: usize, mine: Mine) {
         if let Some(j) = self.jobs[idx].as_mut() {
+            if mine == Mine::No || j.mine == Mine::No {
+                // Lost or gained: the next run, if any, starts a new epoch.
+                j.end_tenure();
+            }
             j.mine = mine;
         }
         self.reschedule(idx, mine);
@@ -602,13 +798,22 @@ impl Planner {
             && s <= now
             && !is_late(s)
         {
+            let (epoch, first) = j.begin_run(s);
             self.out.push(Action::Fire {
                 job: name.clone(),
                 slot: s,
                 fire_id: FireId::of(&name, s),
                 late: false,
+                epoch,
             });
-            self.out.push(Action::PublishRecord { job: name, slot: s });
+            self.out.push(Action::PublishRecord {
+                job: name,
+                record: FireRecord {
+                    slot: s,
+                    epoch,
+                    first,
+                },
+            });
             j.account(s);
             self.deferred.push(idx);
             return;
@@ -654,12 +859,20 @@ impl Planner {
                 policy: true,
             });
         }
+        let mut record = None;
         for &s in &fire {
+            let (epoch, first) = j.begin_run(s);
             self.out.push(Action::Fire {
                 job: name.clone(),
                 slot: s,
                 fire_id: FireId::of(&name, s),
                 late: is_late(s),
+                epoch,
+            });
+            record = Some(FireRecord {
+                slot: s,
+                epoch,
+                first,
             });
         }
         if let Some(&last) = due.last() {
@@ -667,11 +880,8 @@ impl Planner {
             // `slot` is the first slot after `last`: remember it for `reschedule`.
             j.next_memo = Some((j.cursor, slot));
         }
-        if let Some(&last) = fire.last() {
-            self.out.push(Action::PublishRecord {
-                job: name,
-                slot: last,
-            });
+        if let Some(record) = record {
+            self.out.push(Action::PublishRecord { job: name, record });
         }
         let mine = j.mine;
         self.reschedule(idx, mine);
@@ -692,6 +902,7 @@ mod tests {
             timezone: chrono_tz::Tz::UTC,
             misfire,
             catch_up_window: Duration::from_secs(60),
+            overlap: crate::core::job::Overlap::Forbid,
             exec: ExecSpec::default(),
         }
     }
@@ -701,6 +912,8 @@ mod tests {
             handoff_delay: Duration::from_millis(500),
             misfire_threshold: Duration::from_millis(1500),
             startup_delay: Duration::ZERO,
+            min_members: 0,
+            dead_takeover_delay: Duration::ZERO,
             broken_ownership_for_tests: false,
         }
     }
@@ -801,7 +1014,7 @@ mod tests {
             p.observe_record(
                 UnixMillis(0),
                 &JobId::new(&job),
-                UnixMillis(s * 1_000),
+                FireRecord::single(UnixMillis(s * 1_000), 1),
                 &NodeId::new("b"),
             );
         }
@@ -823,10 +1036,154 @@ mod tests {
             [6_000, 7_000],
             "slot 5 was recorded; 6 and 7 were missed"
         );
+        // The new owner's epoch is above b's, and its record says where the epoch began.
         assert!(actions.contains(&Action::PublishRecord {
             job: JobId::new(&job),
-            slot: UnixMillis(7_000)
+            record: FireRecord {
+                slot: UnixMillis(7_000),
+                epoch: 2,
+                first: UnixMillis(6_000)
+            }
         }));
+    }
+
+    fn epochs(actions: &[Action]) -> Vec<(i64, u64)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Fire { slot, epoch, .. } => Some((slot.0, *epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_epoch_grows_with_every_ownership_change_and_stays_while_the_owner_does() {
+        let job = job_owned_by("a", &["a", "b"]);
+        let id = JobId::new(&job);
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        poll_all(&mut p, UnixMillis(2_000));
+        let first: Vec<Action> = p.drain().collect();
+        assert_eq!(epochs(&first), [(0, 1), (1_000, 1), (2_000, 1)]);
+        // b joins and is the runner-up: a keeps the job (after the handoff delay), same epoch.
+        p.set_view(UnixMillis(2_100), View::of(ids(&["a", "b"])));
+        poll_all(&mut p, UnixMillis(3_000));
+        assert_eq!(epochs(&p.drain().collect::<Vec<_>>()), [(3_000, 1)]);
+        // A partition: b ran 4..=6 under epoch 2 while a also ran 4 and 5.
+        poll_all(&mut p, UnixMillis(5_000));
+        assert_eq!(
+            epochs(&p.drain().collect::<Vec<_>>()),
+            [(4_000, 1), (5_000, 1)]
+        );
+        p.observe_record(
+            UnixMillis(6_100),
+            &id,
+            FireRecord {
+                slot: UnixMillis(6_000),
+                epoch: 2,
+                first: UnixMillis(4_000),
+            },
+            &NodeId::new("b"),
+        );
+        let dup: Vec<Action> = p.drain().collect();
+        assert_eq!(
+            dup,
+            [Action::Duplicate {
+                job: id.clone(),
+                other: NodeId::new("b"),
+                first: UnixMillis(4_000),
+                last: UnixMillis(5_000),
+                count: 2,
+            }],
+            "both ran 4 and 5"
+        );
+        // Seeing the same record again reports nothing new.
+        p.observe_record(
+            UnixMillis(6_200),
+            &id,
+            FireRecord {
+                slot: UnixMillis(6_000),
+                epoch: 2,
+                first: UnixMillis(4_000),
+            },
+            &NodeId::new("b"),
+        );
+        assert_eq!(p.drain().count(), 0);
+        // a goes on past b's record under an epoch above b's: a stale b is fenced off.
+        poll_all(&mut p, UnixMillis(7_000));
+        assert_eq!(epochs(&p.drain().collect::<Vec<_>>()), [(7_000, 3)]);
+    }
+
+    #[test]
+    fn quorum_mode_fires_nothing_in_a_minority_and_resumes_after_the_handoff_delay() {
+        let mut c = cfg();
+        c.min_members = 2;
+        c.dead_takeover_delay = Duration::from_millis(700);
+        let job = job_owned_by("a", &["a", "b", "c"]);
+        let mut p = Planner::new(NodeId::new("a"), c, UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a", "b", "c"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        poll_all(&mut p, UnixMillis(1_000));
+        assert_eq!(fired(&mut p), [(job.clone(), 0), (job.clone(), 1_000)]);
+        // Cut off from b and c: no quorum, nothing fires.
+        p.set_view(UnixMillis(1_500), View::of(ids(&["a"])));
+        assert!(!p.has_quorum());
+        poll_all(&mut p, UnixMillis(4_000));
+        assert_eq!(fired(&mut p), []);
+        // Healed, and b's record shows the majority ran 2 and 3: a resumes after the
+        // handoff delay (500 ms) and runs only what nobody ran.
+        p.set_view(UnixMillis(4_100), View::of(ids(&["a", "b", "c"])));
+        p.observe_record(
+            UnixMillis(4_150),
+            &JobId::new(&job),
+            FireRecord {
+                slot: UnixMillis(3_000),
+                epoch: 2,
+                first: UnixMillis(2_000),
+            },
+            &NodeId::new("b"),
+        );
+        poll_all(&mut p, UnixMillis(4_500));
+        assert_eq!(fired(&mut p), []);
+        poll_all(&mut p, UnixMillis(4_600));
+        assert_eq!(fired(&mut p), [(job.clone(), 4_000)]);
+    }
+
+    #[test]
+    fn in_quorum_mode_a_vanished_owners_jobs_move_after_the_takeover_delay() {
+        let mut c = cfg();
+        c.min_members = 2;
+        c.dead_takeover_delay = Duration::from_millis(700);
+        // A job b owns, and a takes over when b is gone.
+        let job = (0..)
+            .map(|i| format!("job-{i}"))
+            .find(|j| {
+                let id = JobId::new(j);
+                crate::core::owner::owner(&id, &ids(&["a", "b", "c"]))
+                    .unwrap()
+                    .as_str()
+                    == "b"
+                    && crate::core::owner::owner(&id, &ids(&["a", "c"]))
+                        .unwrap()
+                        .as_str()
+                        == "a"
+            })
+            .unwrap();
+        let mut p = Planner::new(NodeId::new("a"), c, UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a", "b", "c"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        // b vanishes (not leaving: gone from the alive set too).
+        p.set_view(UnixMillis(1_200), View::of(ids(&["a", "c"])));
+        assert_eq!(p.owner_of(&JobId::new(&job)), Some(NodeId::new("a")));
+        // Its slots 0 and 1 never ran: caught up once the takeover delay is over.
+        assert_eq!(p.next_deadline(), Some(UnixMillis(1_900)));
+        assert!(!p.fires(&JobId::new(&job), UnixMillis(1_800)));
+        assert!(p.fires(&JobId::new(&job), UnixMillis(1_900)));
     }
 
     #[test]
@@ -838,7 +1195,7 @@ mod tests {
         p.observe_record(
             UnixMillis(0),
             &JobId::new("j"),
-            UnixMillis(3_000),
+            FireRecord::single(UnixMillis(3_000), 1),
             &NodeId::new("b"),
         );
         assert_eq!(p.next_deadline(), Some(UnixMillis(4_000)));
@@ -857,7 +1214,7 @@ mod tests {
         assert!(p.observe_record(
             UnixMillis(10_500),
             &JobId::new("j"),
-            UnixMillis(9_000),
+            FireRecord::single(UnixMillis(9_000), 1),
             &NodeId::new("a")
         ));
         poll_all(&mut p, UnixMillis(10_600));
@@ -885,7 +1242,7 @@ mod tests {
         assert!(p.observe_record(
             UnixMillis(10_500),
             &JobId::new("j"),
-            UnixMillis(2_000),
+            FireRecord::single(UnixMillis(2_000), 1),
             &NodeId::new("b")
         ));
         assert_eq!(p.next_deadline(), Some(UnixMillis(11_000)));
@@ -893,7 +1250,7 @@ mod tests {
         assert!(p.observe_record(
             UnixMillis(10_500),
             &JobId::new("j"),
-            UnixMillis(11_000),
+            FireRecord::single(UnixMillis(11_000), 1),
             &NodeId::new("b")
         ));
         assert_eq!(p.next_deadline(), Some(UnixMillis(12_000)));
@@ -910,13 +1267,13 @@ mod tests {
         p.observe_record(
             UnixMillis(11_500),
             &j,
-            UnixMillis(11_000),
+            FireRecord::single(UnixMillis(11_000), 1),
             &NodeId::new("b"),
         );
         p.observe_record(
             UnixMillis(11_500),
             &j,
-            UnixMillis(10_000),
+            FireRecord::single(UnixMillis(10_000), 1),
             &NodeId::new("a"),
         );
         assert_eq!(p.cursor(&j), Some(UnixMillis(11_000)));
@@ -940,7 +1297,7 @@ mod tests {
         p.observe_record(
             UnixMillis(20_600),
             &JobId::new("j"),
-            UnixMillis(19_000),
+            FireRecord::single(UnixMillis(19_000), 1),
             &NodeId::new("c"),
         );
         poll_all(&mut p, UnixMillis(21_500));
@@ -954,7 +1311,12 @@ mod tests {
         p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
             .unwrap();
         let year = UnixMillis(365 * 24 * 3_600_000);
-        assert!(!p.observe_record(UnixMillis(500), &JobId::new("j"), year, &NodeId::new("b")));
+        assert!(!p.observe_record(
+            UnixMillis(500),
+            &JobId::new("j"),
+            FireRecord::single(year, 1),
+            &NodeId::new("b")
+        ));
         assert_eq!(p.next_deadline(), Some(UnixMillis(0)));
     }
 
@@ -987,7 +1349,7 @@ mod tests {
         p.observe_record(
             UnixMillis(0),
             &JobId::new("j"),
-            UnixMillis(9_000),
+            FireRecord::single(UnixMillis(9_000), 1),
             &NodeId::new("b"),
         );
         p.add_job(UnixMillis(1_000), spec("j", "@every 1s", Misfire::All))
@@ -1011,7 +1373,7 @@ mod tests {
         p.observe_record(
             UnixMillis(0),
             &JobId::new(&job),
-            UnixMillis(2_000),
+            FireRecord::single(UnixMillis(2_000), 1),
             &NodeId::new("b"),
         );
         poll_all(&mut p, UnixMillis(2_400));
@@ -1035,7 +1397,7 @@ mod tests {
         p.observe_record(
             UnixMillis(1_900),
             &JobId::new(&job),
-            UnixMillis(1_000),
+            FireRecord::single(UnixMillis(1_000), 1),
             &NodeId::new("b"),
         );
         assert_eq!(p.next_deadline(), Some(UnixMillis(2_400)));
@@ -1063,7 +1425,7 @@ mod tests {
         p.observe_record(
             UnixMillis(0),
             &JobId::new(&job),
-            UnixMillis(1_000),
+            FireRecord::single(UnixMillis(1_000), 1),
             &NodeId::new("b"),
         );
         let leaving = View {
@@ -1114,7 +1476,7 @@ mod tests {
         p.observe_record(
             UnixMillis(0),
             &JobId::new(&job),
-            UnixMillis(10_000),
+            FireRecord::single(UnixMillis(10_000), 1),
             &NodeId::new("b"),
         );
         // b is gone; we notice 100.5 s in. Slots 20..=100 are due; the window reaches

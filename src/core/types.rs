@@ -144,9 +144,76 @@ impl fmt::Debug for FireId {
     }
 }
 
+/// A job's fire record, as one node publishes it: the last slot it started, the ownership
+/// epoch it ran under, and the first slot it started in that epoch (so peers can tell
+/// which slots it ran, to detect duplicates).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FireRecord {
+    /// The last slot started.
+    pub slot: UnixMillis,
+    /// The ownership epoch (fencing token) of that run.
+    pub epoch: u64,
+    /// The first slot this node started under `epoch`.
+    pub first: UnixMillis,
+}
+
+impl FireRecord {
+    /// A record of `slot` alone, under `epoch`.
+    pub fn single(slot: UnixMillis, epoch: u64) -> FireRecord {
+        FireRecord {
+            slot,
+            epoch,
+            first: slot,
+        }
+    }
+
+    /// The gossip encoding: `slot/epoch/first`, slots in Unix milliseconds.
+    pub fn encode(&self) -> String {
+        format!("{}/{}/{}", self.slot.0, self.epoch, self.first.0)
+    }
+
+    /// Parses [`FireRecord::encode`]'s output; `None` for anything else (never panics).
+    pub fn decode(text: &str) -> Option<FireRecord> {
+        let mut parts = text.split('/');
+        let slot = parts.next()?.parse().ok()?;
+        let epoch = parts.next()?.parse().ok()?;
+        let first = parts.next()?.parse().ok()?;
+        if parts.next().is_some() || first > slot {
+            return None;
+        }
+        Some(FireRecord {
+            slot: UnixMillis(slot),
+            epoch,
+            first: UnixMillis(first),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fire_records_round_trip_and_garbage_is_refused() {
+        let r = FireRecord {
+            slot: UnixMillis(5_000),
+            epoch: 7,
+            first: UnixMillis(-1_000),
+        };
+        assert_eq!(r.encode(), "5000/7/-1000");
+        assert_eq!(FireRecord::decode(&r.encode()), Some(r));
+        for bad in [
+            "",
+            "5000",
+            "5000/7",
+            "5000/7/1/2",
+            "a/b/c",
+            "1/2/3",
+            "5000/-1/0",
+        ] {
+            assert_eq!(FireRecord::decode(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn rfc3339_has_millisecond_precision_in_utc() {

@@ -38,6 +38,10 @@ pub struct RunContext {
     pub node_id: NodeId,
     /// 1 for the first attempt, 2 for the first retry, ... (`STARLING_ATTEMPT`).
     pub attempt: u32,
+    /// The ownership epoch (`STARLING_EPOCH`): a fencing token that grows with every change
+    /// of the job's owner. A job's side effects can store the highest epoch they saw and
+    /// reject writes from a lower one, which can only come from a stale owner.
+    pub epoch: u64,
 }
 
 impl RunContext {
@@ -50,6 +54,7 @@ impl RunContext {
             ("STARLING_FIRE_ID", self.fire_id.to_string()),
             ("STARLING_NODE_ID", self.node_id.to_string()),
             ("STARLING_ATTEMPT", self.attempt.to_string()),
+            ("STARLING_EPOCH", self.epoch.to_string()),
         ]
     }
 }
@@ -111,6 +116,11 @@ where
 pub trait Executor: Send + Sync + 'static {
     /// Runs `exec` for `ctx` and reports how it ended. `timeout` is already resolved.
     fn execute(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome>;
+
+    /// Told of a slot that will not run because the previous run of its job was still
+    /// running and the job's overlap policy is `forbid`. The node logs and counts it
+    /// already; the simulator's executor records it. Default: nothing.
+    fn skipped(&self, _ctx: &RunContext) {}
 }
 
 /// Runs shell commands with `sh -c` and registered in-process handlers.
@@ -239,6 +249,7 @@ mod tests {
             fire_id: FireId::of(&JobId::new(job), UnixMillis(1_700_000_000_000)),
             node_id: NodeId::new("n1"),
             attempt: 1,
+            epoch: 1,
         }
     }
 

@@ -56,6 +56,20 @@ pub struct NodeConfig {
     pub retry_backoff: Duration,
     /// Cap on the retry wait. Default 60 s.
     pub retry_backoff_max: Duration,
+    /// Directory where this node keeps the last slot it started per job, so a restart with
+    /// the same node id never reruns one, even when no peer remembers it. Default: none
+    /// (records survive restarts through peers' gossip state only).
+    pub data_dir: Option<PathBuf>,
+    /// Quorum mode, by cluster size: a node that sees fewer than a majority of this many
+    /// members (alive, not leaving) fires nothing. Default: none (availability first).
+    pub expected_size: Option<usize>,
+    /// Quorum mode, by count: a node that sees fewer members than this fires nothing.
+    /// Default: none. Set this or `expected_size`, not both.
+    pub min_members: Option<usize>,
+    /// In quorum mode, how long after a member vanished its jobs move, so that a member
+    /// that is only cut off has seen it lost the quorum and stopped first. Default: 5
+    /// gossip intervals. Outside quorum mode a vanished member's jobs move at once.
+    pub quorum_takeover_delay: Option<Duration>,
     /// Test-only: see `PlannerConfig::broken_ownership_for_tests`. Never set in production.
     #[doc(hidden)]
     pub broken_ownership_for_tests: bool,
@@ -97,7 +111,20 @@ impl NodeConfig {
             drain_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(60),
+            data_dir: None,
+            expected_size: None,
+            min_members: None,
+            quorum_takeover_delay: None,
             broken_ownership_for_tests: false,
+        }
+    }
+
+    /// The smallest view in which this node fires, in quorum mode; `None` outside it.
+    pub fn quorum(&self) -> Option<usize> {
+        match (self.min_members, self.expected_size) {
+            (Some(m), _) => Some(m),
+            (None, Some(n)) => Some(n / 2 + 1),
+            (None, None) => None,
         }
     }
 
@@ -112,6 +139,13 @@ impl NodeConfig {
             handoff_delay: self.handoff_delay.unwrap_or(self.gossip_interval * 4),
             misfire_threshold: self.misfire_threshold,
             startup_delay: self.startup_delay.unwrap_or(self.gossip_interval * 5),
+            min_members: self.quorum().unwrap_or(0),
+            dead_takeover_delay: if self.quorum().is_some() {
+                self.quorum_takeover_delay
+                    .unwrap_or(self.gossip_interval * 5)
+            } else {
+                Duration::ZERO
+            },
             broken_ownership_for_tests: self.broken_ownership_for_tests,
         }
     }
@@ -160,6 +194,29 @@ impl NodeConfig {
                 "must be at least 10 gossip intervals (fire records of dead peers are needed for takeover)",
             ));
         }
+        if self.min_members.is_some() && self.expected_size.is_some() {
+            return Err(config_err(
+                "min_members",
+                "set `min_members` or `expected_size`, not both",
+            ));
+        }
+        if self.min_members == Some(0) {
+            return Err(config_err("min_members", "must be at least 1"));
+        }
+        if self.expected_size == Some(0) {
+            return Err(config_err("expected_size", "must be at least 1"));
+        }
+        if self.quorum_takeover_delay.is_some() && self.quorum().is_none() {
+            return Err(config_err(
+                "quorum_takeover_delay",
+                "only applies in quorum mode: set `expected_size` or `min_members` too",
+            ));
+        }
+        if let Some(d) = &self.data_dir
+            && d.as_os_str().is_empty()
+        {
+            return Err(config_err("data_dir", "is empty"));
+        }
         if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
             return Err(config_err(
                 "retry_backoff",
@@ -207,6 +264,14 @@ pub struct ConfigFile {
     pub retry_backoff: Option<String>,
     /// `retry_backoff_max = "60s"`.
     pub retry_backoff_max: Option<String>,
+    /// `data_dir = "/var/lib/starling"` (relative to the config file's directory).
+    pub data_dir: Option<PathBuf>,
+    /// `expected_size = 5` (quorum mode).
+    pub expected_size: Option<usize>,
+    /// `min_members = 3` (quorum mode).
+    pub min_members: Option<usize>,
+    /// `quorum_takeover_delay = "1s"`.
+    pub quorum_takeover_delay: Option<String>,
 }
 
 /// Parses `IP:port`, naming `key` in the error.
@@ -285,6 +350,18 @@ impl ConfigFile {
         if let Some(d) = duration_key("retry_backoff_max", &self.retry_backoff_max)? {
             config.retry_backoff_max = d;
         }
+        if let Some(d) = duration_key("quorum_takeover_delay", &self.quorum_takeover_delay)? {
+            config.quorum_takeover_delay = Some(d);
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = Some(v.clone());
+        }
+        if let Some(v) = self.expected_size {
+            config.expected_size = Some(v);
+        }
+        if let Some(v) = self.min_members {
+            config.min_members = Some(v);
+        }
         Ok(())
     }
 }
@@ -343,5 +420,28 @@ mod tests {
         let mut c = base();
         c.phi_threshold = f64::NAN;
         assert_eq!(c.validate().unwrap_err().key, "phi_threshold");
+        let mut c = base();
+        c.min_members = Some(2);
+        c.expected_size = Some(3);
+        assert_eq!(c.validate().unwrap_err().key, "min_members");
+        let mut c = base();
+        c.quorum_takeover_delay = Some(Duration::from_secs(1));
+        assert_eq!(c.validate().unwrap_err().key, "quorum_takeover_delay");
+    }
+
+    #[test]
+    fn quorum_mode_is_a_majority_of_the_expected_size_and_delays_takeover() {
+        let mut c = base();
+        assert_eq!(c.quorum(), None);
+        assert_eq!(c.planner().min_members, 0);
+        assert_eq!(c.planner().dead_takeover_delay, Duration::ZERO);
+        for (n, q) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
+            c.expected_size = Some(n);
+            assert_eq!(c.quorum(), Some(q), "expected size {n}");
+        }
+        assert_eq!(c.planner().dead_takeover_delay, Duration::from_secs(1));
+        c.expected_size = None;
+        c.min_members = Some(4);
+        assert_eq!(c.planner().min_members, 4);
     }
 }

@@ -6,7 +6,10 @@
 
 mod clock;
 mod config;
+pub mod store;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,11 +27,15 @@ pub use config::{
     NodeConfig, parse_addr,
 };
 
-use crate::cluster::{Cluster, GossipConfig, Record, view_from_live};
-use crate::core::job::{ExecSpec, JobSpec, RawJob};
+use crate::cluster::{
+    Cluster, Event, GossipConfig, Publish, Publisher, Record, Running, newest_generations,
+    view_from_live,
+};
+use crate::core::job::{ExecSpec, JobSpec, Overlap, RawJob};
 use crate::core::planner::{Action, Planner, PlannerError, View};
-use crate::core::types::{JobId, NodeId, UnixMillis};
+use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
 use crate::exec::{DefaultExecutor, Executor, JobHandler, Outcome, RunContext, backoff};
+use store::{Store, StoreError};
 
 /// Why a node could not be built or started. Nothing is running when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,9 @@ pub enum NodeError {
     /// A job has no command and no handler, so it could never run.
     #[error("job `{0}` has neither a command nor a handler")]
     NothingToRun(JobId),
+    /// The data dir could not be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// Gossip could not start (e.g. the UDP address is in use).
     #[error("could not start gossip on {addr}: {source:#}")]
     Gossip {
@@ -181,11 +191,24 @@ impl NodeBuilder {
             return Err(NodeError::NothingToRun(j.name.clone()));
         }
         let executor: Arc<dyn Executor> = executor.unwrap_or_else(|| Arc::new(default_executor));
+        let (store, saved) = match &config.data_dir {
+            Some(dir) => {
+                let (store, saved) = Store::open(dir, &config.node_id)?;
+                (Some(store), saved)
+            }
+            None => (None, BTreeMap::new()),
+        };
         let now = clock.now();
         let mut planner = Planner::new(config.node_id.clone(), config.planner(), now);
         planner.reserve(jobs.len());
         for j in jobs {
             planner.add_job(now, j)?;
+        }
+        for (job, record) in &saved {
+            planner.observe_record(now, job, *record, &config.node_id);
+        }
+        if let Some(store) = &store {
+            info!(dir = %store.dir().display(), records = saved.len(), "data dir opened");
         }
         let gossip = GossipConfig {
             node_id: config.node_id.clone(),
@@ -203,8 +226,8 @@ impl NodeBuilder {
             phi_threshold: config.phi_threshold,
             dead_node_grace_period: config.dead_node_grace_period,
         };
-        let (records_tx, records_rx) = mpsc::unbounded_channel();
-        let cluster = Cluster::spawn(&gossip, transport.as_ref(), records_tx)
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let cluster = Cluster::spawn(&gossip, transport, events_tx)
             .await
             .map_err(|source| NodeError::Gossip {
                 addr: config.listen_addr,
@@ -214,7 +237,15 @@ impl NodeBuilder {
         planner.set_view(now, initial.clone());
         let (view_tx, view_rx) = watch::channel(initial);
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (publish, publisher) = cluster.spawn_publisher();
+        let (publish, publish_rx) = mpsc::unbounded_channel();
+        let has_store = store.is_some();
+        let publisher = tokio::spawn(publisher_task(
+            cluster.publisher(),
+            publish_rx,
+            store.map(Arc::new),
+            saved,
+            config.gossip_interval * 2,
+        ));
         info!(
             node = %config.node_id,
             listen = %config.listen_addr,
@@ -228,11 +259,15 @@ impl NodeBuilder {
             cluster: Some(cluster),
             publish,
             publisher,
+            has_store,
             clock,
             executor,
-            records_rx,
+            events_rx,
             cmd_rx,
             view_tx,
+            peers: BTreeMap::new(),
+            local_runs: BTreeMap::new(),
+            remote_runs: BTreeMap::new(),
             runs: Vec::new(),
             counters: Arc::default(),
             stats: Stats::default(),
@@ -262,6 +297,14 @@ pub struct Stats {
     pub missed: u64,
     /// Slots dropped by a `once` or `skip` misfire policy.
     pub skipped: u64,
+    /// Slots skipped because the job's previous run was still running (`overlap = forbid`).
+    pub overlap_skipped: u64,
+    /// Runs cancelled because a newer slot of the job started (`overlap = replace`).
+    pub replaced: u64,
+    /// Slots this node ran that it learned another node ran too (from that node's fire
+    /// record: a healed partition, a stalled node that came back). Each node counts its
+    /// side, so a slot run on two nodes counts once on each.
+    pub duplicates_detected: u64,
 }
 
 enum Command {
@@ -407,14 +450,22 @@ struct Runtime {
     config: NodeConfig,
     planner: Planner,
     cluster: Option<Cluster>,
-    /// Fire records go to the publisher task through this, in order.
-    publish: mpsc::UnboundedSender<Vec<Record>>,
+    /// Fire records and running states go to the publisher task through this, in order.
+    publish: mpsc::UnboundedSender<Batch>,
     publisher: tokio::task::JoinHandle<()>,
+    /// True when a data dir is open: runs then also wait for their record to be on disk.
+    has_store: bool,
     clock: Arc<dyn Clock>,
     executor: Arc<dyn Executor>,
-    records_rx: mpsc::UnboundedReceiver<Record>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     view_tx: watch::Sender<View>,
+    /// Newest generation and gossip address of every live node.
+    peers: BTreeMap<NodeId, (u64, SocketAddr)>,
+    /// The latest run started here per job (for the overlap policy).
+    local_runs: BTreeMap<JobId, (UnixMillis, tokio::task::AbortHandle)>,
+    /// Runs other nodes announced: job -> node -> (generation, slot).
+    remote_runs: BTreeMap<JobId, BTreeMap<NodeId, (u64, UnixMillis)>>,
     /// Abort handles of the runs started (finished ones are pruned now and then), to stop
     /// them with the node. Runs report through `counters`, never by waking this task: a
     /// thousand runs ending in the same millisecond would otherwise mean a thousand loop
@@ -425,6 +476,66 @@ struct Runtime {
     pause: watch::Receiver<bool>,
     /// False once the pause switch's sender is gone (or there never was one).
     pause_live: bool,
+}
+
+/// One publication for the publisher task.
+#[derive(Default)]
+struct Batch {
+    publish: Publish,
+    /// Gates to open once the batch's records are out: per runner-up address, or `None`
+    /// when there is no peer to tell (then only the data dir is waited for).
+    gates: Vec<(Option<SocketAddr>, watch::Sender<bool>)>,
+}
+
+/// Publishes batches in order: sets the keys in chitchat, writes the data dir (if any), then
+/// opens each batch's gates once its records reached the runner-up (or after `timeout`).
+async fn publisher_task(
+    publisher: Publisher,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    store: Option<Arc<Store>>,
+    mut saved: BTreeMap<JobId, FireRecord>,
+    timeout: Duration,
+) {
+    while let Some(mut batch) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            batch.publish.records.extend(more.publish.records);
+            batch.publish.running.extend(more.publish.running);
+            batch.gates.extend(more.gates);
+        }
+        let seq = publisher.publish(&batch.publish).await;
+        if let Some(store) = &store
+            && !batch.publish.records.is_empty()
+        {
+            for r in &batch.publish.records {
+                saved.insert(r.job.clone(), r.record);
+            }
+            let store = store.clone();
+            let snapshot = saved.clone();
+            match tokio::task::spawn_blocking(move || store.save(&snapshot)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "could not write the fire records; a restart may rerun the latest slots")
+                }
+                Err(e) => tracing::error!(error = %e, "writing the fire records failed"),
+            }
+        }
+        for (peer, gate) in batch.gates {
+            match peer {
+                None => {
+                    let _ = gate.send(true);
+                }
+                Some(addr) => {
+                    let confirmed = publisher.confirm(addr, seq, timeout);
+                    tokio::spawn(async move {
+                        if !confirmed.await {
+                            debug!(peer = %addr, "runner-up did not get the fire record in time; running anyway");
+                        }
+                        let _ = gate.send(true);
+                    });
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Runtime {
@@ -443,6 +554,41 @@ const YIELD_EVERY_RUNS: usize = 64;
 
 /// How often to warn while no peer has been heard from although seeds are configured.
 const LONELY_WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// Announces a long run's slot in gossip (`running:<job>`) and, when dropped (the run ended
+/// or was cancelled), announces that it ended.
+struct Announcement {
+    publish: mpsc::UnboundedSender<Batch>,
+    job: JobId,
+    active: bool,
+}
+
+impl Announcement {
+    fn start(&mut self, slot: UnixMillis) {
+        self.active = true;
+        let _ = self.publish.send(Batch {
+            publish: Publish {
+                records: Vec::new(),
+                running: vec![(self.job.clone(), Some(slot))],
+            },
+            gates: Vec::new(),
+        });
+    }
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = self.publish.send(Batch {
+                publish: Publish {
+                    records: Vec::new(),
+                    running: vec![(self.job.clone(), None)],
+                },
+                gates: Vec::new(),
+            });
+        }
+    }
+}
 
 impl Runtime {
     fn cluster(&self) -> &Cluster {
@@ -482,13 +628,17 @@ impl Runtime {
                         warn!("gossip stopped; node stops scheduling");
                         return;
                     }
-                    let view = view_from_live(&live.borrow_and_update());
+                    let (view, peers) = {
+                        let live = live.borrow_and_update();
+                        (view_from_live(&live), newest_generations(&live))
+                    };
+                    self.on_peers(peers);
                     self.on_view(view);
                 }
-                Some(r) = self.records_rx.recv() => {
-                    self.on_record(r);
-                    while let Ok(r) = self.records_rx.try_recv() {
-                        self.on_record(r);
+                Some(ev) = self.events_rx.recv() => {
+                    self.on_event(ev);
+                    while let Ok(ev) = self.events_rx.try_recv() {
+                        self.on_event(ev);
                     }
                 }
                 cmd = self.cmd_rx.recv() => match cmd {
@@ -510,11 +660,68 @@ impl Runtime {
         }
     }
 
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Record(r) => self.on_record(r),
+            Event::Running(r) => self.on_running(r),
+        }
+    }
+
     fn on_record(&mut self, r: Record) {
         let now = self.clock.now();
-        if !self.planner.observe_record(now, &r.job, r.slot, &r.node) && r.slot > now {
-            warn!(job = %r.job, slot = %r.slot, from = %r.node, "ignoring a fire record from the far future (is that node's clock wrong?)");
+        if !self.planner.observe_record(now, &r.job, r.record, &r.node) && r.record.slot > now {
+            warn!(job = %r.job, slot = %r.record.slot, from = %r.node, "ignoring a fire record from the far future (is that node's clock wrong?)");
+            return;
         }
+        if r.node == self.config.node_id {
+            return;
+        }
+        // `replace`: a newer slot started elsewhere cancels the run here.
+        let replace = self
+            .planner
+            .job(&r.job)
+            .is_some_and(|j| j.overlap == Overlap::Replace);
+        if replace
+            && let Some((slot, handle)) = self.local_runs.get(&r.job)
+            && *slot < r.record.slot
+            && !handle.is_finished()
+        {
+            info!(job = %r.job, slot = %slot, newer = %r.record.slot, by = %r.node, "cancelling the running run: a newer slot started elsewhere (overlap = replace)");
+            handle.abort();
+            self.stats.replaced += 1;
+        }
+    }
+
+    fn on_running(&mut self, r: Running) {
+        if r.node == self.config.node_id {
+            return;
+        }
+        let entry = self.remote_runs.entry(r.job.clone()).or_default();
+        let newer = entry.get(&r.node).is_none_or(|(g, _)| r.generation >= *g);
+        if newer {
+            match r.slot {
+                Some(slot) => {
+                    entry.insert(r.node, (r.generation, slot));
+                }
+                None => {
+                    entry.remove(&r.node);
+                }
+            }
+        }
+        if entry.is_empty() {
+            self.remote_runs.remove(&r.job);
+        }
+    }
+
+    fn on_peers(&mut self, peers: BTreeMap<NodeId, (u64, SocketAddr)>) {
+        // Runs announced by nodes (or generations) that are gone are not running any more.
+        self.remote_runs.retain(|_, by| {
+            by.retain(|node, (generation, _)| {
+                peers.get(node).is_some_and(|(g, _)| g == generation)
+            });
+            !by.is_empty()
+        });
+        self.peers = peers;
     }
 
     fn on_view(&mut self, view: View) {
@@ -527,12 +734,54 @@ impl Runtime {
             leaving = ?view.alive.difference(&view.members).map(NodeId::as_str).collect::<Vec<_>>(),
             "membership changed"
         );
+        let had_quorum = self.planner.has_quorum();
         self.planner.set_view(self.clock.now(), view.clone());
+        match (had_quorum, self.planner.has_quorum()) {
+            (true, false) => warn!(
+                members = view.members.len(),
+                needed = self.config.quorum().unwrap_or(0),
+                "quorum lost: this node fires nothing until it sees enough members again"
+            ),
+            (false, true) => info!(
+                members = view.members.len(),
+                "quorum regained: firing resumes after the handoff delay"
+            ),
+            _ => {}
+        }
         let _ = self.view_tx.send(view);
     }
 
+    /// Where a run of `job` must wait for its record to go first: its runner-up's address,
+    /// or `None` (no peer) when only the data dir is waited for. `None` overall: no wait.
+    fn gate_target(&self, job: &JobId) -> Option<Option<SocketAddr>> {
+        let peer = self
+            .planner
+            .runner_up(job)
+            .and_then(|n| self.peers.get(n))
+            .map(|(_, addr)| *addr);
+        match peer {
+            Some(addr) => Some(Some(addr)),
+            None if self.has_store => Some(None),
+            None => None,
+        }
+    }
+
+    /// True when a run of `job` is still running here or (announced) on another live node.
+    fn running_anywhere(&self, job: &JobId) -> Option<String> {
+        if let Some((slot, handle)) = self.local_runs.get(job)
+            && !handle.is_finished()
+        {
+            return Some(format!("slot {slot} here"));
+        }
+        self.remote_runs
+            .get(job)
+            .and_then(|by| by.iter().next())
+            .map(|(node, (_, slot))| format!("slot {slot} on {node}"))
+    }
+
     async fn apply_actions(&mut self, now: UnixMillis) {
-        let mut records = Vec::new();
+        let mut batch = Batch::default();
+        let mut gates: BTreeMap<Option<SocketAddr>, watch::Receiver<bool>> = BTreeMap::new();
         let actions: Vec<Action> = self.planner.drain().collect();
         let mut started = 0usize;
         for a in actions {
@@ -542,20 +791,52 @@ impl Runtime {
                     slot,
                     fire_id,
                     late,
+                    epoch,
                 } => {
-                    self.stats.fired += 1;
-                    if late {
-                        self.stats.fired_late += 1;
-                        info!(job = %job, slot = %slot, late_ms = now.millis_since(slot), "catching up a missed slot");
-                    }
                     let ctx = RunContext {
                         job,
                         scheduled_at: slot,
                         fire_id,
                         node_id: self.config.node_id.clone(),
                         attempt: 1,
+                        epoch,
                     };
-                    self.spawn_run(ctx);
+                    let Some(overlap) = self.planner.job(&ctx.job).map(|j| j.overlap) else {
+                        continue;
+                    };
+                    if overlap != Overlap::Allow
+                        && let Some(busy) = self.running_anywhere(&ctx.job)
+                    {
+                        if overlap == Overlap::Forbid {
+                            self.stats.overlap_skipped += 1;
+                            info!(job = %ctx.job, slot = %slot, running = %busy, "slot skipped: the previous run is still running (overlap = forbid)");
+                            self.executor.skipped(&ctx);
+                            continue;
+                        }
+                        if let Some((old, handle)) = self.local_runs.get(&ctx.job)
+                            && !handle.is_finished()
+                        {
+                            info!(job = %ctx.job, slot = %old, newer = %slot, "cancelling the running run for a newer slot (overlap = replace)");
+                            handle.abort();
+                            self.stats.replaced += 1;
+                        }
+                    }
+                    self.stats.fired += 1;
+                    if late {
+                        self.stats.fired_late += 1;
+                        info!(job = %ctx.job, slot = %slot, late_ms = now.millis_since(slot), "catching up a missed slot");
+                    }
+                    let gate = self.gate_target(&ctx.job).map(|target| {
+                        gates
+                            .entry(target)
+                            .or_insert_with(|| {
+                                let (tx, rx) = watch::channel(false);
+                                batch.gates.push((target, tx));
+                                rx
+                            })
+                            .clone()
+                    });
+                    self.spawn_run(ctx, overlap, gate);
                     started += 1;
                     if started % YIELD_EVERY_RUNS == 0 {
                         // Let the runs already started begin (on this core too) instead of
@@ -563,9 +844,9 @@ impl Runtime {
                         tokio::task::yield_now().await;
                     }
                 }
-                Action::PublishRecord { job, slot } => records.push(Record {
+                Action::PublishRecord { job, record } => batch.publish.records.push(Record {
                     job,
-                    slot,
+                    record,
                     node: self.config.node_id.clone(),
                 }),
                 Action::Missed {
@@ -583,14 +864,29 @@ impl Runtime {
                         warn!(job = %job, first = %first, last = %last, count, "slots missed: older than the catch-up window");
                     }
                 }
+                Action::Duplicate {
+                    job,
+                    other,
+                    first,
+                    last,
+                    count,
+                } => {
+                    self.stats.duplicates_detected += count;
+                    warn!(job = %job, other = %other, first = %first, last = %last, count, total = self.stats.duplicates_detected, "duplicate runs detected: another node ran slots this node ran too");
+                }
             }
         }
-        if !records.is_empty() {
-            let _ = self.publish.send(records);
+        if !batch.publish.records.is_empty() || !batch.gates.is_empty() {
+            let _ = self.publish.send(batch);
         }
     }
 
-    fn spawn_run(&mut self, ctx: RunContext) {
+    fn spawn_run(
+        &mut self,
+        ctx: RunContext,
+        overlap: Overlap,
+        gate: Option<watch::Receiver<bool>>,
+    ) {
         let Some(spec) = self.planner.job(&ctx.job) else {
             return;
         };
@@ -604,8 +900,38 @@ impl Runtime {
             self.runs.retain(|r| !r.is_finished());
         }
         let retry = Retry { base, max };
+        // Long runs are announced, so a new owner honours `forbid` and `replace`.
+        let announce = (overlap != Overlap::Allow).then(|| {
+            (
+                Announcement {
+                    publish: self.publish.clone(),
+                    job: ctx.job.clone(),
+                    active: false,
+                },
+                self.config.gossip_interval,
+            )
+        });
+        let job = ctx.job.clone();
+        let slot = ctx.scheduled_at;
         let task = tokio::spawn(async move {
-            let outcome = run_attempts(executor, exec, ctx, retry).await;
+            if let Some(mut gate) = gate {
+                // The record goes first (see `cluster`): a crash from here on is known.
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            let run = run_attempts(executor, exec, ctx, retry);
+            let outcome = match announce {
+                None => run.await,
+                Some((mut announcement, after)) => {
+                    tokio::pin!(run);
+                    tokio::select! {
+                        o = &mut run => o,
+                        _ = tokio::time::sleep(after) => {
+                            announcement.start(slot);
+                            run.await
+                        }
+                    }
+                }
+            };
             if !outcome.is_success() {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
             }
@@ -613,7 +939,11 @@ impl Runtime {
                 counters.idle.notify_waiters();
             }
         });
-        self.runs.push(task.abort_handle());
+        let handle = task.abort_handle();
+        if overlap != Overlap::Allow {
+            self.local_runs.insert(job, (slot, handle.clone()));
+        }
+        self.runs.push(handle);
     }
 
     /// Stops every running run; dropping a shell run kills its process group.

@@ -1,0 +1,224 @@
+//! The data dir: the last slot this node started per job (its fire records), kept on disk so
+//! a restart with the same node id never reruns a slot, even when no peer remembers it.
+//!
+//! One file, `fire-records.bin`, encoded through [`crate::encoding`] and replaced
+//! atomically: written to a temporary file, flushed to disk, renamed over the old one, and
+//! the directory flushed. A crash leaves either the old file or the new one. A lock file
+//! (`lock`, held with `flock` while the node runs) stops two nodes sharing the directory.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
+use crate::encoding::{DecodeError, decode, encode};
+
+/// The records file inside the data dir.
+pub const RECORDS_FILE: &str = "fire-records.bin";
+const LOCK_FILE: &str = "lock";
+const VERSION: u16 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    node_id: String,
+    /// `(job, slot, epoch, first)`, in job order.
+    records: Vec<(String, i64, u64, i64)>,
+}
+
+/// Why the data dir could not be used. The node does not start with one of these: starting
+/// without its records could rerun slots.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file system operation failed.
+    #[error("data dir: {what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The records file is damaged or foreign.
+    #[error("data dir: {}: {source}; move it away to start without it (the node may then rerun the last slot of each of its jobs)", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: DecodeError,
+    },
+    /// The records file belongs to another node id.
+    #[error("data dir: {} holds the records of node `{found}`, not `{expected}`: give every node its own data dir", path.display())]
+    OtherNode {
+        /// The file.
+        path: PathBuf,
+        /// The node id in the file.
+        found: String,
+        /// This node's id.
+        expected: NodeId,
+    },
+    /// Another process holds the directory's lock.
+    #[error("data dir: {} is in use by another process (its `lock` file is locked)", path.display())]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+}
+
+/// An open data dir, locked for this process.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    node_id: NodeId,
+    _lock: File,
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { what, path, source }
+}
+
+impl Store {
+    /// Opens (creating it if needed) and locks `dir`, and reads the records in it.
+    pub fn open(
+        dir: &Path,
+        node_id: &NodeId,
+    ) -> Result<(Store, BTreeMap<JobId, FireRecord>), StoreError> {
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("opening", &lock_path))?;
+        // SAFETY: flock on a file descriptor we own and keep open.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StoreError::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
+        let store = Store {
+            dir: dir.to_path_buf(),
+            node_id: node_id.clone(),
+            _lock: lock,
+        };
+        let path = dir.join(RECORDS_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((store, BTreeMap::new()));
+            }
+            Err(e) => return Err(io("reading", &path)(e)),
+        };
+        let disk: OnDisk = decode(&bytes, VERSION).map_err(|source| StoreError::Damaged {
+            path: path.clone(),
+            source,
+        })?;
+        if disk.node_id != node_id.as_str() {
+            return Err(StoreError::OtherNode {
+                path,
+                found: disk.node_id,
+                expected: node_id.clone(),
+            });
+        }
+        let mut records = BTreeMap::new();
+        for (job, slot, epoch, first) in disk.records {
+            let r = FireRecord {
+                slot: UnixMillis(slot),
+                epoch,
+                first: UnixMillis(first.min(slot)),
+            };
+            records.insert(JobId::new(job), r);
+        }
+        Ok((store, records))
+    }
+
+    /// Replaces the records file with `records`, atomically and durably.
+    pub fn save(&self, records: &BTreeMap<JobId, FireRecord>) -> Result<(), StoreError> {
+        let disk = OnDisk {
+            node_id: self.node_id.to_string(),
+            records: records
+                .iter()
+                .map(|(j, r)| (j.to_string(), r.slot.0, r.epoch, r.first.0))
+                .collect(),
+        };
+        let bytes = encode(&disk, VERSION);
+        let tmp = self.dir.join(format!("{RECORDS_FILE}.tmp"));
+        let path = self.dir.join(RECORDS_FILE);
+        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+        f.write_all(&bytes).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("flushing", &tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(io("renaming over", &path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("flushing", &self.dir))?;
+        Ok(())
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(slot: i64, epoch: u64) -> FireRecord {
+        FireRecord::single(UnixMillis(slot), epoch)
+    }
+
+    #[test]
+    fn records_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = NodeId::new("n1");
+        let (store, empty) = Store::open(dir.path(), &me).unwrap();
+        assert!(empty.is_empty());
+        let mut m = BTreeMap::new();
+        m.insert(JobId::new("a"), rec(1_000, 3));
+        m.insert(JobId::new("b"), rec(2_000, 1));
+        store.save(&m).unwrap();
+        m.insert(JobId::new("a"), rec(5_000, 4));
+        store.save(&m).unwrap();
+        drop(store);
+        let (_store, back) = Store::open(dir.path(), &me).unwrap();
+        assert_eq!(back, m);
+        assert!(!dir.path().join("fire-records.bin.tmp").exists());
+    }
+
+    #[test]
+    fn a_second_process_a_damaged_file_and_another_node_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = NodeId::new("n1");
+        let (store, _) = Store::open(dir.path(), &me).unwrap();
+        let e = Store::open(dir.path(), &me).unwrap_err();
+        assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+        store
+            .save(&BTreeMap::from([(JobId::new("a"), rec(1, 1))]))
+            .unwrap();
+        drop(store);
+
+        let e = Store::open(dir.path(), &NodeId::new("n2")).unwrap_err();
+        assert!(
+            e.to_string().contains("`n1`") && e.to_string().contains("`n2`"),
+            "{e}"
+        );
+
+        let path = dir.path().join(RECORDS_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 2);
+        std::fs::write(&path, bytes).unwrap();
+        let e = Store::open(dir.path(), &me).unwrap_err().to_string();
+        assert!(
+            e.contains("fire-records.bin") && e.contains("truncated"),
+            "{e}"
+        );
+    }
+}
