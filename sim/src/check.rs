@@ -84,6 +84,8 @@ pub struct Findings {
     pub spurious: Vec<Miss>,
     /// Slots the misfire policy (`once`, `skip`) was allowed to drop and did.
     pub skipped_by_policy: u64,
+    /// Slots the overlap policy (`forbid`) skipped while a run of the job was running.
+    pub skipped_by_overlap: u64,
     /// Slots that ran more than once.
     pub duplicates: Vec<Duplicate>,
     /// Lateness of each slot's first run, ms: p50, p99, max.
@@ -253,6 +255,33 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
             f.executions += 1;
         }
     }
+    // Overlap skips, by slot. A skip is justified when a run of another slot of the job was
+    // running at that moment: started (or fired and waiting for its record to go out), and
+    // not ended more than a record's travel time before (its end may not be known yet). For
+    // `replace`, the other slot is the newer one that cancelled it before it started.
+    let mut skips: BTreeMap<(&str, i64), Vec<i64>> = BTreeMap::new();
+    for k in &result.skips {
+        skips.entry((&k.job, k.slot)).or_default().push(k.at);
+    }
+    let mut runs_of: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in &result.runs {
+        runs_of.entry(&r.job).or_default().push(r);
+    }
+    let justified_skip = |job: &str, slot: i64| {
+        skips.get(&(job, slot)).is_some_and(|ats| {
+            ats.iter().any(|&at| {
+                runs_of.get(job).is_some_and(|rs| {
+                    // An earlier slot's run in progress, or fired in the same batch and
+                    // still waiting for its record to reach the runner-up.
+                    rs.iter().any(|r| {
+                        r.slot != slot
+                            && r.started <= at + b.settle_ms
+                            && at <= r.ends + b.record_ms
+                    })
+                })
+            })
+        })
+    };
     let mut lateness = Vec::new();
     let mut expected: std::collections::BTreeSet<(&str, i64)> = std::collections::BTreeSet::new();
     for job in jobs {
@@ -281,6 +310,7 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
                 .unwrap_or(&[]);
             let at_ms = s.0 - EPOCH.0;
             match runs {
+                [] if justified_skip(job.name.as_str(), s.0) => f.skipped_by_overlap += 1,
                 [] => {
                     let may_drop = job.misfire != Misfire::All
                         && Deafness::disturbed(&result.applied, at_ms - 10_000, at_ms, b);

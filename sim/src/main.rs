@@ -46,8 +46,8 @@ struct Args {
     /// A sweep over seeds `A..B` (B excluded), run in parallel on fresh threads.
     #[arg(long, value_parser = parse_range)]
     seeds: Option<(u64, u64)>,
-    /// The scenario: steady, crash, restart, rolling, join, partition, flap, skew, chaos,
-    /// or `all` (each in turn, then a results table in Markdown).
+    /// The scenario: steady, crash, restart, rolling, join, partition, partition-quorum,
+    /// flap, skew, chaos, or `all` (each in turn, then a results table in Markdown).
     #[arg(long, default_value = "steady", value_parser = parse_scenarios)]
     scenario: Scenarios,
     /// Number of nodes.
@@ -62,6 +62,13 @@ struct Args {
     /// The nodes' gossip interval.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     gossip_interval: Duration,
+    /// The failure detector's phi threshold.
+    #[arg(long, default_value_t = 8.0)]
+    phi: f64,
+    /// Quorum mode for every scenario: the expected cluster size. `partition-quorum` uses
+    /// the number of nodes when this is not given.
+    #[arg(long)]
+    expected_size: Option<usize>,
     /// Write the report (JSON; an array for a sweep) here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -133,6 +140,11 @@ struct Report {
     net_hash: String,
     passed: bool,
     skipped_by_policy: u64,
+    skipped_by_overlap: u64,
+    duplicates_detected: u64,
+    expected_size: Option<usize>,
+    phi: f64,
+    gossip_interval_ms: u64,
     duplicates_explained_by: std::collections::BTreeMap<String, usize>,
     owners_agree: Option<bool>,
     faults: Vec<String>,
@@ -143,20 +155,40 @@ struct Report {
     replay: String,
 }
 
+/// The flags that shape a run besides its seed and scenario, as the CLI takes them.
+fn run_flags(a: &Args) -> Vec<String> {
+    let mut f = vec![
+        "--nodes".to_string(),
+        a.nodes.to_string(),
+        "--jobs".to_string(),
+        a.jobs.to_string(),
+        "--duration".to_string(),
+        format!("{}ms", a.duration.as_millis()),
+        "--gossip-interval".to_string(),
+        format!("{}ms", a.gossip_interval.as_millis()),
+        "--phi".to_string(),
+        a.phi.to_string(),
+    ];
+    if let Some(n) = a.expected_size {
+        f.extend(["--expected-size".to_string(), n.to_string()]);
+    }
+    if a.break_ownership {
+        f.push("--break-ownership".to_string());
+    }
+    f
+}
+
 fn replay_command(a: &Args, scenario: Scenario, seed: u64) -> String {
     format!(
-        "starling-sim --seed {seed} --scenario {} --nodes {} --jobs {} --duration {}ms --gossip-interval {}ms{}",
-        scenario,
-        a.nodes,
-        a.jobs,
-        a.duration.as_millis(),
-        a.gossip_interval.as_millis(),
-        if a.break_ownership {
-            " --break-ownership"
-        } else {
-            ""
-        }
+        "starling-sim --seed {seed} --scenario {scenario} {}",
+        run_flags(a).join(" ")
     )
+}
+
+/// Quorum mode's expected size for a run: the flag, or every node for `partition-quorum`.
+fn expected_size(a: &Args, scenario: Scenario) -> Option<usize> {
+    a.expected_size
+        .or((scenario == Scenario::PartitionQuorum).then_some(a.nodes))
 }
 
 #[allow(clippy::disallowed_methods)] // wall time of the simulator itself, never in a trace
@@ -180,6 +212,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
             let mut rng = SimRng::new(seed);
             let end_ms = a.duration.as_millis() as i64;
             let jobs = workload::jobs(a.jobs, end_ms, &mut rng.fork(2));
+            let long_runs = std::sync::Arc::new(workload::long_runs(&jobs));
             let plan = scenario::plan(scenario, a.nodes, end_ms, &mut rng.fork(3));
             let config = SimConfig {
                 seed,
@@ -188,6 +221,9 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 duration: a.duration,
                 gossip_interval: a.gossip_interval,
                 broken_ownership: a.break_ownership,
+                expected_size: expected_size(a, scenario),
+                phi_threshold: a.phi,
+                long_runs,
             };
             let result = rt.block_on(world::run(config, plan));
             drop(rt);
@@ -236,6 +272,11 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 net_hash: format!("{:016x}", result.net_hash),
                 passed: findings.passed() && entropy::drawn_before_seed() == 0,
                 skipped_by_policy: findings.skipped_by_policy,
+                skipped_by_overlap: findings.skipped_by_overlap,
+                duplicates_detected: result.duplicates_detected,
+                expected_size: expected_size(a, scenario),
+                phi: a.phi,
+                gossip_interval_ms: a.gossip_interval.as_millis() as u64,
                 duplicates_explained_by: by,
                 owners_agree: findings.owners_agree,
                 faults: result
@@ -334,22 +375,9 @@ fn spawn_child(args: &Args, scenario: Scenario, seed: u64, last: bool) -> std::p
     let exe = std::env::current_exe().expect("the simulator's own path");
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["--seed", &seed.to_string(), "--scenario", scenario.name()])
-        .args([
-            "--nodes",
-            &args.nodes.to_string(),
-            "--jobs",
-            &args.jobs.to_string(),
-        ])
-        .args(["--duration", &format!("{}ms", args.duration.as_millis())])
-        .args([
-            "--gossip-interval",
-            &format!("{}ms", args.gossip_interval.as_millis()),
-        ])
+        .args(run_flags(args))
         .arg("--child")
         .stdout(std::process::Stdio::piped());
-    if args.break_ownership {
-        cmd.arg("--break-ownership");
-    }
     if let (true, Some(t)) = (last, &args.timeline) {
         cmd.arg("--timeline").arg(t);
     }
@@ -386,11 +414,13 @@ fn summarize(scenario: Scenario, reports: &[Report]) -> String {
     let (dup, expl) = (sum(|r| r.duplicates), sum(|r| r.duplicates_explained));
     let (runs, missed, unexplained) = (reports.len(), sum(|r| r.missed), dup - expl);
     let speed = if wall > 0.0 { sim / wall } else { 0.0 };
+    let detected: u64 = reports.iter().map(|r| r.duplicates_detected).sum();
+    let overlap: u64 = reports.iter().map(|r| r.skipped_by_overlap).sum();
     println!(
-        "summary {scenario}: {runs} run(s), {failed} failed; missed {missed}; duplicates {dup} (explained {expl}, unexplained {unexplained}); worst lateness p99 {p99}ms; {speed:.0} simulated s per wall s"
+        "summary {scenario}: {runs} run(s), {failed} failed; missed {missed}; duplicates {dup} (explained {expl}, unexplained {unexplained}; nodes detected {detected}); skipped by overlap {overlap}; worst lateness p99 {p99}ms; {speed:.0} simulated s per wall s"
     );
     format!(
-        "| {scenario} | {runs} | {failed} | {slots} | {missed} | {expl} | {unexplained} | {p99} ms | {max} ms | {speed:.0} |"
+        "| {scenario} | {runs} | {failed} | {slots} | {missed} | {dup} | {unexplained} | {detected} | {overlap} | {p99} ms | {max} ms | {speed:.0} |"
     )
 }
 
@@ -462,9 +492,9 @@ fn main() -> ExitCode {
     let reports = all;
     if args.scenario.0.len() > 1 {
         println!(
-            "\n| scenario | runs | failed | slots due | missed | duplicates explained | unexplained | worst p99 lateness | max lateness | sim s / wall s |"
+            "\n| scenario | runs | failed | slots due | missed | duplicates | unexplained | detected by nodes | skipped by overlap | worst p99 lateness | max lateness | sim s / wall s |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         for row in &table {
             println!("{row}");
         }

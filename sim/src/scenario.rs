@@ -75,6 +75,8 @@ pub enum Scenario {
     Join,
     /// The cluster splits in two (sometimes one way) and heals.
     Partition,
+    /// Symmetric partitions, with the nodes in quorum mode (expected size = all nodes).
+    PartitionQuorum,
     /// A node stalls again and again, with packet-loss bursts: membership flaps.
     Flap,
     /// Clocks are skewed and one jumps.
@@ -85,13 +87,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Restart,
         Scenario::Rolling,
         Scenario::Join,
         Scenario::Partition,
+        Scenario::PartitionQuorum,
         Scenario::Flap,
         Scenario::Skew,
         Scenario::Chaos,
@@ -106,6 +109,7 @@ impl Scenario {
             Scenario::Rolling => "rolling",
             Scenario::Join => "join",
             Scenario::Partition => "partition",
+            Scenario::PartitionQuorum => "partition-quorum",
             Scenario::Flap => "flap",
             Scenario::Skew => "skew",
             Scenario::Chaos => "chaos",
@@ -183,7 +187,12 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
             }
         }
         Scenario::Partition => {
-            push_partition(&mut p, nodes, rng, WARMUP_MS, last);
+            push_partition(&mut p, nodes, rng, WARMUP_MS, last, true);
+        }
+        Scenario::PartitionQuorum => {
+            // Symmetric only: a node that still hears the majority but is not heard by it
+            // cannot tell it is cut off (see docs/guarantees.md).
+            push_partition(&mut p, nodes, rng, WARMUP_MS, last, false);
         }
         Scenario::Flap => {
             let n = rng.below(nodes as u64) as usize;
@@ -234,7 +243,7 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
                         p.faults
                             .push((t + rng.range(1_500, 10_000), Fault::Restart(n)));
                     }
-                    2 => push_partition(&mut p, nodes, rng, t, t + 1),
+                    2 => push_partition(&mut p, nodes, rng, t, t + 1, true),
                     3 => p.faults.push((
                         t,
                         Fault::Stall {
@@ -263,7 +272,14 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
     p
 }
 
-fn push_partition(p: &mut FaultPlan, nodes: usize, rng: &mut SimRng, lo: i64, hi: i64) {
+fn push_partition(
+    p: &mut FaultPlan,
+    nodes: usize,
+    rng: &mut SimRng,
+    lo: i64,
+    hi: i64,
+    may_be_one_way: bool,
+) {
     if nodes < 2 {
         return;
     }
@@ -277,7 +293,7 @@ fn push_partition(p: &mut FaultPlan, nodes: usize, rng: &mut SimRng, lo: i64, hi
     a.sort_unstable();
     b.sort_unstable();
     let t = rng.range(lo, hi);
-    let one_way = rng.chance(0.25);
+    let one_way = rng.chance(0.25) && may_be_one_way;
     p.faults.push((t, Fault::Partition { a, b, one_way }));
     p.faults.push((t + rng.range(3_000, 20_000), Fault::Heal));
 }

@@ -1,13 +1,17 @@
 //! The simulated workload: jobs with mixed schedules, policies and timezones.
 
-use starling::{JobSpec, Misfire};
+use std::collections::BTreeMap;
+
+use starling::{JobSpec, Misfire, Overlap};
 
 use crate::rng::SimRng;
 use crate::world::EPOCH;
 
 /// `m` jobs: every second to hourly, cron and intervals, a few one-shots inside the run,
 /// some in New York and Berlin time (the run starts a minute before New York's spring
-/// DST change), with all three misfire policies.
+/// DST change), with all three misfire policies and all three overlap policies: even jobs
+/// `allow`, odd ones the default `forbid`, and a few that run longer than their interval
+/// (see [`long_runs`]) with `forbid` and `replace`.
 pub fn jobs(m: usize, duration_ms: i64, rng: &mut SimRng) -> Vec<JobSpec> {
     (0..m)
         .map(|i| {
@@ -29,13 +33,33 @@ pub fn jobs(m: usize, duration_ms: i64, rng: &mut SimRng) -> Vec<JobSpec> {
                     let t = chrono::DateTime::from_timestamp_millis(at).expect("in range");
                     (format!("@at {}", t.to_rfc3339()), "UTC", Misfire::All)
                 }
-                _ => ("0 0 * * * *".to_string(), "America/New_York", Misfire::All),
+                _ => ("@every 2s".to_string(), "UTC", Misfire::All),
             };
             let mut spec = JobSpec::parse(&name, &schedule).expect("workload schedules are valid");
             spec.timezone = tz.parse().expect("valid timezone");
             spec.schedule = starling::Schedule::parse(&schedule, spec.timezone).expect("valid");
             spec.misfire = misfire;
+            spec.overlap = match i % 20 {
+                3 => Overlap::Replace,
+                19 => Overlap::Forbid,
+                _ if i % 2 == 0 => Overlap::Allow,
+                _ => Overlap::Forbid,
+            };
             spec
+        })
+        .collect()
+}
+
+/// Jobs whose runs outlast their interval, and how long their runs take (ms): `job-..3`
+/// and `job-..19` (mod 20) run every 2 s for 3 s and 3.5 s, so `replace` cancels every
+/// run and `forbid` skips every other slot.
+pub fn long_runs(jobs: &[JobSpec]) -> BTreeMap<String, u64> {
+    jobs.iter()
+        .enumerate()
+        .filter_map(|(i, j)| match i % 20 {
+            3 => Some((j.name.to_string(), 3_000)),
+            19 => Some((j.name.to_string(), 3_500)),
+            _ => None,
         })
         .collect()
 }

@@ -38,6 +38,12 @@ pub struct SimConfig {
     pub gossip_interval: Duration,
     /// Test-only: the deliberately broken ownership rule.
     pub broken_ownership: bool,
+    /// Quorum mode: the expected cluster size (a majority of it must be seen to fire).
+    pub expected_size: Option<usize>,
+    /// The failure detector's phi threshold.
+    pub phi_threshold: f64,
+    /// Run length of the jobs that run longer than the node's usual 50-250 ms, in ms.
+    pub long_runs: Arc<std::collections::BTreeMap<String, u64>>,
 }
 
 /// One execution of one slot, as the recording executor saw it.
@@ -51,6 +57,21 @@ pub struct Run {
     pub slot: i64,
     /// True start time (ms since sim start; not skewed by the node's clock).
     pub started: i64,
+    /// When it would end if nothing cancels it (ms since sim start).
+    pub ends: i64,
+}
+
+/// A slot a node skipped because the job's previous run was still running (`forbid`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skip {
+    /// Index of the node.
+    pub node: usize,
+    /// The job.
+    pub job: String,
+    /// The slot (Unix ms).
+    pub slot: i64,
+    /// When (ms since sim start).
+    pub at: i64,
 }
 
 /// A fault as applied, for the timeline and the checker.
@@ -67,6 +88,10 @@ pub struct Applied {
 pub struct SimResult {
     /// Every run, in the order the executor saw them.
     pub runs: Vec<Run>,
+    /// Every slot skipped by the overlap policy.
+    pub skips: Vec<Skip>,
+    /// Duplicate runs the nodes alive at the end detected themselves (each side counts).
+    pub duplicates_detected: u64,
     /// Every fault, as applied.
     pub applied: Vec<Applied>,
     /// Views of the live nodes at the end (index, view), for the agreement check.
@@ -112,22 +137,40 @@ struct Recorder {
     node: usize,
     base: tokio::time::Instant,
     runs: Arc<Mutex<Vec<Run>>>,
+    skips: Arc<Mutex<Vec<Skip>>>,
     run_ms: u64,
+    long_runs: Arc<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Executor for Recorder {
     fn execute(&self, _exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome> {
+        let run_ms = self
+            .long_runs
+            .get(ctx.job.as_str())
+            .copied()
+            .unwrap_or(self.run_ms);
+        let started = sim_ms(self.base);
         self.runs.lock().unwrap().push(Run {
             node: self.node,
             job: ctx.job.to_string(),
             slot: ctx.scheduled_at.0,
-            started: sim_ms(self.base),
+            started,
+            ends: started + run_ms as i64,
         });
-        let d = Duration::from_millis(self.run_ms);
+        let d = Duration::from_millis(run_ms);
         Box::pin(async move {
             tokio::time::sleep(d).await;
             Outcome::Success
         })
+    }
+
+    fn skipped(&self, ctx: &RunContext) {
+        self.skips.lock().unwrap().push(Skip {
+            node: self.node,
+            job: ctx.job.to_string(),
+            slot: ctx.scheduled_at.0,
+            at: sim_ms(self.base),
+        });
     }
 }
 
@@ -155,6 +198,7 @@ struct World {
     net: SimNet,
     nodes: Vec<SimNode>,
     runs: Arc<Mutex<Vec<Run>>>,
+    skips: Arc<Mutex<Vec<Skip>>>,
     applied: Vec<Applied>,
     trace: Xxh3,
 }
@@ -167,6 +211,8 @@ impl World {
             .map(node_addr)
             .collect();
         c.gossip_interval = self.config.gossip_interval;
+        c.phi_threshold = self.config.phi_threshold;
+        c.expected_size = self.config.expected_size;
         c.broken_ownership_for_tests = self.config.broken_ownership;
         let (pause_tx, pause_rx) = watch::channel(false);
         let clock = self.nodes[i].clock.clone();
@@ -174,7 +220,9 @@ impl World {
             node: i,
             base: self.base,
             runs: self.runs.clone(),
+            skips: self.skips.clone(),
             run_ms: 50 + (i as u64 * 37) % 200,
+            long_runs: self.config.long_runs.clone(),
         });
         let handle = Node::builder(c)
             .jobs(self.config.jobs.iter().cloned())
@@ -294,6 +342,7 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         net,
         nodes,
         runs: Arc::default(),
+        skips: Arc::default(),
         applied: Vec::new(),
         trace: Xxh3::new(),
     };
@@ -327,6 +376,12 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         .enumerate()
         .filter_map(|(i, n)| n.handle.as_ref().map(|h| (i, h.view())))
         .collect();
+    let mut duplicates_detected = 0;
+    for n in &world.nodes {
+        if let Some(h) = &n.handle {
+            duplicates_detected += h.stats().await.duplicates_detected;
+        }
+    }
     for n in &mut world.nodes {
         if let Some(h) = n.handle.take() {
             h.abort();
@@ -338,8 +393,16 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
             .trace
             .update(format!("{} {} {} {}\n", r.started, r.node, r.job, r.slot).as_bytes());
     }
+    let skips = std::mem::take(&mut *world.skips.lock().unwrap());
+    for k in &skips {
+        world
+            .trace
+            .update(format!("skip {} {} {} {}\n", k.at, k.node, k.job, k.slot).as_bytes());
+    }
     SimResult {
         runs,
+        skips,
+        duplicates_detected,
         applied: world.applied,
         final_views,
         trace_hash: world.trace.digest(),

@@ -125,6 +125,8 @@ struct Sent {
     published: AtomicU64,
     /// Per peer: every publication up to this one has been sent to it.
     credited: Mutex<HashMap<SocketAddr, u64>>,
+    /// The highest publication sent to any peer.
+    credited_any: AtomicU64,
     notify: Notify,
 }
 
@@ -182,6 +184,9 @@ impl Socket for CountingSocket {
                 let e = c.entry(to).or_insert(0);
                 *e = (*e).max(self.seen_at_recv);
             }
+            self.sent
+                .credited_any
+                .fetch_max(self.seen_at_recv, Ordering::AcqRel);
             self.sent.notify.notify_waiters();
         }
         outcome
@@ -354,9 +359,44 @@ impl Publisher {
         self.sent.published.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// Resolves once publication `seq` has been sent to `peer` (see the module docs), or
-    /// after `timeout`; returns whether it was. Asks chitchat for a round with `peer` at
-    /// once.
+    /// The highest publication sent to `peer` so far (see the module docs).
+    pub fn credited(&self, peer: SocketAddr) -> u64 {
+        self.sent.credited(peer)
+    }
+
+    /// Resolves once publication `seq` has been sent to at least `need` of `peers`, or
+    /// after `timeout`; returns whether it was. Asks chitchat for a round with each.
+    pub fn confirm_many(
+        &self,
+        peers: Vec<SocketAddr>,
+        need: usize,
+        seq: u64,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        for p in &peers {
+            let _ = self.handle.gossip(*p);
+        }
+        let sent = self.sent.clone();
+        async move {
+            let wait = async {
+                loop {
+                    let notified = sent.notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if peers.iter().filter(|p| sent.credited(**p) >= seq).count() >= need {
+                        return;
+                    }
+                    notified.await;
+                }
+            };
+            tokio::time::timeout(timeout, wait).await.is_ok()
+        }
+    }
+
+    /// Resolves once publication `seq` has been sent to any peer (see the module docs), or
+    /// after `timeout`; returns whether it was. Asks chitchat for a round with `peer` (the
+    /// node that matters most) at once; whichever peer gets the publication first spreads
+    /// it by gossip long before a crash of this node could be detected.
     pub fn confirm(
         &self,
         peer: SocketAddr,
@@ -371,7 +411,7 @@ impl Publisher {
                     let notified = sent.notify.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
-                    if sent.credited(peer) >= seq {
+                    if sent.credited_any.load(Ordering::Acquire) >= seq {
                         return;
                     }
                     notified.await;

@@ -225,9 +225,12 @@ struct Job {
     /// The stretch this node is firing now, if it fired since it last gained the job.
     tenure: Option<Tenure>,
     /// The stretch before (this or an earlier generation), for duplicate detection.
-    prev_ran: Option<(UnixMillis, UnixMillis)>,
+    prev_ran: Option<Tenure>,
     /// Duplicates up to this slot were reported already.
     dups_counted: UnixMillis,
+    /// A slot after the stretch's last run was not run here (misfire or overlap policy):
+    /// the next run starts a new stretch, under the same epoch.
+    range_broken: bool,
 }
 
 impl Job {
@@ -264,7 +267,15 @@ impl Job {
     /// Ends the current stretch: the next run starts a new epoch.
     fn end_tenure(&mut self) {
         if let Some(t) = self.tenure.take() {
-            self.prev_ran = Some((t.first, t.last));
+            self.prev_ran = Some(t);
+        }
+        self.range_broken = false;
+    }
+
+    /// A slot was dropped after the stretch's last run: the stretch's range ends there.
+    fn break_range(&mut self) {
+        if self.tenure.is_some() {
+            self.range_broken = true;
         }
     }
 
@@ -273,6 +284,11 @@ impl Job {
     fn begin_run(&mut self, slot: UnixMillis) -> (u64, UnixMillis) {
         match &mut self.tenure {
             Some(t) if t.epoch > self.epoch_others => {
+                if self.range_broken {
+                    self.prev_ran = Some(*t);
+                    self.range_broken = false;
+                    t.first = slot;
+                }
                 t.last = slot;
                 (t.epoch, t.first)
             }
@@ -297,7 +313,7 @@ impl Job {
         first: UnixMillis,
         last: UnixMillis,
     ) -> Option<(UnixMillis, UnixMillis, u64)> {
-        let ours = [self.tenure.map(|t| (t.first, t.last)), self.prev_ran];
+        let ours = [self.tenure, self.prev_ran].map(|t| t.map(|t| (t.first, t.last)));
         let mut found: Option<(UnixMillis, UnixMillis, u64)> = None;
         for (a, b) in ours.into_iter().flatten() {
             let lo = a
@@ -420,6 +436,48 @@ impl Planner {
         )
     }
 
+    /// A run of `slot` that [`Action::Fire`] asked for was not started after all (quorum
+    /// mode: the node lost the quorum before its record could reach anyone). This node's
+    /// stretch then ends before `slot`, so it does not report a duplicate when another node
+    /// runs it; the returned record says so to the cluster (publish it). `None` when
+    /// `slot` is not this node's latest run of the job.
+    pub fn abandon(&mut self, name: &JobId, slot: UnixMillis) -> Option<FireRecord> {
+        let idx = *self.index.get(name)?;
+        let j = self.jobs[idx].as_mut()?;
+        // The stretch may have ended already (the node lost the job with the quorum).
+        let current = j.tenure.is_some_and(|t| t.last == slot);
+        let t = if current {
+            j.tenure.as_mut()
+        } else {
+            j.prev_ran.as_mut().filter(|t| t.last == slot)
+        }?;
+        let before = UnixMillis(slot.0.saturating_sub(1));
+        t.last = before;
+        let record = FireRecord {
+            slot: before,
+            epoch: t.epoch,
+            first: t.first.min(before),
+        };
+        if t.first > before {
+            if current {
+                j.tenure = None;
+            } else {
+                j.prev_ran = None;
+            }
+        }
+        Some(record)
+    }
+
+    /// A slot [`Action::Fire`] asked for was skipped by the job's overlap policy: the
+    /// stretch of slots this node ran (for duplicate detection) ends before it.
+    pub fn skipped_by_overlap(&mut self, name: &JobId) {
+        if let Some(&idx) = self.index.get(name)
+            && let Some(j) = self.jobs[idx].as_mut()
+        {
+            j.break_range();
+        }
+    }
+
     /// The highest slot known to be accounted for, or the registration time if none is.
     pub fn cursor(&self, name: &JobId) -> Option<UnixMillis> {
         let idx = *self.index.get(name)?;
@@ -467,6 +525,7 @@ impl Planner {
             tenure: None,
             prev_ran: None,
             dups_counted: UnixMillis::MIN,
+            range_broken: false,
         };
         job.update_cursor();
         if idx == self.jobs.len() {
@@ -530,8 +589,12 @@ impl Planner {
         if ours {
             j.account(slot);
             // What an earlier generation of this node ran, to recognise duplicates of it.
-            if j.tenure.is_none() && j.prev_ran.is_none_or(|(_, last)| last < slot) {
-                j.prev_ran = Some((record.first, slot));
+            if j.tenure.is_none() && j.prev_ran.is_none_or(|t| t.last < slot) {
+                j.prev_ran = Some(Tenure {
+                    epoch: record.epoch,
+                    first: record.first,
+                    last: slot,
+                });
             }
         } else {
             j.epoch_others = j.epoch_others.max(record.epoch);
@@ -779,6 +842,7 @@ impl Planner {
             slot = j.spec.schedule.next_after(s);
         }
         if let Some((first, last, count)) = too_old {
+            j.break_range();
             self.out.push(Action::Missed {
                 job: name.clone(),
                 first,
@@ -851,6 +915,8 @@ impl Planner {
             }
         }
         if let (Some(&first), Some(&last)) = (dropped.first(), dropped.last()) {
+            // Runs around the dropped slots cannot share one range.
+            j.break_range();
             self.out.push(Action::Missed {
                 job: name.clone(),
                 first,

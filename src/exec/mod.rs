@@ -117,9 +117,10 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs `exec` for `ctx` and reports how it ended. `timeout` is already resolved.
     fn execute(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome>;
 
-    /// Told of a slot that will not run because the previous run of its job was still
-    /// running and the job's overlap policy is `forbid`. The node logs and counts it
-    /// already; the simulator's executor records it. Default: nothing.
+    /// Told of a slot that will not run because of the job's overlap policy: `forbid` and
+    /// the previous run still running, or `replace` and a newer slot cancelled it before it
+    /// started. The node logs and counts it already; the simulator's executor records it.
+    /// Default: nothing.
     fn skipped(&self, _ctx: &RunContext) {}
 }
 

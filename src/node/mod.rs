@@ -239,13 +239,23 @@ impl NodeBuilder {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (publish, publish_rx) = mpsc::unbounded_channel();
         let has_store = store.is_some();
+        // How long a run waits for its record to reach the runner-up. In quorum mode it
+        // waits longer: until the record went, the runner-up is gone, or the quorum is lost
+        // (see `QuorumWait`); this is only the bound.
+        let confirm_timeout = if config.quorum().is_some() {
+            config.gossip_interval * 30
+        } else {
+            config.gossip_interval * 2
+        };
         let publisher = tokio::spawn(publisher_task(
             cluster.publisher(),
             publish_rx,
             store.map(Arc::new),
             saved,
-            config.gossip_interval * 2,
+            confirm_timeout,
         ));
+        let (abandon_tx, abandon_rx) = mpsc::unbounded_channel();
+        let publisher_handle = cluster.publisher();
         info!(
             node = %config.node_id,
             listen = %config.listen_addr,
@@ -264,8 +274,12 @@ impl NodeBuilder {
             executor,
             events_rx,
             cmd_rx,
+            view_rx: view_tx.subscribe(),
             view_tx,
-            peers: BTreeMap::new(),
+            abandon_tx,
+            abandon_rx,
+            peers: Arc::default(),
+            publisher_handle,
             local_runs: BTreeMap::new(),
             remote_runs: BTreeMap::new(),
             runs: Vec::new(),
@@ -301,6 +315,9 @@ pub struct Stats {
     pub overlap_skipped: u64,
     /// Runs cancelled because a newer slot of the job started (`overlap = replace`).
     pub replaced: u64,
+    /// Runs not started in quorum mode: the node lost the quorum before the run's record
+    /// reached the job's runner-up, so the majority side runs the slot instead.
+    pub abandoned: u64,
     /// Slots this node ran that it learned another node ran too (from that node's fire
     /// record: a healed partition, a stalled node that came back). Each node counts its
     /// side, so a slot run on two nodes counts once on each.
@@ -460,10 +477,17 @@ struct Runtime {
     events_rx: mpsc::UnboundedReceiver<Event>,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     view_tx: watch::Sender<View>,
+    /// The view, for runs waiting in quorum mode.
+    view_rx: watch::Receiver<View>,
+    /// Runs abandoned in quorum mode report here.
+    abandon_tx: mpsc::UnboundedSender<(JobId, UnixMillis)>,
+    abandon_rx: mpsc::UnboundedReceiver<(JobId, UnixMillis)>,
     /// Newest generation and gossip address of every live node.
-    peers: BTreeMap<NodeId, (u64, SocketAddr)>,
+    peers: Arc<BTreeMap<NodeId, (u64, SocketAddr)>>,
+    /// For runs that check where their record went (quorum mode).
+    publisher_handle: Publisher,
     /// The latest run started here per job (for the overlap policy).
-    local_runs: BTreeMap<JobId, (UnixMillis, tokio::task::AbortHandle)>,
+    local_runs: BTreeMap<JobId, LocalRun>,
     /// Runs other nodes announced: job -> node -> (generation, slot).
     remote_runs: BTreeMap<JobId, BTreeMap<NodeId, (u64, UnixMillis)>>,
     /// Abort handles of the runs started (finished ones are pruned now and then), to stop
@@ -482,9 +506,28 @@ struct Runtime {
 #[derive(Default)]
 struct Batch {
     publish: Publish,
-    /// Gates to open once the batch's records are out: per runner-up address, or `None`
-    /// when there is no peer to tell (then only the data dir is waited for).
-    gates: Vec<(Option<SocketAddr>, watch::Sender<bool>)>,
+    /// Gates to open once the batch's records are out.
+    gates: Vec<(GateTarget, watch::Sender<GateState>)>,
+}
+
+/// What a gate waits for, besides the data dir (always written first when there is one).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum GateTarget {
+    /// Nothing else: no peer to tell.
+    Store,
+    /// The record was sent to a peer (a round with the job's runner-up, the node that takes
+    /// over on a crash, is asked for at once).
+    Peer(SocketAddr),
+    /// Quorum mode: the record was sent to `need` of `peers`, so together with this node a
+    /// quorum has it, and any majority side has a node that knows.
+    Quorum { need: usize, peers: Vec<SocketAddr> },
+}
+
+/// A gate's state: the publication its records went out in, and whether runs may start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct GateState {
+    seq: Option<u64>,
+    open: bool,
 }
 
 /// Publishes batches in order: sets the keys in chitchat, writes the data dir (if any), then
@@ -503,6 +546,16 @@ async fn publisher_task(
             batch.gates.extend(more.gates);
         }
         let seq = publisher.publish(&batch.publish).await;
+        for (_, gate) in &batch.gates {
+            let _ = gate.send(GateState {
+                seq: Some(seq),
+                open: false,
+            });
+        }
+        let open = GateState {
+            seq: Some(seq),
+            open: true,
+        };
         if let Some(store) = &store
             && !batch.publish.records.is_empty()
         {
@@ -519,18 +572,30 @@ async fn publisher_task(
                 Err(e) => tracing::error!(error = %e, "writing the fire records failed"),
             }
         }
-        for (peer, gate) in batch.gates {
-            match peer {
-                None => {
-                    let _ = gate.send(true);
+        for (target, gate) in batch.gates {
+            match target {
+                GateTarget::Store => {
+                    let _ = gate.send(open);
                 }
-                Some(addr) => {
+                GateTarget::Peer(addr) => {
                     let confirmed = publisher.confirm(addr, seq, timeout);
                     tokio::spawn(async move {
                         if !confirmed.await {
-                            debug!(peer = %addr, "runner-up did not get the fire record in time; running anyway");
+                            debug!(peer = %addr, "no peer got the fire record in time; running anyway");
                         }
-                        let _ = gate.send(true);
+                        let _ = gate.send(open);
+                    });
+                }
+                GateTarget::Quorum { need, peers } => {
+                    let confirmed = publisher.confirm_many(peers, need, seq, timeout);
+                    tokio::spawn(async move {
+                        if !confirmed.await {
+                            debug!(
+                                need,
+                                "a quorum did not get the fire record in time; running anyway"
+                            );
+                        }
+                        let _ = gate.send(open);
                     });
                 }
             }
@@ -554,6 +619,65 @@ const YIELD_EVERY_RUNS: usize = 64;
 
 /// How often to warn while no peer has been heard from although seeds are configured.
 const LONELY_WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// The latest run of a job on this node, for the overlap policy.
+struct LocalRun {
+    ctx: RunContext,
+    handle: tokio::task::AbortHandle,
+    /// Set when the executor was called (the run may wait for its record first).
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// One run counted in `RunCounters::running`, until dropped.
+struct RunSlot {
+    counters: Arc<RunCounters>,
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        if self.counters.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.counters.idle.notify_waiters();
+        }
+    }
+}
+
+/// How a run waits for its record in quorum mode.
+struct QuorumWait {
+    min: usize,
+    view: watch::Receiver<View>,
+    publisher: Publisher,
+    peers: Arc<BTreeMap<NodeId, (u64, SocketAddr)>>,
+}
+
+impl QuorumWait {
+    /// Waits until a quorum has the record (run), or the view lost the quorum. Then the
+    /// run starts only if the record went to a node now on the other side, which is the
+    /// majority side: it knows, and will not run the slot. Otherwise the majority side
+    /// never heard of the slot and runs it; this node does not. Returns whether to run.
+    async fn wait(mut self, gate: &mut watch::Receiver<GateState>) -> bool {
+        loop {
+            let state = *gate.borrow_and_update();
+            if state.open {
+                return true;
+            }
+            {
+                let v = self.view.borrow_and_update();
+                if v.members.len() < self.min {
+                    let Some(seq) = state.seq else {
+                        return false;
+                    };
+                    return self.peers.iter().any(|(node, (_, addr))| {
+                        !v.members.contains(node) && self.publisher.credited(*addr) >= seq
+                    });
+                }
+            }
+            tokio::select! {
+                changed = gate.changed() => if changed.is_err() { return true; },
+                changed = self.view.changed() => if changed.is_err() { return true; },
+            }
+        }
+    }
+}
 
 /// Announces a long run's slot in gossip (`running:<job>`) and, when dropped (the run ended
 /// or was cancelled), announces that it ended.
@@ -635,6 +759,19 @@ impl Runtime {
                     self.on_peers(peers);
                     self.on_view(view);
                 }
+                Some((job, slot)) = self.abandon_rx.recv() => {
+                    self.stats.abandoned += 1;
+                    warn!(job = %job, slot = %slot, "run not started: quorum lost before its record reached the runner-up; the majority side runs it");
+                    if let Some(record) = self.planner.abandon(&job, slot) {
+                        let _ = self.publish.send(Batch {
+                            publish: Publish {
+                                records: vec![Record { job, record, node: self.config.node_id.clone() }],
+                                running: Vec::new(),
+                            },
+                            gates: Vec::new(),
+                        });
+                    }
+                }
                 Some(ev) = self.events_rx.recv() => {
                     self.on_event(ev);
                     while let Ok(ev) = self.events_rx.try_recv() {
@@ -682,13 +819,13 @@ impl Runtime {
             .job(&r.job)
             .is_some_and(|j| j.overlap == Overlap::Replace);
         if replace
-            && let Some((slot, handle)) = self.local_runs.get(&r.job)
-            && *slot < r.record.slot
-            && !handle.is_finished()
+            && self
+                .local_runs
+                .get(&r.job)
+                .is_some_and(|l| l.ctx.scheduled_at < r.record.slot && !l.handle.is_finished())
         {
-            info!(job = %r.job, slot = %slot, newer = %r.record.slot, by = %r.node, "cancelling the running run: a newer slot started elsewhere (overlap = replace)");
-            handle.abort();
-            self.stats.replaced += 1;
+            info!(job = %r.job, newer = %r.record.slot, by = %r.node, "cancelling the running run: a newer slot started elsewhere (overlap = replace)");
+            self.cancel_local(&r.job);
         }
     }
 
@@ -721,7 +858,7 @@ impl Runtime {
             });
             !by.is_empty()
         });
-        self.peers = peers;
+        self.peers = Arc::new(peers);
     }
 
     fn on_view(&mut self, view: View) {
@@ -751,27 +888,58 @@ impl Runtime {
         let _ = self.view_tx.send(view);
     }
 
-    /// Where a run of `job` must wait for its record to go first: its runner-up's address,
-    /// or `None` (no peer) when only the data dir is waited for. `None` overall: no wait.
-    fn gate_target(&self, job: &JobId) -> Option<Option<SocketAddr>> {
+    /// What a run of `job` must wait for before it starts; `None`: nothing.
+    fn gate_target(&self, job: &JobId) -> Option<GateTarget> {
+        if let Some(min) = self.config.quorum() {
+            let peers: Vec<SocketAddr> = self
+                .planner
+                .view()
+                .members
+                .iter()
+                .filter(|n| **n != self.config.node_id)
+                .filter_map(|n| self.peers.get(n).map(|(_, addr)| *addr))
+                .collect();
+            return Some(GateTarget::Quorum {
+                need: min.saturating_sub(1).min(peers.len()),
+                peers,
+            });
+        }
         let peer = self
             .planner
             .runner_up(job)
             .and_then(|n| self.peers.get(n))
             .map(|(_, addr)| *addr);
         match peer {
-            Some(addr) => Some(Some(addr)),
-            None if self.has_store => Some(None),
+            Some(addr) => Some(GateTarget::Peer(addr)),
+            None if self.has_store => Some(GateTarget::Store),
             None => None,
+        }
+    }
+
+    /// Cancels the run of `job` running here (`replace`). A run cancelled before its
+    /// executor was called counts as skipped by the overlap policy.
+    fn cancel_local(&mut self, job: &JobId) {
+        let Some(l) = self.local_runs.remove(job) else {
+            return;
+        };
+        if l.handle.is_finished() {
+            return;
+        }
+        l.handle.abort();
+        self.stats.replaced += 1;
+        if !l.started.load(Ordering::Acquire) {
+            self.stats.overlap_skipped += 1;
+            self.executor.skipped(&l.ctx);
+            self.planner.skipped_by_overlap(job);
         }
     }
 
     /// True when a run of `job` is still running here or (announced) on another live node.
     fn running_anywhere(&self, job: &JobId) -> Option<String> {
-        if let Some((slot, handle)) = self.local_runs.get(job)
-            && !handle.is_finished()
+        if let Some(l) = self.local_runs.get(job)
+            && !l.handle.is_finished()
         {
-            return Some(format!("slot {slot} here"));
+            return Some(format!("slot {} here", l.ctx.scheduled_at));
         }
         self.remote_runs
             .get(job)
@@ -781,7 +949,7 @@ impl Runtime {
 
     async fn apply_actions(&mut self, now: UnixMillis) {
         let mut batch = Batch::default();
-        let mut gates: BTreeMap<Option<SocketAddr>, watch::Receiver<bool>> = BTreeMap::new();
+        let mut gates: BTreeMap<GateTarget, watch::Receiver<GateState>> = BTreeMap::new();
         let actions: Vec<Action> = self.planner.drain().collect();
         let mut started = 0usize;
         for a in actions {
@@ -809,17 +977,13 @@ impl Runtime {
                     {
                         if overlap == Overlap::Forbid {
                             self.stats.overlap_skipped += 1;
-                            info!(job = %ctx.job, slot = %slot, running = %busy, "slot skipped: the previous run is still running (overlap = forbid)");
+                            info!(node = %self.config.node_id, job = %ctx.job, slot = %slot, running = %busy, "slot skipped: the previous run is still running (overlap = forbid)");
                             self.executor.skipped(&ctx);
+                            self.planner.skipped_by_overlap(&ctx.job);
                             continue;
                         }
-                        if let Some((old, handle)) = self.local_runs.get(&ctx.job)
-                            && !handle.is_finished()
-                        {
-                            info!(job = %ctx.job, slot = %old, newer = %slot, "cancelling the running run for a newer slot (overlap = replace)");
-                            handle.abort();
-                            self.stats.replaced += 1;
-                        }
+                        info!(job = %ctx.job, running = %busy, newer = %slot, "cancelling the running run for a newer slot (overlap = replace)");
+                        self.cancel_local(&ctx.job);
                     }
                     self.stats.fired += 1;
                     if late {
@@ -828,9 +992,9 @@ impl Runtime {
                     }
                     let gate = self.gate_target(&ctx.job).map(|target| {
                         gates
-                            .entry(target)
+                            .entry(target.clone())
                             .or_insert_with(|| {
-                                let (tx, rx) = watch::channel(false);
+                                let (tx, rx) = watch::channel(GateState::default());
                                 batch.gates.push((target, tx));
                                 rx
                             })
@@ -885,7 +1049,7 @@ impl Runtime {
         &mut self,
         ctx: RunContext,
         overlap: Overlap,
-        gate: Option<watch::Receiver<bool>>,
+        gate: Option<watch::Receiver<GateState>>,
     ) {
         let Some(spec) = self.planner.job(&ctx.job) else {
             return;
@@ -913,11 +1077,35 @@ impl Runtime {
         });
         let job = ctx.job.clone();
         let slot = ctx.scheduled_at;
+        let local = (overlap != Overlap::Allow).then(|| ctx.clone());
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started_here = started.clone();
+        let quorum = self.config.quorum().map(|min| QuorumWait {
+            min,
+            view: self.view_rx.clone(),
+            publisher: self.publisher_handle.clone(),
+            peers: self.peers.clone(),
+        });
+        let abandon = self.abandon_tx.clone();
         let task = tokio::spawn(async move {
+            // Counts the run as ended however the task ends: finished, abandoned, or
+            // cancelled (`replace`, shutdown).
+            let _running = RunSlot { counters };
             if let Some(mut gate) = gate {
                 // The record goes first (see `cluster`): a crash from here on is known.
-                let _ = gate.wait_for(|open| *open).await;
+                let go = match quorum {
+                    None => {
+                        let _ = gate.wait_for(|g| g.open).await;
+                        true
+                    }
+                    Some(q) => q.wait(&mut gate).await,
+                };
+                if !go {
+                    let _ = abandon.send((ctx.job.clone(), slot));
+                    return;
+                }
             }
+            started_here.store(true, Ordering::Release);
             let run = run_attempts(executor, exec, ctx, retry);
             let outcome = match announce {
                 None => run.await,
@@ -933,15 +1121,19 @@ impl Runtime {
                 }
             };
             if !outcome.is_success() {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            if counters.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-                counters.idle.notify_waiters();
+                _running.counters.failed.fetch_add(1, Ordering::Relaxed);
             }
         });
         let handle = task.abort_handle();
-        if overlap != Overlap::Allow {
-            self.local_runs.insert(job, (slot, handle.clone()));
+        if let Some(ctx) = local {
+            self.local_runs.insert(
+                job,
+                LocalRun {
+                    ctx,
+                    handle: handle.clone(),
+                    started,
+                },
+            );
         }
         self.runs.push(handle);
     }
@@ -984,6 +1176,15 @@ impl Runtime {
                 warn!(killed, "drain timeout: killing running jobs");
                 self.abort_runs();
             }
+        }
+        // Let the last records and run endings gossip before going silent: a peer that
+        // still saw a run of ours as running would skip a `forbid` slot for nothing.
+        let until = self
+            .clock
+            .now()
+            .saturating_add(self.config.gossip_interval * 2);
+        while self.clock.now() < until {
+            self.clock.sleep_until(until).await;
         }
         if let Some(c) = self.cluster.take() {
             c.shutdown().await;
