@@ -84,6 +84,16 @@ struct RunArgs {
     /// Time between gossip rounds, e.g. `200ms`.
     #[arg(long)]
     gossip_interval: Option<String>,
+    /// Directory where the node keeps its fire records, so a restart never reruns a slot.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Quorum mode: the expected cluster size; a node that sees fewer than a majority of it
+    /// fires nothing.
+    #[arg(long)]
+    expected_size: Option<usize>,
+    /// Quorum mode: the fewest members (this node included) a node must see to fire.
+    #[arg(long)]
+    min_members: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -132,6 +142,7 @@ fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>)>
         node_id_set = file.node_id.is_some();
         let base = path.parent().unwrap_or(Path::new("."));
         jobs = file.jobs.map(|j| base.join(j));
+        config.data_dir = file.data_dir.map(|d| base.join(d));
     }
     if let Some(v) = &args.node_id {
         config.node_id = NodeId::new(v);
@@ -161,6 +172,15 @@ fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>)>
     if let Some(j) = &args.jobs {
         jobs = Some(j.clone());
     }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = Some(d.clone());
+    }
+    if let Some(n) = args.expected_size {
+        config.expected_size = Some(n);
+    }
+    if let Some(n) = args.min_members {
+        config.min_members = Some(n);
+    }
     if !node_id_set {
         let a: SocketAddr = config.advertise();
         config.node_id = NodeId::new(format!("node-{}-{}", a.ip(), a.port()));
@@ -183,6 +203,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let node = Node::builder(config).jobs(jobs)?.start().await?;
         wait_for_signal().await?;
         tracing::info!("signal received: leaving the cluster");
+        let s = node.stats().await;
+        tracing::info!(
+            fired = s.fired,
+            fired_late = s.fired_late,
+            failed = s.failed,
+            missed = s.missed,
+            skipped_by_misfire_policy = s.skipped,
+            skipped_by_overlap = s.overlap_skipped,
+            replaced = s.replaced,
+            abandoned = s.abandoned,
+            duplicates_detected = s.duplicates_detected,
+            "run counters of this node"
+        );
         node.shutdown().await;
         Ok(())
     })
