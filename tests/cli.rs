@@ -1,57 +1,14 @@
 //! Process-level tests: the real `starling` binary, real processes, real signals.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use starling::{Clock, JobId, NodeId, SystemClock, UnixMillis};
 
 mod common;
-use common::free_port;
-
-const BIN: &str = env!("CARGO_BIN_EXE_starling");
-
-/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn kill9(&mut self) {
-        if let Some(c) = &mut self.0 {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-        self.0 = None;
-    }
-
-    /// SIGTERM, then wait (bounded) for a clean exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.0.take().expect("running");
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        for _ in 0..200 {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        c.kill().ok();
-        panic!("process did not exit within 10 s of SIGTERM");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use common::{BIN, Proc, free_port, read_runs, sleep_until, spawn_peer, write_jobs};
 
 fn starling(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
@@ -66,53 +23,6 @@ fn starling_no_panic(args: &[&str]) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn sleep_until(t: UnixMillis) {
-    let ms = t.millis_since(SystemClock.now());
-    if ms > 0 {
-        std::thread::sleep(Duration::from_millis(ms as u64));
-    }
-}
-
-fn write_jobs(dir: &Path, n: usize, out: &Path) -> std::path::PathBuf {
-    let mut text = String::new();
-    for j in 0..n {
-        text.push_str(&format!(
-            "[[jobs]]\nname = \"job-{j:02}\"\nschedule = \"@every 1s\"\ncommand = \"echo $STARLING_NODE_ID $STARLING_JOB $STARLING_SCHEDULED_AT_MS >> {}\"\n\n",
-            out.display()
-        ));
-    }
-    let path = dir.join("jobs.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn spawn_peer(name: &str, port: u16, seeds: &[u16], jobs: &Path, log: &Path) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--node-id", name])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--jobs", &jobs.to_string_lossy()]);
-    for s in seeds {
-        cmd.args(["--seed", &format!("127.0.0.1:{s}")]);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    Proc(Some(cmd.spawn().unwrap()))
-}
-
-/// (job, slot) -> nodes that ran it, from the lines the jobs appended.
-fn read_runs(path: &Path) -> BTreeMap<(String, i64), Vec<String>> {
-    let mut m: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(f.len(), 3, "malformed line {line:?}");
-        m.entry((f[1].to_string(), f[2].parse().unwrap()))
-            .or_default()
-            .push(f[0].to_string());
-    }
-    m
 }
 
 #[test]

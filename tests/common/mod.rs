@@ -1,6 +1,19 @@
 //! Helpers shared by the integration tests.
+//!
+//! This module is compiled into every test file that declares `mod common;`, and not
+//! every file uses every helper.
+#![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use starling::{Clock, SystemClock, UnixMillis};
+
+/// The `starling` binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_starling");
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -9,4 +22,102 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
+pub struct Proc(pub Option<Child>);
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        if let Some(c) = &mut self.0 {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        self.0 = None;
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.0.take().expect("running");
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..200 {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.kill().ok();
+        c.wait().ok();
+        panic!("process did not exit within 10 s of SIGTERM");
+    }
+
+    /// Whether the process is still running (it has not exited on its own).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.0 {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn sleep_until(t: UnixMillis) {
+    let ms = t.millis_since(SystemClock.now());
+    if ms > 0 {
+        std::thread::sleep(Duration::from_millis(ms as u64));
+    }
+}
+
+/// Writes `n` jobs `job-00`.. firing `@every 1s`, each appending
+/// `$STARLING_NODE_ID $STARLING_JOB $STARLING_SCHEDULED_AT_MS` to `out`.
+pub fn write_jobs(dir: &Path, n: usize, out: &Path) -> PathBuf {
+    let mut text = String::new();
+    for j in 0..n {
+        text.push_str(&format!(
+            "[[jobs]]\nname = \"job-{j:02}\"\nschedule = \"@every 1s\"\ncommand = \"echo $STARLING_NODE_ID $STARLING_JOB $STARLING_SCHEDULED_AT_MS >> {}\"\n\n",
+            out.display()
+        ));
+    }
+    let path = dir.join("jobs.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts `starling run` as `name` on 127.0.0.1:`port`, its stderr (the log) going to `log`.
+pub fn spawn_peer(name: &str, port: u16, seeds: &[u16], jobs: &Path, log: &Path) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--node-id", name])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--jobs", &jobs.to_string_lossy()]);
+    for s in seeds {
+        cmd.args(["--seed", &format!("127.0.0.1:{s}")]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    Proc(Some(cmd.spawn().unwrap()))
+}
+
+/// (job, slot) -> nodes that ran it, from the lines the jobs appended.
+pub fn read_runs(path: &Path) -> BTreeMap<(String, i64), Vec<String>> {
+    let mut m: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 3, "malformed line {line:?}");
+        m.entry((f[1].to_string(), f[2].parse().unwrap()))
+            .or_default()
+            .push(f[0].to_string());
+    }
+    m
 }
