@@ -626,6 +626,10 @@ struct LocalRun {
     handle: tokio::task::AbortHandle,
     /// Set when the executor was called (the run may wait for its record first).
     started: Arc<std::sync::atomic::AtomicBool>,
+    /// Closed when the run's task ends.
+    finished: watch::Receiver<()>,
+    /// When it was fired (this node's clock).
+    fired_at: UnixMillis,
 }
 
 /// One run counted in `RunCounters::running`, until dropped.
@@ -972,7 +976,19 @@ impl Runtime {
                     let Some(overlap) = self.planner.job(&ctx.job).map(|j| j.overlap) else {
                         continue;
                     };
-                    if overlap != Overlap::Allow
+                    // Under `forbid`, slots of one job found due together (a catch-up) run in
+                    // order, one at a time: this one was already due when the previous run
+                    // was fired, so it did not come due while that run ran.
+                    let after = if overlap == Overlap::Forbid {
+                        self.local_runs
+                            .get(&ctx.job)
+                            .filter(|l| slot <= l.fired_at && !l.handle.is_finished())
+                            .map(|l| l.finished.clone())
+                    } else {
+                        None
+                    };
+                    if after.is_none()
+                        && overlap != Overlap::Allow
                         && let Some(busy) = self.running_anywhere(&ctx.job)
                     {
                         if overlap == Overlap::Forbid {
@@ -1000,7 +1016,7 @@ impl Runtime {
                             })
                             .clone()
                     });
-                    self.spawn_run(ctx, overlap, gate);
+                    self.spawn_run(ctx, overlap, gate, after, now);
                     started += 1;
                     if started % YIELD_EVERY_RUNS == 0 {
                         // Let the runs already started begin (on this core too) instead of
@@ -1050,6 +1066,8 @@ impl Runtime {
         ctx: RunContext,
         overlap: Overlap,
         gate: Option<watch::Receiver<GateState>>,
+        after: Option<watch::Receiver<()>>,
+        now: UnixMillis,
     ) {
         let Some(spec) = self.planner.job(&ctx.job) else {
             return;
@@ -1087,10 +1105,18 @@ impl Runtime {
             peers: self.peers.clone(),
         });
         let abandon = self.abandon_tx.clone();
+        // Counts the run as ended however the task ends: finished, abandoned, or cancelled
+        // (`replace`, shutdown), even cancelled before it was first polled (the guard is
+        // dropped with the future).
+        let running = RunSlot { counters };
+        // Dropped when the task ends: a run chained after this one waits for that.
+        let (finished_tx, finished) = watch::channel(());
         let task = tokio::spawn(async move {
-            // Counts the run as ended however the task ends: finished, abandoned, or
-            // cancelled (`replace`, shutdown).
-            let _running = RunSlot { counters };
+            let _running = running;
+            let _finished = finished_tx;
+            if let Some(mut previous) = after {
+                while previous.changed().await.is_ok() {}
+            }
             if let Some(mut gate) = gate {
                 // The record goes first (see `cluster`): a crash from here on is known.
                 let go = match quorum {
@@ -1132,6 +1158,8 @@ impl Runtime {
                     ctx,
                     handle: handle.clone(),
                     started,
+                    finished,
+                    fired_at: now,
                 },
             );
         }
