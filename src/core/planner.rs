@@ -272,6 +272,33 @@ impl Job {
         self.range_broken = false;
     }
 
+    /// The run of `slot`, the latest of a stretch, did not happen: the stretch ends before
+    /// it. Returns the record that says so, or `None` if `slot` ends no stretch.
+    fn retract(&mut self, slot: UnixMillis) -> Option<FireRecord> {
+        // The stretch may have ended already (the node lost the job with the quorum).
+        let current = self.tenure.is_some_and(|t| t.last == slot);
+        let t = if current {
+            self.tenure.as_mut()
+        } else {
+            self.prev_ran.as_mut().filter(|t| t.last == slot)
+        }?;
+        let before = UnixMillis(slot.0.saturating_sub(1));
+        t.last = before;
+        let record = FireRecord {
+            slot: before,
+            epoch: t.epoch,
+            first: t.first.min(before),
+        };
+        if t.first > before {
+            if current {
+                self.tenure = None;
+            } else {
+                self.prev_ran = None;
+            }
+        }
+        Some(record)
+    }
+
     /// A slot was dropped after the stretch's last run: the stretch's range ends there.
     fn break_range(&mut self) {
         if self.tenure.is_some() {
@@ -443,37 +470,16 @@ impl Planner {
     /// `slot` is not this node's latest run of the job.
     pub fn abandon(&mut self, name: &JobId, slot: UnixMillis) -> Option<FireRecord> {
         let idx = *self.index.get(name)?;
-        let j = self.jobs[idx].as_mut()?;
-        // The stretch may have ended already (the node lost the job with the quorum).
-        let current = j.tenure.is_some_and(|t| t.last == slot);
-        let t = if current {
-            j.tenure.as_mut()
-        } else {
-            j.prev_ran.as_mut().filter(|t| t.last == slot)
-        }?;
-        let before = UnixMillis(slot.0.saturating_sub(1));
-        t.last = before;
-        let record = FireRecord {
-            slot: before,
-            epoch: t.epoch,
-            first: t.first.min(before),
-        };
-        if t.first > before {
-            if current {
-                j.tenure = None;
-            } else {
-                j.prev_ran = None;
-            }
-        }
-        Some(record)
+        self.jobs[idx].as_mut()?.retract(slot)
     }
 
-    /// A slot [`Action::Fire`] asked for was skipped by the job's overlap policy: the
-    /// stretch of slots this node ran (for duplicate detection) ends before it.
-    pub fn skipped_by_overlap(&mut self, name: &JobId) {
+    /// Slot `slot` that [`Action::Fire`] asked for was skipped by the job's overlap
+    /// policy: the stretch of slots this node ran (for duplicate detection) ends before it.
+    pub fn skipped_by_overlap(&mut self, name: &JobId, slot: UnixMillis) {
         if let Some(&idx) = self.index.get(name)
             && let Some(j) = self.jobs[idx].as_mut()
         {
+            j.retract(slot);
             j.break_range();
         }
     }
@@ -1181,6 +1187,92 @@ mod tests {
         // a goes on past b's record under an epoch above b's: a stale b is fenced off.
         poll_all(&mut p, UnixMillis(7_000));
         assert_eq!(epochs(&p.drain().collect::<Vec<_>>()), [(7_000, 3)]);
+    }
+
+    #[test]
+    fn an_abandoned_run_is_retracted_and_not_reported_as_a_duplicate() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        let id = JobId::new("j");
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        poll_all(&mut p, UnixMillis(3_000));
+        p.drain().count();
+        // The run of slot 3 was never started (quorum lost before its record went out).
+        let r = p.abandon(&id, UnixMillis(3_000)).unwrap();
+        assert_eq!(
+            (r.slot, r.first),
+            (UnixMillis(2_999), UnixMillis(0)),
+            "the corrected record ends before the abandoned slot"
+        );
+        assert_eq!(
+            p.abandon(&id, UnixMillis(2_000)),
+            None,
+            "only the latest run"
+        );
+        // The majority side ran slot 3: not a duplicate. Slot 2, which both ran, is.
+        p.observe_record(
+            UnixMillis(3_500),
+            &id,
+            FireRecord {
+                slot: UnixMillis(3_000),
+                epoch: 2,
+                first: UnixMillis(2_000),
+            },
+            &NodeId::new("b"),
+        );
+        let dups: Vec<Action> = p
+            .drain()
+            .filter(|a| matches!(a, Action::Duplicate { .. }))
+            .collect();
+        assert_eq!(
+            dups,
+            [Action::Duplicate {
+                job: id,
+                other: NodeId::new("b"),
+                first: UnixMillis(2_000),
+                last: UnixMillis(2_000),
+                count: 1,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_slot_skipped_by_the_overlap_policy_is_not_counted_as_a_duplicate() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        let id = JobId::new("j");
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        poll_all(&mut p, UnixMillis(1_000));
+        p.drain().count();
+        // Slot 2 came due while slot 1 still ran: skipped (forbid). Slot 3 ran.
+        poll_all(&mut p, UnixMillis(2_000));
+        p.drain().count();
+        p.skipped_by_overlap(&id, UnixMillis(2_000));
+        poll_all(&mut p, UnixMillis(3_000));
+        p.drain().count();
+        // Another node ran slots 2 and 3: only 3 is a duplicate.
+        p.observe_record(
+            UnixMillis(3_500),
+            &id,
+            FireRecord {
+                slot: UnixMillis(3_000),
+                epoch: 2,
+                first: UnixMillis(2_000),
+            },
+            &NodeId::new("b"),
+        );
+        let counts: Vec<(i64, i64, u64)> = p
+            .drain()
+            .filter_map(|a| match a {
+                Action::Duplicate {
+                    first, last, count, ..
+                } => Some((first.0, last.0, count)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, [(3_000, 3_000, 1)]);
     }
 
     #[test]

@@ -934,7 +934,7 @@ impl Runtime {
         if !l.started.load(Ordering::Acquire) {
             self.stats.overlap_skipped += 1;
             self.executor.skipped(&l.ctx);
-            self.planner.skipped_by_overlap(job);
+            self.planner.skipped_by_overlap(job, l.ctx.scheduled_at);
         }
     }
 
@@ -995,7 +995,7 @@ impl Runtime {
                             self.stats.overlap_skipped += 1;
                             info!(node = %self.config.node_id, job = %ctx.job, slot = %slot, running = %busy, "slot skipped: the previous run is still running (overlap = forbid)");
                             self.executor.skipped(&ctx);
-                            self.planner.skipped_by_overlap(&ctx.job);
+                            self.planner.skipped_by_overlap(&ctx.job, slot);
                             continue;
                         }
                         info!(job = %ctx.job, running = %busy, newer = %slot, "cancelling the running run for a newer slot (overlap = replace)");
