@@ -62,8 +62,8 @@ struct Args {
     /// The nodes' gossip interval.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     gossip_interval: Duration,
-    /// The failure detector's phi threshold.
-    #[arg(long, default_value_t = 8.0)]
+    /// The failure detector's phi threshold (default: the nodes' default).
+    #[arg(long, default_value_t = starling::node::DEFAULT_PHI_THRESHOLD)]
     phi: f64,
     /// Quorum mode for every scenario: the expected cluster size. `partition-quorum` uses
     /// the number of nodes when this is not given.

@@ -272,15 +272,17 @@ impl Job {
         self.range_broken = false;
     }
 
-    /// The run of `slot`, the latest of a stretch, did not happen: the stretch ends before
-    /// it. Returns the record that says so, or `None` if `slot` ends no stretch.
+    /// The run of `slot` did not happen, nor did the runs after it in its stretch (they
+    /// are newer and waited the same way): the stretch ends before it. Returns the record
+    /// that says so, or `None` if no stretch holds `slot`.
     fn retract(&mut self, slot: UnixMillis) -> Option<FireRecord> {
+        let holds = |t: &Tenure| t.first <= slot && slot <= t.last;
         // The stretch may have ended already (the node lost the job with the quorum).
-        let current = self.tenure.is_some_and(|t| t.last == slot);
+        let current = self.tenure.as_ref().is_some_and(holds);
         let t = if current {
             self.tenure.as_mut()
         } else {
-            self.prev_ran.as_mut().filter(|t| t.last == slot)
+            self.prev_ran.as_mut().filter(|t| holds(t))
         }?;
         let before = UnixMillis(slot.0.saturating_sub(1));
         t.last = before;
@@ -1205,19 +1207,18 @@ mod tests {
             (UnixMillis(2_999), UnixMillis(0)),
             "the corrected record ends before the abandoned slot"
         );
-        assert_eq!(
-            p.abandon(&id, UnixMillis(2_000)),
-            None,
-            "only the latest run"
-        );
-        // The majority side ran slot 3: not a duplicate. Slot 2, which both ran, is.
+        // Slot 2 was abandoned too (it had not started either): the stretch ends before it.
+        let r = p.abandon(&id, UnixMillis(2_000)).unwrap();
+        assert_eq!(r.slot, UnixMillis(1_999));
+        assert_eq!(p.abandon(&id, UnixMillis(3_000)), None, "already retracted");
+        // The majority side ran slots 2 and 3: not duplicates. Slot 1, which both ran, is.
         p.observe_record(
             UnixMillis(3_500),
             &id,
             FireRecord {
                 slot: UnixMillis(3_000),
                 epoch: 2,
-                first: UnixMillis(2_000),
+                first: UnixMillis(1_000),
             },
             &NodeId::new("b"),
         );
@@ -1230,8 +1231,8 @@ mod tests {
             [Action::Duplicate {
                 job: id,
                 other: NodeId::new("b"),
-                first: UnixMillis(2_000),
-                last: UnixMillis(2_000),
+                first: UnixMillis(1_000),
+                last: UnixMillis(1_000),
                 count: 1,
             }]
         );

@@ -11,8 +11,11 @@ use crate::core::planner::PlannerConfig;
 use crate::core::schedule::parse_duration;
 use crate::core::types::NodeId;
 
-/// Default gossip interval. Crash detection takes roughly 4-6 intervals with phi 8.
+/// Default gossip interval. With the default phi threshold (16) crash detection takes
+/// about 6-8 intervals (docs/tuning.md).
 pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
+/// Default phi-accrual suspicion threshold, chosen with the simulator (docs/tuning.md).
+pub const DEFAULT_PHI_THRESHOLD: f64 = 16.0;
 /// Default UDP gossip address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
 /// Default cluster id.
@@ -36,7 +39,9 @@ pub struct NodeConfig {
     pub cluster_id: String,
     /// Time between gossip rounds. Default 200 ms; 10 ms to 60 s.
     pub gossip_interval: Duration,
-    /// Phi-accrual threshold above which a silent peer is suspected dead. Default 8.
+    /// Phi-accrual threshold above which a silent peer is suspected dead. Default 16: a
+    /// node survives a stall of about 1 s, and a crash is detected in about 1.5 s at the
+    /// default gossip interval (the trade-off table is in docs/tuning.md).
     pub phi_threshold: f64,
     /// How long a dead peer's state (and its fire records) is kept. Default 10 minutes.
     pub dead_node_grace_period: Duration,
@@ -102,7 +107,7 @@ impl NodeConfig {
             seeds: Vec::new(),
             cluster_id: DEFAULT_CLUSTER_ID.to_string(),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
-            phi_threshold: 8.0,
+            phi_threshold: DEFAULT_PHI_THRESHOLD,
             dead_node_grace_period: Duration::from_secs(600),
             handoff_delay: None,
             startup_delay: None,
@@ -246,7 +251,7 @@ pub struct ConfigFile {
     pub cluster_id: Option<String>,
     /// `gossip_interval = "200ms"`.
     pub gossip_interval: Option<String>,
-    /// `phi_threshold = 8.0`.
+    /// `phi_threshold = 16.0`.
     pub phi_threshold: Option<f64>,
     /// `dead_node_grace_period = "10m"`.
     pub dead_node_grace_period: Option<String>,

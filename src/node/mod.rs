@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 pub use clock::{Clock, SystemClock};
 pub use config::{
     ConfigError, ConfigFile, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN,
-    NodeConfig, parse_addr,
+    DEFAULT_PHI_THRESHOLD, NodeConfig, parse_addr,
 };
 
 use crate::cluster::{
@@ -527,7 +527,10 @@ enum GateTarget {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct GateState {
     seq: Option<u64>,
+    /// Runs may start: the records went where the target says, or the wait timed out.
     open: bool,
+    /// The records went where the target says (not a time-out).
+    confirmed: bool,
 }
 
 /// Publishes batches in order: sets the keys in chitchat, writes the data dir (if any), then
@@ -550,11 +553,13 @@ async fn publisher_task(
             let _ = gate.send(GateState {
                 seq: Some(seq),
                 open: false,
+                confirmed: false,
             });
         }
         let open = GateState {
             seq: Some(seq),
             open: true,
+            confirmed: true,
         };
         if let Some(store) = &store
             && !batch.publish.records.is_empty()
@@ -589,13 +594,14 @@ async fn publisher_task(
                 GateTarget::Quorum { need, peers } => {
                     let confirmed = publisher.confirm_many(peers, need, seq, timeout);
                     tokio::spawn(async move {
-                        if !confirmed.await {
+                        let confirmed = confirmed.await;
+                        if !confirmed {
                             debug!(
                                 need,
                                 "a quorum did not get the fire record in time; running anyway"
                             );
                         }
-                        let _ = gate.send(open);
+                        let _ = gate.send(GateState { confirmed, ..open });
                     });
                 }
             }
@@ -651,33 +657,58 @@ struct QuorumWait {
     view: watch::Receiver<View>,
     publisher: Publisher,
     peers: Arc<BTreeMap<NodeId, (u64, SocketAddr)>>,
+    /// How long to wait without the quorum before deciding.
+    grace: Duration,
 }
 
 impl QuorumWait {
-    /// Waits until a quorum has the record (run), or the view lost the quorum. Then the
-    /// run starts only if the record went to a node now on the other side, which is the
-    /// majority side: it knows, and will not run the slot. Otherwise the majority side
-    /// never heard of the slot and runs it; this node does not. Returns whether to run.
+    /// Waits until a quorum has the record (run). While the view has the quorum, a wait
+    /// that timed out runs too. While it has not (cut off, or just back from a stall), the
+    /// run waits up to `grace` (the time the majority side waits before it takes over) for
+    /// the quorum or the confirmation to come back; then it starts only if the record went
+    /// to a node now on the other side, which is the majority side: it knows, and will not
+    /// run the slot. Otherwise the majority side never heard of the slot and runs it; this
+    /// node does not. Returns whether to run.
     async fn wait(mut self, gate: &mut watch::Receiver<GateState>) -> bool {
+        let mut lost_until: Option<tokio::time::Instant> = None;
         loop {
             let state = *gate.borrow_and_update();
-            if state.open {
+            if state.confirmed {
                 return true;
             }
-            {
+            let deadline = {
                 let v = self.view.borrow_and_update();
-                if v.members.len() < self.min {
-                    let Some(seq) = state.seq else {
-                        return false;
-                    };
-                    return self.peers.iter().any(|(node, (_, addr))| {
-                        !v.members.contains(node) && self.publisher.credited(*addr) >= seq
-                    });
+                if v.members.len() >= self.min {
+                    if state.open {
+                        return true;
+                    }
+                    lost_until = None;
+                    None
+                } else {
+                    #[allow(clippy::disallowed_methods)] // a timer, not a clock reading
+                    let now = tokio::time::Instant::now();
+                    let until = *lost_until.get_or_insert(now + self.grace);
+                    if now >= until {
+                        let Some(seq) = state.seq else {
+                            return false;
+                        };
+                        return self.peers.iter().any(|(node, (_, addr))| {
+                            !v.members.contains(node) && self.publisher.credited(*addr) >= seq
+                        });
+                    }
+                    Some(until)
                 }
-            }
+            };
+            let expiry = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = gate.changed() => if changed.is_err() { return true; },
                 changed = self.view.changed() => if changed.is_err() { return true; },
+                _ = expiry => {}
             }
         }
     }
@@ -1103,6 +1134,7 @@ impl Runtime {
             view: self.view_rx.clone(),
             publisher: self.publisher_handle.clone(),
             peers: self.peers.clone(),
+            grace: self.config.planner().dead_takeover_delay,
         });
         let abandon = self.abandon_tx.clone();
         // Counts the run as ended however the task ends: finished, abandoned, or cancelled

@@ -96,8 +96,21 @@ pub fn write_jobs(dir: &Path, n: usize, out: &Path) -> PathBuf {
 
 /// Starts `starling run` as `name` on 127.0.0.1:`port`, its stderr (the log) going to `log`.
 pub fn spawn_peer(name: &str, port: u16, seeds: &[u16], jobs: &Path, log: &Path) -> Proc {
+    spawn_peer_with(name, port, seeds, jobs, log, &[])
+}
+
+/// [`spawn_peer`] with extra `starling run` flags.
+pub fn spawn_peer_with(
+    name: &str,
+    port: u16,
+    seeds: &[u16],
+    jobs: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> Proc {
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--node-id", name])
+        .args(extra)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--jobs", &jobs.to_string_lossy()]);
     for s in seeds {
