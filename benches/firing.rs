@@ -13,6 +13,8 @@
 //! - `baseline_tasks`: one task per job sleeps until each deadline and records on wake.
 //! - `starling_cron`: a real single node with 1,000 handler jobs on `* * * * * *`.
 //! - `starling_every`: the same with `@every 1s`.
+//! - `starling_every_allow`: the same with `overlap = allow`, which keeps no per-run state
+//!   for the overlap policy (the default `forbid` does).
 //!
 //! Every lateness is measured twice, with the same clocks for every variant: in
 //! milliseconds from `SystemClock::now()` (what the node uses), and in microseconds from
@@ -43,7 +45,7 @@ use starling::core::planner::{Planner, PlannerConfig};
 use starling::exec::{BoxFuture, DefaultExecutor};
 use starling::{
     Clock, ExecSpec, Executor, FireRecord, JobId, JobSpec, Node, NodeConfig, NodeId, Outcome,
-    RunContext, SystemClock, UnixMillis, View,
+    Overlap, RunContext, SystemClock, UnixMillis, View,
 };
 use tokio::task::JoinSet;
 
@@ -206,11 +208,14 @@ struct Wiring {
     precise_sleep: bool,
     /// Record when each run reaches the executor and the executor's task (see `Staged`).
     staged: bool,
+    /// The jobs' overlap policy (the default `forbid` keeps per-run state for it).
+    overlap: Overlap,
 }
 
 const PLAIN: Wiring = Wiring {
     precise_sleep: false,
     staged: false,
+    overlap: Overlap::Forbid,
 };
 
 /// `SystemClock`, optionally with an exact sleep, recording the time of every `now()`.
@@ -303,7 +308,8 @@ async fn starling(
     let mut staged = DefaultExecutor::new();
     for i in 0..jobs {
         let s = samples.clone();
-        let spec = JobSpec::parse(&format!("job-{i}"), schedule)?;
+        let mut spec = JobSpec::parse(&format!("job-{i}"), schedule)?;
+        spec.overlap = wiring.overlap;
         let handler = move |ctx: RunContext| {
             let s = s.clone();
             async move {
@@ -601,8 +607,8 @@ fn attribution(jobs: usize, rounds: usize) -> AnyResult<()> {
     };
     show("baseline_loop: handler entry", base.us);
     let traced = Wiring {
-        precise_sleep: false,
         staged: true,
+        ..PLAIN
     };
     let (f, v, trace) = runtime().block_on(starling(jobs, rounds, "* * * * * *", traced))?;
     let handler = summarize("traced", f, rounds, &v);
@@ -635,6 +641,7 @@ fn attribution(jobs: usize, rounds: usize) -> AnyResult<()> {
     let precise = Wiring {
         precise_sleep: true,
         staged: true,
+        ..PLAIN
     };
     let (f, v, trace) = runtime().block_on(starling(jobs, rounds, "* * * * * *", precise))?;
     let handler = summarize("precise", f, rounds, &v);
@@ -674,6 +681,12 @@ fn main() -> AnyResult<()> {
         outcomes.push(summarize("starling_cron", f, rounds, &v));
         let (f, v, _) = runtime().block_on(starling(jobs, rounds, "@every 1s", PLAIN))?;
         outcomes.push(summarize("starling_every", f, rounds, &v));
+        let allow = Wiring {
+            overlap: Overlap::Allow,
+            ..PLAIN
+        };
+        let (f, v, _) = runtime().block_on(starling(jobs, rounds, "@every 1s", allow))?;
+        outcomes.push(summarize("starling_every_allow", f, rounds, &v));
         for o in &outcomes {
             if o.ms.n != jobs * rounds {
                 println!(
