@@ -238,8 +238,8 @@ fn check(path: &Path, count: usize) -> anyhow::Result<()> {
     println!("{} job(s) in {} are valid.", jobs.len(), path.display());
     for j in &jobs {
         println!(
-            "\n{}  schedule `{}`  timezone {}  misfire {:?}  catch-up window {:?}",
-            j.name, j.schedule_text, j.timezone, j.misfire, j.catch_up_window
+            "\n{}  schedule `{}`  timezone {}  misfire {:?}  catch-up window {:?}  overlap {}",
+            j.name, j.schedule_text, j.timezone, j.misfire, j.catch_up_window, j.overlap
         );
         let mut t = now;
         let mut printed = 0;
