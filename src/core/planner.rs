@@ -231,6 +231,9 @@ struct Job {
     /// A slot after the stretch's last run was not run here (misfire or overlap policy):
     /// the next run starts a new stretch, under the same epoch.
     range_broken: bool,
+    /// This planner fired the job at least once (its own records seen since are echoes of
+    /// its own runs, not of an earlier generation's).
+    ran_here: bool,
 }
 
 impl Job {
@@ -323,6 +326,7 @@ impl Job {
             }
             _ => {
                 self.end_tenure();
+                self.ran_here = true;
                 let epoch = self.epoch_seen.saturating_add(1);
                 self.epoch_seen = epoch;
                 self.tenure = Some(Tenure {
@@ -534,6 +538,7 @@ impl Planner {
             prev_ran: None,
             dups_counted: UnixMillis::MIN,
             range_broken: false,
+            ran_here: false,
         };
         job.update_cursor();
         if idx == self.jobs.len() {
@@ -597,7 +602,9 @@ impl Planner {
         if ours {
             j.account(slot);
             // What an earlier generation of this node ran, to recognise duplicates of it.
-            if j.tenure.is_none() && j.prev_ran.is_none_or(|t| t.last < slot) {
+            // Echoes of this planner's own records (possibly arriving after it retracted
+            // a run) are not that.
+            if !j.ran_here && j.prev_ran.is_none_or(|t| t.last < slot) {
                 j.prev_ran = Some(Tenure {
                     epoch: record.epoch,
                     first: record.first,
