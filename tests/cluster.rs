@@ -227,3 +227,65 @@ async fn a_panicking_or_failing_job_does_not_take_the_node_down() {
     assert!(stats.failed >= 4, "{stats:?}");
     assert!(stats.fired >= 9, "{stats:?}");
 }
+
+/// `forbid` (the default): slots found due together at start-up (the lookback) run one
+/// after another, none skipped and none overlapping; a slot that comes due while a run is
+/// running is skipped and counted. (A process-level test found the lookback slots after
+/// the first skipped for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbid_runs_a_catch_up_burst_in_order_and_skips_slots_due_while_running() {
+    type Spans = Arc<Mutex<Vec<(i64, i64, i64)>>>;
+    let spans: Spans = Arc::default();
+    let mut config = NodeConfig::new(
+        "solo",
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+    );
+    config.startup_delay = Some(Duration::from_millis(2_500));
+    let log = spans.clone();
+    let handler = move |ctx: RunContext| {
+        let log = log.clone();
+        async move {
+            let start = SystemClock.now().0;
+            tokio::time::sleep(Duration::from_millis(1_300)).await;
+            log.lock()
+                .unwrap()
+                .push((ctx.scheduled_at.0, start, SystemClock.now().0));
+            Ok::<(), HandlerError>(())
+        }
+    };
+    let registered = SystemClock.now();
+    let node = Node::builder(config)
+        .handler_job(JobSpec::parse("slow", "@every 1s").unwrap(), handler)
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(9_000)).await;
+    let stats = node.stats().await;
+    node.shutdown().await;
+
+    let mut spans = spans.lock().unwrap().clone();
+    spans.sort_unstable();
+    // The lookback reaches 2.5 s + 0.8 s before registration; start-up ends 2.5 s after.
+    let fired_at = registered.0 + 2_500;
+    let burst: Vec<i64> = (registered.0 - 3_300..=fired_at)
+        .filter(|t| t % 1_000 == 0)
+        .collect();
+    let ran: Vec<i64> = spans.iter().map(|s| s.0).collect();
+    for slot in &burst[1..] {
+        assert!(
+            ran.contains(slot),
+            "burst slot {slot} did not run: {spans:?}"
+        );
+    }
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].2 - 5,
+            "runs overlapped under forbid: {pair:?}"
+        );
+    }
+    assert!(
+        stats.overlap_skipped >= 1,
+        "no slot came due while a run was running? {stats:?} {spans:?}"
+    );
+}
