@@ -376,21 +376,9 @@ impl Publisher {
         for p in &peers {
             let _ = self.handle.gossip(*p);
         }
-        let sent = self.sent.clone();
-        async move {
-            let wait = async {
-                loop {
-                    let notified = sent.notify.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if peers.iter().filter(|p| sent.credited(**p) >= seq).count() >= need {
-                        return;
-                    }
-                    notified.await;
-                }
-            };
-            tokio::time::timeout(timeout, wait).await.is_ok()
-        }
+        wait_for_sends(self.sent.clone(), timeout, move |sent| {
+            peers.iter().filter(|p| sent.credited(**p) >= seq).count() >= need
+        })
     }
 
     /// Resolves once publication `seq` has been sent to any peer (see the module docs), or
@@ -404,22 +392,31 @@ impl Publisher {
         timeout: Duration,
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let _ = self.handle.gossip(peer);
-        let sent = self.sent.clone();
-        async move {
-            let wait = async {
-                loop {
-                    let notified = sent.notify.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if sent.credited_any.load(Ordering::Acquire) >= seq {
-                        return;
-                    }
-                    notified.await;
-                }
-            };
-            tokio::time::timeout(timeout, wait).await.is_ok()
-        }
+        wait_for_sends(self.sent.clone(), timeout, move |sent| {
+            sent.credited_any.load(Ordering::Acquire) >= seq
+        })
     }
+}
+
+/// Resolves once `done` holds (checked again after every state-carrying send), or after
+/// `timeout`; returns whether it held.
+async fn wait_for_sends(
+    sent: Arc<Sent>,
+    timeout: Duration,
+    done: impl Fn(&Sent) -> bool + Send + 'static,
+) -> bool {
+    let wait = async {
+        loop {
+            let notified = sent.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(&sent) {
+                return;
+            }
+            notified.await;
+        }
+    };
+    tokio::time::timeout(timeout, wait).await.is_ok()
 }
 
 /// The newest generation of every live node, and the address it gossips on.

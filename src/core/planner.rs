@@ -189,13 +189,40 @@ struct Tenure {
     last: UnixMillis,
 }
 
-/// Records seen for a job not registered here, applied if it is added.
+/// What the records of a job show (kept for jobs not registered here too, and applied if
+/// they are added).
 #[derive(Clone, Copy, Debug, Default)]
 struct Seen {
+    /// The highest slot this node accounted for: its own records (any generation), or
+    /// slots it fired or skipped.
     own: Option<UnixMillis>,
+    /// The highest record seen from other nodes.
     others: Option<UnixMillis>,
+    /// The highest epoch in any record of the job (ours included).
     epoch_seen: u64,
+    /// The highest epoch in another node's record of the job.
     epoch_others: u64,
+}
+
+impl Seen {
+    /// `slot` was accounted for, by this node (`ours`) or another.
+    fn slot(&mut self, slot: UnixMillis, ours: bool) {
+        let side = if ours {
+            &mut self.own
+        } else {
+            &mut self.others
+        };
+        *side = Some(side.map_or(slot, |s| s.max(slot)));
+    }
+
+    /// A record of `slot` under `epoch`, from this node (`ours`) or another.
+    fn record(&mut self, slot: UnixMillis, epoch: u64, ours: bool) {
+        self.slot(slot, ours);
+        self.epoch_seen = self.epoch_seen.max(epoch);
+        if !ours {
+            self.epoch_others = self.epoch_others.max(epoch);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -204,11 +231,8 @@ struct Job {
     /// When the job was registered here, less the startup and handoff delays (see the
     /// module docs).
     registered: UnixMillis,
-    /// The highest slot this node accounted for: its own records (any generation), or
-    /// slots it fired or skipped.
-    own: Option<UnixMillis>,
-    /// The highest record seen from other nodes.
-    others: Option<UnixMillis>,
+    /// The slots and epochs the records show.
+    seen: Seen,
     /// `max(own, others)` once this node has its own record, else `max(registered,
     /// others)`.
     cursor: UnixMillis,
@@ -218,10 +242,6 @@ struct Job {
     mine: Mine,
     /// The key of this job's entry in `timers`, if it has one.
     timer: Option<UnixMillis>,
-    /// The highest epoch in any record of this job (ours included).
-    epoch_seen: u64,
-    /// The highest epoch in another node's record of this job.
-    epoch_others: u64,
     /// The stretch this node is firing now, if it fired since it last gained the job.
     tenure: Option<Tenure>,
     /// The stretch before (this or an earlier generation), for duplicate detection.
@@ -252,19 +272,13 @@ impl Job {
     /// This node accounted for everything at or before `slot` (fired, skipped, or its own
     /// earlier record).
     fn account(&mut self, slot: UnixMillis) {
-        self.own = Some(self.own.map_or(slot, |o| o.max(slot)));
-        self.update_cursor();
-    }
-
-    /// Another node started `slot`.
-    fn account_other(&mut self, slot: UnixMillis) {
-        self.others = Some(self.others.map_or(slot, |o| o.max(slot)));
+        self.seen.slot(slot, true);
         self.update_cursor();
     }
 
     fn update_cursor(&mut self) {
-        let base = self.own.unwrap_or(self.registered);
-        self.cursor = self.others.map_or(base, |o| base.max(o));
+        let base = self.seen.own.unwrap_or(self.registered);
+        self.cursor = self.seen.others.map_or(base, |o| base.max(o));
     }
 
     /// Ends the current stretch: the next run starts a new epoch.
@@ -315,7 +329,7 @@ impl Job {
     /// begins when the job was just gained, or another node's record reached the epoch.
     fn begin_run(&mut self, slot: UnixMillis) -> (u64, UnixMillis) {
         match &mut self.tenure {
-            Some(t) if t.epoch > self.epoch_others => {
+            Some(t) if t.epoch > self.seen.epoch_others => {
                 if self.range_broken {
                     self.prev_ran = Some(*t);
                     self.range_broken = false;
@@ -327,8 +341,8 @@ impl Job {
             _ => {
                 self.end_tenure();
                 self.ran_here = true;
-                let epoch = self.epoch_seen.saturating_add(1);
-                self.epoch_seen = epoch;
+                let epoch = self.seen.epoch_seen.saturating_add(1);
+                self.seen.epoch_seen = epoch;
                 self.tenure = Some(Tenure {
                     epoch,
                     first: slot,
@@ -526,14 +540,11 @@ impl Planner {
         let mut job = Job {
             spec,
             registered: now.saturating_sub(lookback),
-            own: seen.own,
-            others: seen.others,
+            seen,
             cursor: now,
             next_memo: None,
             mine: Mine::No,
             timer: None,
-            epoch_seen: seen.epoch_seen,
-            epoch_others: seen.epoch_others,
             tenure: None,
             prev_ran: None,
             dups_counted: UnixMillis::MIN,
@@ -588,19 +599,14 @@ impl Planner {
         let ours = from == &self.me;
         let Some(&idx) = self.index.get(job) else {
             let e = self.stray_records.entry(job.clone()).or_default();
-            let side = if ours { &mut e.own } else { &mut e.others };
-            *side = Some(side.map_or(slot, |s| s.max(slot)));
-            e.epoch_seen = e.epoch_seen.max(record.epoch);
-            if !ours {
-                e.epoch_others = e.epoch_others.max(record.epoch);
-            }
+            e.record(slot, record.epoch, ours);
             return true;
         };
         let j = self.jobs[idx].as_mut().expect("indexed job exists");
         let before = j.cursor;
-        j.epoch_seen = j.epoch_seen.max(record.epoch);
+        j.seen.record(slot, record.epoch, ours);
+        j.update_cursor();
         if ours {
-            j.account(slot);
             // What an earlier generation of this node ran, to recognise duplicates of it.
             // Echoes of this planner's own records (possibly arriving after it retracted
             // a run) are not that.
@@ -612,7 +618,6 @@ impl Planner {
                 });
             }
         } else {
-            j.epoch_others = j.epoch_others.max(record.epoch);
             if let Some((first, last, count)) = j.overlap_with(record.first, slot) {
                 self.out.push(Action::Duplicate {
                     job: job.clone(),
@@ -622,7 +627,6 @@ impl Planner {
                     count,
                 });
             }
-            j.account_other(slot);
             if j.cursor != before {
                 // Another node ran slots after ours: our next run starts a new stretch.
                 j.end_tenure();

@@ -280,6 +280,7 @@ impl NodeBuilder {
             abandon_rx,
             peers: Arc::default(),
             publisher_handle,
+            quorum_grace: config.planner().dead_takeover_delay,
             local_runs: BTreeMap::new(),
             remote_runs: BTreeMap::new(),
             runs: Vec::new(),
@@ -486,6 +487,8 @@ struct Runtime {
     peers: Arc<BTreeMap<NodeId, (u64, SocketAddr)>>,
     /// For runs that check where their record went (quorum mode).
     publisher_handle: Publisher,
+    /// Quorum mode: how long a run waits without the quorum before deciding.
+    quorum_grace: Duration,
     /// The latest run started here per job (for the overlap policy).
     local_runs: BTreeMap<JobId, LocalRun>,
     /// Runs other nodes announced: job -> node -> (generation, slot).
@@ -578,33 +581,23 @@ async fn publisher_task(
             }
         }
         for (target, gate) in batch.gates {
-            match target {
+            let confirmed = match target {
                 GateTarget::Store => {
                     let _ = gate.send(open);
+                    continue;
                 }
-                GateTarget::Peer(addr) => {
-                    let confirmed = publisher.confirm(addr, seq, timeout);
-                    tokio::spawn(async move {
-                        if !confirmed.await {
-                            debug!(peer = %addr, "no peer got the fire record in time; running anyway");
-                        }
-                        let _ = gate.send(open);
-                    });
-                }
+                GateTarget::Peer(addr) => publisher.confirm(addr, seq, timeout).boxed(),
                 GateTarget::Quorum { need, peers } => {
-                    let confirmed = publisher.confirm_many(peers, need, seq, timeout);
-                    tokio::spawn(async move {
-                        let confirmed = confirmed.await;
-                        if !confirmed {
-                            debug!(
-                                need,
-                                "a quorum did not get the fire record in time; running anyway"
-                            );
-                        }
-                        let _ = gate.send(GateState { confirmed, ..open });
-                    });
+                    publisher.confirm_many(peers, need, seq, timeout).boxed()
                 }
-            }
+            };
+            tokio::spawn(async move {
+                let confirmed = confirmed.await;
+                if !confirmed {
+                    debug!("the fire record did not reach its peers in time; running anyway");
+                }
+                let _ = gate.send(GateState { confirmed, ..open });
+            });
         }
     }
 }
@@ -1134,7 +1127,7 @@ impl Runtime {
             view: self.view_rx.clone(),
             publisher: self.publisher_handle.clone(),
             peers: self.peers.clone(),
-            grace: self.config.planner().dead_takeover_delay,
+            grace: self.quorum_grace,
         });
         let abandon = self.abandon_tx.clone();
         // Counts the run as ended however the task ends: finished, abandoned, or cancelled
