@@ -142,6 +142,8 @@ struct Report {
     skipped_by_policy: u64,
     skipped_by_overlap: u64,
     duplicates_detected: u64,
+    abandoned: u64,
+    repaired: u64,
     expected_size: Option<usize>,
     phi: f64,
     gossip_interval_ms: u64,
@@ -274,6 +276,8 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 skipped_by_policy: findings.skipped_by_policy,
                 skipped_by_overlap: findings.skipped_by_overlap,
                 duplicates_detected: result.duplicates_detected,
+                abandoned: result.abandoned,
+                repaired: result.repaired,
                 expected_size: expected_size(a, scenario),
                 phi: a.phi,
                 gossip_interval_ms: a.gossip_interval.as_millis() as u64,
@@ -416,8 +420,10 @@ fn summarize(scenario: Scenario, reports: &[Report]) -> String {
     let speed = if wall > 0.0 { sim / wall } else { 0.0 };
     let detected: u64 = reports.iter().map(|r| r.duplicates_detected).sum();
     let overlap: u64 = reports.iter().map(|r| r.skipped_by_overlap).sum();
+    let abandoned: u64 = reports.iter().map(|r| r.abandoned).sum();
+    let repaired: u64 = reports.iter().map(|r| r.repaired).sum();
     println!(
-        "summary {scenario}: {runs} run(s), {failed} failed; missed {missed}; duplicates {dup} (explained {expl}, unexplained {unexplained}; nodes detected {detected}); skipped by overlap {overlap}; worst lateness p99 {p99}ms; {speed:.0} simulated s per wall s"
+        "summary {scenario}: {runs} run(s), {failed} failed; missed {missed}; duplicates {dup} (explained {expl}, unexplained {unexplained}; nodes detected {detected}); skipped by overlap {overlap}; abandoned {abandoned} (repaired {repaired}); worst lateness p99 {p99}ms; {speed:.0} simulated s per wall s"
     );
     format!(
         "| {scenario} | {runs} | {failed} | {slots} | {missed} | {dup} | {unexplained} | {detected} | {overlap} | {p99} ms | {max} ms | {speed:.0} |"

@@ -92,6 +92,10 @@ pub struct SimResult {
     pub skips: Vec<Skip>,
     /// Duplicate runs the nodes alive at the end detected themselves (each side counts).
     pub duplicates_detected: u64,
+    /// Runs the nodes alive at the end gave up (quorum mode), and of those, how many they
+    /// ran late because the majority had skipped them.
+    pub abandoned: u64,
+    pub repaired: u64,
     /// Every fault, as applied.
     pub applied: Vec<Applied>,
     /// Views of the live nodes at the end (index, view), for the agreement check.
@@ -376,10 +380,13 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         .enumerate()
         .filter_map(|(i, n)| n.handle.as_ref().map(|h| (i, h.view())))
         .collect();
-    let mut duplicates_detected = 0;
+    let (mut duplicates_detected, mut abandoned, mut repaired) = (0, 0, 0);
     for n in &world.nodes {
         if let Some(h) = &n.handle {
-            duplicates_detected += h.stats().await.duplicates_detected;
+            let stats = h.stats().await;
+            duplicates_detected += stats.duplicates_detected;
+            abandoned += stats.abandoned;
+            repaired += stats.repaired;
         }
     }
     for n in &mut world.nodes {
@@ -403,6 +410,8 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         runs,
         skips,
         duplicates_detected,
+        abandoned,
+        repaired,
         applied: world.applied,
         final_views,
         trace_hash: world.trace.digest(),

@@ -22,10 +22,26 @@
 //! run waits until the job's runner-up has been credited with its record's publication
 //! (see [`Publisher::confirm`]), so a node that crashes right after starting a slot has
 //! already told the node that takes over.
+//!
+//! # Receipts (quorum mode)
+//!
+//! A message sent is not a message received. Quorum mode needs proof that a peer *has* a
+//! record: a node runs a slot only once a quorum holds its record, so that any majority
+//! side of a later partition knows of the run. The proof is the peer's own digest: every
+//! SYN and SYN-ACK a peer sends carries, per node it knows, the highest version of that
+//! node's state it holds (chitchat's `max_version`: it holds every key at that version).
+//! A publication's sequence number is our state's version after it, so a peer whose digest
+//! shows our current generation at version `v` holds every publication up to `v`.
+//!
+//! Chitchat keeps the digest's fields private, so the wrapper reads the entry for this node
+//! from the digest's `Debug` text (`<node>:<generation>:<addr>: NodeDigest { ..,
+//! max_version: v }`). It does so only while a run waits for receipts. The format is pinned
+//! by a test over real UDP (`receipts_prove_a_peer_holds_a_publication`), so a chitchat
+//! upgrade that changes it fails the build's tests instead of stalling quorum mode.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,25 +134,79 @@ pub struct Publish {
     pub running: Vec<(JobId, Option<UnixMillis>)>,
 }
 
-/// Publication sequence numbers, and per peer the highest one sent to it.
+/// Publication sequence numbers (our state's version after each), and per peer the
+/// highest one sent to it and the highest one it is known to hold.
 #[derive(Default)]
 struct Sent {
+    /// `Debug` text of this node's chitchat id, as it appears in peers' digests.
+    me: String,
     /// Sequence number of the last publication (set after its keys are in the state).
     published: AtomicU64,
     /// Per peer: every publication up to this one has been sent to it.
     credited: Mutex<HashMap<SocketAddr, u64>>,
     /// The highest publication sent to any peer.
     credited_any: AtomicU64,
+    /// Per peer: its digest showed every publication up to this one.
+    received: Mutex<HashMap<SocketAddr, u64>>,
+    /// Waits for receipts in progress (digests are read only while there is one).
+    receipt_waits: AtomicUsize,
     notify: Notify,
 }
 
 impl Sent {
     fn credited(&self, to: SocketAddr) -> u64 {
-        self.credited
-            .lock()
-            .map(|c| c.get(&to).copied().unwrap_or(0))
+        Self::get(&self.credited, to)
+    }
+
+    fn received(&self, from: SocketAddr) -> u64 {
+        Self::get(&self.received, from)
+    }
+
+    fn get(map: &Mutex<HashMap<SocketAddr, u64>>, addr: SocketAddr) -> u64 {
+        map.lock()
+            .map(|c| c.get(&addr).copied().unwrap_or(0))
             .unwrap_or(0)
     }
+
+    /// Reads a received message's digest: what the sender holds of our state.
+    fn note_digest(&self, from: SocketAddr, message: &ChitchatMessage) {
+        let digest = match message {
+            ChitchatMessage::Syn { digest, .. } | ChitchatMessage::SynAck { digest, .. } => digest,
+            _ => return,
+        };
+        let Some(version) = version_in_digest(&format!("{digest:?}"), &self.me) else {
+            return;
+        };
+        if let Ok(mut r) = self.received.lock() {
+            let e = r.entry(from).or_insert(0);
+            if version <= *e {
+                return;
+            }
+            *e = version;
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+/// The version of node `me` (its chitchat id's `Debug` text) in a digest's `Debug` text:
+/// `Digest { node_digests: {<id>: NodeDigest { heartbeat: Heartbeat(h), last_gc_version: g,
+/// max_version: v }, ..} }`. `None` if the digest has no entry for `me`.
+fn version_in_digest(text: &str, me: &str) -> Option<u64> {
+    let entry = format!("{me}: NodeDigest {{");
+    let mut from = 0;
+    let start = loop {
+        let at = from + text.get(from..)?.find(&entry)?;
+        // The id starts an entry: right after the map's `{` or a previous entry's `, `.
+        let before = &text[..at];
+        if before.ends_with('{') || before.ends_with(", ") {
+            break at + entry.len();
+        }
+        from = at + 1;
+    };
+    let rest = &text[start..];
+    let rest = &rest[..rest.find('}')?];
+    let v = rest.split("max_version: ").nth(1)?;
+    v.trim().parse().ok()
 }
 
 /// The wrapping transport: counts state-carrying messages per peer (see the module docs).
@@ -196,6 +266,11 @@ impl Socket for CountingSocket {
         let got = self.inner.recv().await;
         // Chitchat computes its answer to this message after this point.
         self.seen_at_recv = self.sent.published.load(Ordering::Acquire);
+        if let Ok(r) = &got
+            && self.sent.receipt_waits.load(Ordering::Acquire) > 0
+        {
+            self.sent.note_digest(r.from_addr, &r.envelope.message);
+        }
         got
     }
 }
@@ -254,7 +329,10 @@ impl Cluster {
                 env!("CARGO_PKG_VERSION").to_string(),
             ),
         ];
-        let sent = Arc::new(Sent::default());
+        let sent = Arc::new(Sent {
+            me: format!("{:?}", chitchat_config.chitchat_id),
+            ..Sent::default()
+        });
         let counting = Counting {
             inner: transport,
             sent: sent.clone(),
@@ -356,7 +434,21 @@ impl Publisher {
             let value = slot.map_or(String::new(), |s| s.0.to_string());
             state.set(format!("{KEY_RUNNING_PREFIX}{job}"), value);
         }
-        self.sent.published.fetch_add(1, Ordering::AcqRel) + 1
+        // The state's version: a peer whose digest shows it holds the whole publication.
+        let seq = state.max_version();
+        self.sent.published.fetch_max(seq, Ordering::AcqRel);
+        seq
+    }
+
+    /// The highest publication `peer` is known to hold (its digest showed it). Receipts are
+    /// read only while a [`ReceiptWait`] lives.
+    pub fn received(&self, peer: SocketAddr) -> u64 {
+        self.sent.received(peer)
+    }
+
+    /// Reads receipts from peers' digests until the returned guard is dropped.
+    pub fn read_receipts(&self) -> ReceiptWait {
+        ReceiptWait::new(self.sent.clone())
     }
 
     /// The highest publication sent to `peer` so far (see the module docs).
@@ -364,8 +456,10 @@ impl Publisher {
         self.sent.credited(peer)
     }
 
-    /// Resolves once publication `seq` has been sent to at least `need` of `peers`, or
-    /// after `timeout`; returns whether it was. Asks chitchat for a round with each.
+    /// Resolves once at least `need` of `peers` are known to hold publication `seq` (their
+    /// digests showed it; see the module docs), or after `timeout`; returns whether they
+    /// were. Asks chitchat for a round with each at once, and for another as soon as the
+    /// publication was sent to one: that round's SYN-ACK carries the proof.
     pub fn confirm_many(
         &self,
         peers: Vec<SocketAddr>,
@@ -376,9 +470,30 @@ impl Publisher {
         for p in &peers {
             let _ = self.handle.gossip(*p);
         }
-        wait_for_sends(self.sent.clone(), timeout, move |sent| {
-            peers.iter().filter(|p| sent.credited(**p) >= seq).count() >= need
-        })
+        let handle = self.handle.clone();
+        let sent = self.sent.clone();
+        let mut asked_again: BTreeSet<SocketAddr> = BTreeSet::new();
+        let wait = async move {
+            let _reading = ReceiptWait::new(sent.clone());
+            loop {
+                let notified = sent.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let mut holding = 0;
+                for p in &peers {
+                    if sent.received(*p) >= seq {
+                        holding += 1;
+                    } else if sent.credited(*p) >= seq && asked_again.insert(*p) {
+                        let _ = handle.gossip(*p);
+                    }
+                }
+                if holding >= need {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        async move { tokio::time::timeout(timeout, wait).await.is_ok() }
     }
 
     /// Resolves once publication `seq` has been sent to any peer (see the module docs), or
@@ -395,6 +510,22 @@ impl Publisher {
         wait_for_sends(self.sent.clone(), timeout, move |sent| {
             sent.credited_any.load(Ordering::Acquire) >= seq
         })
+    }
+}
+
+/// Keeps receipts being read (see the module docs) until dropped.
+pub struct ReceiptWait(Arc<Sent>);
+
+impl ReceiptWait {
+    fn new(sent: Arc<Sent>) -> ReceiptWait {
+        sent.receipt_waits.fetch_add(1, Ordering::AcqRel);
+        ReceiptWait(sent)
+    }
+}
+
+impl Drop for ReceiptWait {
+    fn drop(&mut self) {
+        self.0.receipt_waits.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -457,4 +588,105 @@ pub fn view_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> View {
         alive.insert(node);
     }
     View { members, alive }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chitchat::transport::UdpTransport;
+
+    #[test]
+    fn the_version_is_read_from_this_nodes_entry_only() {
+        let text = "Digest { node_digests: {a:1:127.0.0.1:7001: NodeDigest { heartbeat: \
+                    Heartbeat(4), last_gc_version: 0, max_version: 9 }, xa:1:127.0.0.1:7001: \
+                    NodeDigest { heartbeat: Heartbeat(2), last_gc_version: 0, max_version: 3 }} }";
+        assert_eq!(version_in_digest(text, "a:1:127.0.0.1:7001"), Some(9));
+        assert_eq!(version_in_digest(text, "xa:1:127.0.0.1:7001"), Some(3));
+        assert_eq!(
+            version_in_digest(text, "a:2:127.0.0.1:7001"),
+            None,
+            "another generation"
+        );
+        assert_eq!(version_in_digest("Digest { node_digests: {} }", "a"), None);
+        assert_eq!(version_in_digest("garbage", "a"), None);
+    }
+
+    fn free_addr() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free loopback port")
+    }
+
+    fn config(id: &str, addr: SocketAddr, seeds: Vec<SocketAddr>) -> GossipConfig {
+        GossipConfig {
+            node_id: NodeId::new(id),
+            generation: 1,
+            listen_addr: addr,
+            advertise_addr: addr,
+            seeds,
+            cluster_id: "receipts".into(),
+            gossip_interval: Duration::from_millis(50),
+            phi_threshold: 8.0,
+            dead_node_grace_period: Duration::from_secs(60),
+        }
+    }
+
+    /// Pins the digest format the receipts rely on, over real UDP: a peer that gossips with
+    /// us is known to hold our publication; an address nobody listens on never is.
+    #[tokio::test]
+    async fn receipts_prove_a_peer_holds_a_publication() {
+        let (a_addr, b_addr, nobody) = (free_addr(), free_addr(), free_addr());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let a = Cluster::spawn(
+            &config("a", a_addr, vec![b_addr]),
+            Arc::new(UdpTransport),
+            tx.clone(),
+        )
+        .await
+        .unwrap();
+        let (btx, mut brx) = mpsc::unbounded_channel();
+        let b = Cluster::spawn(
+            &config("b", b_addr, vec![a_addr]),
+            Arc::new(UdpTransport),
+            btx,
+        )
+        .await
+        .unwrap();
+        let publisher = a.publisher();
+        let seq = publisher
+            .publish(&Publish {
+                records: vec![Record {
+                    job: JobId::new("j"),
+                    record: FireRecord::single(UnixMillis(1_000), 1),
+                    node: NodeId::new("a"),
+                }],
+                running: Vec::new(),
+            })
+            .await;
+        assert!(seq > 0);
+        let held = publisher
+            .confirm_many(vec![b_addr], 1, seq, Duration::from_secs(10))
+            .await;
+        assert!(held, "b's digest never showed the publication");
+        assert!(publisher.received(b_addr) >= seq);
+        // b does hold it.
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(ev) = brx.recv().await {
+                if let Event::Record(r) = ev {
+                    return Some(r);
+                }
+            }
+            None
+        })
+        .await
+        .unwrap();
+        assert_eq!(got.map(|r| r.record.slot), Some(UnixMillis(1_000)));
+        let never = publisher
+            .confirm_many(vec![nobody], 1, seq, Duration::from_millis(500))
+            .await;
+        assert!(!never, "an address nobody listens on cannot hold anything");
+        assert_eq!(publisher.received(nobody), 0);
+        a.shutdown().await;
+        b.shutdown().await;
+    }
 }

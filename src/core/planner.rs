@@ -50,7 +50,7 @@ use std::time::Duration;
 use super::job::{JobSpec, Misfire};
 use super::owner::OwnerTable;
 use super::schedule::Schedule;
-use super::types::{FireId, FireRecord, JobId, NodeId, UnixMillis};
+use super::types::{FireId, FireRecord, Follows, JobId, NodeId, UnixMillis};
 
 /// Tuning of the planner. Durations, not clock readings.
 #[derive(Clone, Debug)]
@@ -121,6 +121,10 @@ pub enum Action {
         late: bool,
         /// The ownership epoch (fencing token) this node fires the job under.
         epoch: u64,
+        /// True when this node gave the slot up earlier (quorum mode) and learned since
+        /// that nobody ran it (see [`Planner::abandon`]): a late run, under the epoch it
+        /// was first fired with.
+        repair: bool,
     },
     /// Tell the cluster that this node started `record.slot` of `job` (the job's fire
     /// record).
@@ -162,6 +166,10 @@ pub enum Action {
 /// Counting of skipped slots stops here (an every-second job down for a year).
 pub const MAX_COUNTED_MISSES: u64 = 100_000;
 
+/// Abandoned runs remembered per job (quorum mode; see [`Planner::abandon`]). Only runs
+/// fired as the quorum was being lost are abandoned, a handful.
+pub const MAX_ABANDONED: usize = 1024;
+
 /// Records further than this in the future are refused (see `Planner::observe_record`).
 pub const MAX_RECORD_AHEAD: Duration = Duration::from_secs(600);
 
@@ -198,6 +206,9 @@ struct Seen {
     own: Option<UnixMillis>,
     /// The highest record seen from other nodes.
     others: Option<UnixMillis>,
+    /// [`super::owner::node_key`] of the node whose record holds `others`; 0 when several
+    /// nodes' records hold it.
+    others_by: u64,
     /// The highest epoch in any record of the job (ours included).
     epoch_seen: u64,
     /// The highest epoch in another node's record of the job.
@@ -205,23 +216,42 @@ struct Seen {
 }
 
 impl Seen {
-    /// `slot` was accounted for, by this node (`ours`) or another.
-    fn slot(&mut self, slot: UnixMillis, ours: bool) {
-        let side = if ours {
-            &mut self.own
-        } else {
-            &mut self.others
-        };
-        *side = Some(side.map_or(slot, |s| s.max(slot)));
+    /// `slot` was accounted for by this node.
+    fn own_slot(&mut self, slot: UnixMillis) {
+        self.own = Some(self.own.map_or(slot, |s| s.max(slot)));
     }
 
-    /// A record of `slot` under `epoch`, from this node (`ours`) or another.
-    fn record(&mut self, slot: UnixMillis, epoch: u64, ours: bool) {
-        self.slot(slot, ours);
+    /// A record of `slot` under `epoch`, from this node, or from the other node whose
+    /// [`super::owner::node_key`] is `by`.
+    fn record(&mut self, slot: UnixMillis, epoch: u64, by: Option<u64>) {
         self.epoch_seen = self.epoch_seen.max(epoch);
-        if !ours {
-            self.epoch_others = self.epoch_others.max(epoch);
+        let Some(by) = by else {
+            self.own_slot(slot);
+            return;
+        };
+        self.epoch_others = self.epoch_others.max(epoch);
+        match self.others {
+            Some(o) if o > slot => {}
+            Some(o) if o == slot => {
+                if self.others_by != by {
+                    self.others_by = 0;
+                }
+            }
+            _ => {
+                self.others = Some(slot);
+                self.others_by = by;
+            }
         }
+    }
+
+    /// Where an epoch begun now would begin: after the highest other node's record, when
+    /// that is what placed the cursor.
+    fn follows(&self) -> Option<Follows> {
+        let o = self.others?;
+        (self.own.is_none_or(|own| own < o)).then_some(Follows {
+            slot: o,
+            node: self.others_by,
+        })
     }
 }
 
@@ -246,6 +276,8 @@ struct Job {
     tenure: Option<Tenure>,
     /// The stretch before (this or an earlier generation), for duplicate detection.
     prev_ran: Option<Tenure>,
+    /// Where the current epoch began, if another node's record placed it.
+    follows: Option<Follows>,
     /// Duplicates up to this slot were reported already.
     dups_counted: UnixMillis,
     /// A slot after the stretch's last run was not run here (misfire or overlap policy):
@@ -272,7 +304,7 @@ impl Job {
     /// This node accounted for everything at or before `slot` (fired, skipped, or its own
     /// earlier record).
     fn account(&mut self, slot: UnixMillis) {
-        self.seen.slot(slot, true);
+        self.seen.own_slot(slot);
         self.update_cursor();
     }
 
@@ -307,6 +339,7 @@ impl Job {
             slot: before,
             epoch: t.epoch,
             first: t.first.min(before),
+            follows: if current { self.follows } else { None },
         };
         if t.first > before {
             if current {
@@ -341,6 +374,7 @@ impl Job {
             _ => {
                 self.end_tenure();
                 self.ran_here = true;
+                self.follows = self.seen.follows();
                 let epoch = self.seen.epoch_seen.saturating_add(1);
                 self.seen.epoch_seen = epoch;
                 self.tenure = Some(Tenure {
@@ -410,6 +444,11 @@ pub struct Planner {
     /// Highest (own, others') records seen for jobs not registered here, applied if they
     /// are added.
     stray_records: BTreeMap<JobId, Seen>,
+    /// [`super::owner::node_key`] of this node (never 0).
+    me_key: u64,
+    /// Quorum mode: runs fired here and then given up, with their epochs, until the
+    /// records show whether anybody ran them (see [`Planner::abandon`]).
+    abandoned: BTreeMap<JobId, Vec<(UnixMillis, u64)>>,
     timers: BTreeSet<(UnixMillis, usize)>,
     out: Vec<Action>,
     /// Jobs fired by `poll` whose next timer is not computed yet (see `next_deadline`).
@@ -422,6 +461,7 @@ impl Planner {
     /// A planner for node `me`, started at `now`. Its view is empty until
     /// [`Planner::set_view`].
     pub fn new(me: NodeId, config: PlannerConfig, now: UnixMillis) -> Planner {
+        let me_key = super::owner::node_key(me.as_str()).max(1);
         Planner {
             me,
             not_before: now.saturating_add(config.startup_delay),
@@ -433,6 +473,8 @@ impl Planner {
             index: BTreeMap::new(),
             owners: OwnerTable::new(),
             stray_records: BTreeMap::new(),
+            me_key,
+            abandoned: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: Vec::new(),
             schedules: BTreeMap::new(),
@@ -484,24 +526,89 @@ impl Planner {
     }
 
     /// A run of `slot` that [`Action::Fire`] asked for was not started after all (quorum
-    /// mode: the node lost the quorum before its record could reach anyone). This node's
-    /// stretch then ends before `slot`, so it does not report a duplicate when another node
-    /// runs it; the returned record says so to the cluster (publish it). `None` when
-    /// `slot` is not this node's latest run of the job.
+    /// mode: the node lost the quorum before a quorum was known to hold its record). This
+    /// node's stretch then ends before `slot`, so it does not report a duplicate when
+    /// another node runs it; the returned record says so to the cluster (publish it).
+    /// `None` when `slot` is not this node's latest run of the job.
+    ///
+    /// The record may have reached the majority side all the same: then nobody runs the
+    /// slot there. The planner remembers it, and once a record from the node that took the
+    /// job over shows that its epoch began right after this node's record (its
+    /// [`FireRecord::follows`] names this node, at or after `slot`), nobody ran the slot:
+    /// it fires again as a repair ([`Action::Fire`] with `repair`), per the job's misfire
+    /// policy and catch-up window. If the taker's epoch began earlier, it ran the slot
+    /// itself.
     pub fn abandon(&mut self, name: &JobId, slot: UnixMillis) -> Option<FireRecord> {
         let idx = *self.index.get(name)?;
-        self.jobs[idx].as_mut()?.retract(slot)
+        let j = self.jobs[idx].as_mut()?;
+        let record = j.retract(slot);
+        let epoch = record.map_or(j.seen.epoch_seen, |r| r.epoch);
+        let list = self.abandoned.entry(name.clone()).or_default();
+        if !list.iter().any(|(s, _)| *s == slot) {
+            if list.len() >= MAX_ABANDONED {
+                list.remove(0);
+            }
+            list.push((slot, epoch));
+        }
+        record
+    }
+
+    /// `job`'s taker (another node) began its epoch after this node's record of `after`:
+    /// the abandoned runs at or before it were run by nobody. Fires them late, per the
+    /// misfire policy and the catch-up window.
+    fn repair(&mut self, now: UnixMillis, job: &JobId, idx: usize, after: UnixMillis) {
+        let Some(list) = self.abandoned.remove(job) else {
+            return;
+        };
+        let Some(j) = self.jobs[idx].as_ref() else {
+            return;
+        };
+        let window_start = now.saturating_sub(j.spec.catch_up_window);
+        let mut due: Vec<(UnixMillis, u64)> =
+            list.into_iter().filter(|(s, _)| *s <= after).collect();
+        due.sort_unstable();
+        let (too_old, fresh): (Vec<_>, Vec<_>) =
+            due.into_iter().partition(|(s, _)| *s < window_start);
+        let keep = match j.spec.misfire {
+            _ if self.leaving => 0,
+            Misfire::All => fresh.len(),
+            Misfire::Once => fresh.len().min(1),
+            Misfire::Skip => 0,
+        };
+        let (dropped, run) = fresh.split_at(fresh.len() - keep);
+        for (slots, policy) in [(&too_old[..], false), (dropped, true)] {
+            if let (Some(first), Some(last)) = (slots.first(), slots.last()) {
+                self.out.push(Action::Missed {
+                    job: job.clone(),
+                    first: first.0,
+                    last: last.0,
+                    count: slots.len() as u64,
+                    policy,
+                });
+            }
+        }
+        for &(slot, epoch) in run {
+            self.out.push(Action::Fire {
+                job: job.clone(),
+                slot,
+                fire_id: FireId::of(job, slot),
+                late: true,
+                epoch,
+                repair: true,
+            });
+        }
     }
 
     /// Slot `slot` that [`Action::Fire`] asked for was skipped by the job's overlap
     /// policy: the stretch of slots this node ran (for duplicate detection) ends before it.
-    pub fn skipped_by_overlap(&mut self, name: &JobId, slot: UnixMillis) {
-        if let Some(&idx) = self.index.get(name)
-            && let Some(j) = self.jobs[idx].as_mut()
-        {
-            j.retract(slot);
-            j.break_range();
-        }
+    /// Returns the record that says so (publish it after the record of the skipped run),
+    /// or `None` when no stretch of this node holds `slot`.
+    pub fn skipped_by_overlap(&mut self, name: &JobId, slot: UnixMillis) -> Option<FireRecord> {
+        let idx = *self.index.get(name)?;
+        let j = self.jobs[idx].as_mut()?;
+        let record = j.retract(slot);
+        j.break_range();
+        record
     }
 
     /// The highest slot known to be accounted for, or the registration time if none is.
@@ -547,6 +654,7 @@ impl Planner {
             timer: None,
             tenure: None,
             prev_ran: None,
+            follows: None,
             dups_counted: UnixMillis::MIN,
             range_broken: false,
             ran_here: false,
@@ -571,6 +679,7 @@ impl Planner {
         };
         self.set_mine(idx, Mine::No);
         self.owners.clear_job(idx);
+        self.abandoned.remove(name);
         self.jobs[idx] = None;
         self.free.push(idx);
         true
@@ -597,14 +706,22 @@ impl Planner {
             return false;
         }
         let ours = from == &self.me;
+        let by = (!ours).then(|| super::owner::node_key(from.as_str()).max(1));
         let Some(&idx) = self.index.get(job) else {
             let e = self.stray_records.entry(job.clone()).or_default();
-            e.record(slot, record.epoch, ours);
+            e.record(slot, record.epoch, by);
             return true;
         };
+        if let Some(f) = record.follows
+            && f.node == self.me_key
+            && !ours
+            && self.abandoned.contains_key(job)
+        {
+            self.repair(now, job, idx, f.slot);
+        }
         let j = self.jobs[idx].as_mut().expect("indexed job exists");
         let before = j.cursor;
-        j.seen.record(slot, record.epoch, ours);
+        j.seen.record(slot, record.epoch, by);
         j.update_cursor();
         if ours {
             // What an earlier generation of this node ran, to recognise duplicates of it.
@@ -888,6 +1005,7 @@ impl Planner {
                 fire_id: FireId::of(&name, s),
                 late: false,
                 epoch,
+                repair: false,
             });
             self.out.push(Action::PublishRecord {
                 job: name,
@@ -895,6 +1013,7 @@ impl Planner {
                     slot: s,
                     epoch,
                     first,
+                    follows: j.follows,
                 },
             });
             j.account(s);
@@ -953,11 +1072,13 @@ impl Planner {
                 fire_id: FireId::of(&name, s),
                 late: is_late(s),
                 epoch,
+                repair: false,
             });
             record = Some(FireRecord {
                 slot: s,
                 epoch,
                 first,
+                follows: j.follows,
             });
         }
         if let Some(&last) = due.last() {
@@ -1127,7 +1248,11 @@ mod tests {
             record: FireRecord {
                 slot: UnixMillis(7_000),
                 epoch: 2,
-                first: UnixMillis(6_000)
+                first: UnixMillis(6_000),
+                follows: Some(Follows {
+                    slot: UnixMillis(5_000),
+                    node: super::super::owner::node_key("b"),
+                }),
             }
         }));
     }
@@ -1170,6 +1295,7 @@ mod tests {
                 slot: UnixMillis(6_000),
                 epoch: 2,
                 first: UnixMillis(4_000),
+                follows: None,
             },
             &NodeId::new("b"),
         );
@@ -1193,6 +1319,7 @@ mod tests {
                 slot: UnixMillis(6_000),
                 epoch: 2,
                 first: UnixMillis(4_000),
+                follows: None,
             },
             &NodeId::new("b"),
         );
@@ -1230,6 +1357,7 @@ mod tests {
                 slot: UnixMillis(3_000),
                 epoch: 2,
                 first: UnixMillis(1_000),
+                follows: None,
             },
             &NodeId::new("b"),
         );
@@ -1247,6 +1375,191 @@ mod tests {
                 count: 1,
             }]
         );
+    }
+
+    /// Fires slots 1..=3 of `j` (`misfire`) on a single-node planner `a`, then abandons
+    /// slots 2 and 3 (quorum lost before a quorum held their records).
+    fn abandoned_2_and_3(misfire: Misfire) -> Planner {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        let id = JobId::new("j");
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", misfire))
+            .unwrap();
+        poll_all(&mut p, UnixMillis(3_000));
+        p.drain().count();
+        p.abandon(&id, UnixMillis(3_000));
+        p.abandon(&id, UnixMillis(2_000));
+        p
+    }
+
+    /// A record of `b`'s epoch 2, which began after `follows_slot` of node `follows_node`.
+    fn taker_record(slot: i64, first: i64, follows_slot: i64, follows_node: &str) -> FireRecord {
+        FireRecord {
+            slot: UnixMillis(slot),
+            epoch: 2,
+            first: UnixMillis(first),
+            follows: Some(Follows {
+                slot: UnixMillis(follows_slot),
+                node: super::super::owner::node_key(follows_node),
+            }),
+        }
+    }
+
+    fn fires_of(p: &mut Planner) -> Vec<(i64, u64, bool)> {
+        p.drain()
+            .filter_map(|a| match a {
+                Action::Fire {
+                    slot,
+                    epoch,
+                    repair,
+                    ..
+                } => Some((slot.0, epoch, repair)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn abandoned_runs_whose_records_the_taker_followed_run_late_exactly_once() {
+        let id = JobId::new("j");
+        let mut p = abandoned_2_and_3(Misfire::All);
+        // A record of another epoch that began elsewhere says nothing about them.
+        p.observe_record(
+            UnixMillis(9_000),
+            &id,
+            taker_record(8_000, 4_000, 3_000, "c"),
+            &NodeId::new("b"),
+        );
+        assert_eq!(fires_of(&mut p), []);
+        // b's epoch began right after a's record of slot 3: b skipped 2 and 3 because of
+        // it, so nobody ran them. They run now, under the epoch they were fired with.
+        p.observe_record(
+            UnixMillis(9_000),
+            &id,
+            taker_record(8_000, 4_000, 3_000, "a"),
+            &NodeId::new("b"),
+        );
+        assert_eq!(fires_of(&mut p), [(2_000, 1, true), (3_000, 1, true)]);
+        // Once only.
+        p.observe_record(
+            UnixMillis(9_500),
+            &id,
+            taker_record(9_000, 4_000, 3_000, "a"),
+            &NodeId::new("b"),
+        );
+        assert_eq!(fires_of(&mut p), []);
+    }
+
+    #[test]
+    fn abandoned_runs_the_taker_ran_itself_are_not_repaired() {
+        let id = JobId::new("j");
+        let mut p = abandoned_2_and_3(Misfire::All);
+        // b's epoch began after a's record of slot 1 (a's records of 2 and 3 never reached
+        // it): b ran 2 and 3.
+        p.observe_record(
+            UnixMillis(9_000),
+            &id,
+            taker_record(8_000, 2_000, 1_000, "a"),
+            &NodeId::new("b"),
+        );
+        assert_eq!(fires_of(&mut p), []);
+        // Only slot 2's record reached it: b ran 3, and 2 is repaired.
+        let mut p = abandoned_2_and_3(Misfire::All);
+        p.observe_record(
+            UnixMillis(9_000),
+            &id,
+            taker_record(8_000, 3_000, 2_000, "a"),
+            &NodeId::new("b"),
+        );
+        assert_eq!(fires_of(&mut p), [(2_000, 1, true)]);
+    }
+
+    #[test]
+    fn repairs_follow_the_misfire_policy_and_the_catch_up_window() {
+        let id = JobId::new("j");
+        let mut p = abandoned_2_and_3(Misfire::Once);
+        p.observe_record(
+            UnixMillis(9_000),
+            &id,
+            taker_record(8_000, 4_000, 3_000, "a"),
+            &NodeId::new("b"),
+        );
+        assert_eq!(
+            fires_of(&mut p),
+            [(3_000, 1, true)],
+            "once: the latest only"
+        );
+        let mut p = abandoned_2_and_3(Misfire::Skip);
+        p.observe_record(
+            UnixMillis(9_000),
+            &id,
+            taker_record(8_000, 4_000, 3_000, "a"),
+            &NodeId::new("b"),
+        );
+        let actions: Vec<Action> = p.drain().collect();
+        assert!(
+            actions.contains(&Action::Missed {
+                job: id.clone(),
+                first: UnixMillis(2_000),
+                last: UnixMillis(3_000),
+                count: 2,
+                policy: true,
+            }),
+            "{actions:?}"
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Fire { .. })));
+        // Heard of long after the catch-up window: missed, not run.
+        let mut p = abandoned_2_and_3(Misfire::All);
+        let late = UnixMillis(3_000).saturating_add(Duration::from_secs(3_600));
+        p.observe_record(
+            late,
+            &id,
+            taker_record(8_000, 4_000, 3_000, "a"),
+            &NodeId::new("b"),
+        );
+        let actions: Vec<Action> = p.drain().collect();
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                Action::Missed {
+                    count: 2,
+                    policy: false,
+                    ..
+                }
+            )),
+            "{actions:?}"
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Fire { .. })));
+    }
+
+    #[test]
+    fn an_epoch_follows_the_one_node_whose_record_placed_the_cursor() {
+        let mut s = Seen::default();
+        assert_eq!(s.follows(), None);
+        s.record(UnixMillis(5_000), 1, Some(7));
+        assert_eq!(
+            s.follows(),
+            Some(Follows {
+                slot: UnixMillis(5_000),
+                node: 7
+            })
+        );
+        s.record(UnixMillis(4_000), 1, Some(8));
+        assert_eq!(
+            s.follows().map(|f| f.node),
+            Some(7),
+            "a lower record changes nothing"
+        );
+        s.record(UnixMillis(5_000), 2, Some(8));
+        assert_eq!(
+            s.follows().map(|f| f.node),
+            Some(0),
+            "two nodes at the same slot: nobody"
+        );
+        s.record(UnixMillis(6_000), 2, Some(8));
+        assert_eq!(s.follows().map(|f| f.node), Some(8));
+        s.record(UnixMillis(6_000), 2, None);
+        assert_eq!(s.follows(), None, "our own record placed it");
     }
 
     #[test]
@@ -1272,6 +1585,7 @@ mod tests {
                 slot: UnixMillis(3_000),
                 epoch: 2,
                 first: UnixMillis(2_000),
+                follows: None,
             },
             &NodeId::new("b"),
         );
@@ -1314,6 +1628,7 @@ mod tests {
                 slot: UnixMillis(3_000),
                 epoch: 2,
                 first: UnixMillis(2_000),
+                follows: None,
             },
             &NodeId::new("b"),
         );

@@ -155,6 +155,21 @@ pub struct FireRecord {
     pub epoch: u64,
     /// The first slot this node started under `epoch`.
     pub first: UnixMillis,
+    /// What the epoch took over from, when another node's record decided where it began.
+    pub follows: Option<Follows>,
+}
+
+/// Where an ownership epoch began: after `slot`, which the highest record the node knew
+/// of (from another node) held, and which node that was. A node that gave up a run it had
+/// announced (quorum mode) learns from this that the taker skipped the slot because of its
+/// announcement, so nobody ran it (see `Planner::abandon`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Follows {
+    /// The slot of that record.
+    pub slot: UnixMillis,
+    /// [`crate::core::owner::node_key`] of the node whose record it was, or 0 when several
+    /// nodes' records held that slot.
+    pub node: u64,
 }
 
 impl FireRecord {
@@ -164,27 +179,45 @@ impl FireRecord {
             slot,
             epoch,
             first: slot,
+            follows: None,
         }
     }
 
-    /// The gossip encoding: `slot/epoch/first`, slots in Unix milliseconds.
+    /// The gossip encoding: `slot/epoch/first`, then `/<follows slot>/<follows node>` when
+    /// the epoch follows another node's record; slots in Unix milliseconds, the node as
+    /// 16 hex digits.
     pub fn encode(&self) -> String {
-        format!("{}/{}/{}", self.slot.0, self.epoch, self.first.0)
+        match self.follows {
+            None => format!("{}/{}/{}", self.slot.0, self.epoch, self.first.0),
+            Some(f) => format!(
+                "{}/{}/{}/{}/{:016x}",
+                self.slot.0, self.epoch, self.first.0, f.slot.0, f.node
+            ),
+        }
     }
 
     /// Parses [`FireRecord::encode`]'s output; `None` for anything else (never panics).
+    /// Fields after the fifth are ignored, so later versions can add some.
     pub fn decode(text: &str) -> Option<FireRecord> {
         let mut parts = text.split('/');
         let slot = parts.next()?.parse().ok()?;
         let epoch = parts.next()?.parse().ok()?;
         let first = parts.next()?.parse().ok()?;
-        if parts.next().is_some() || first > slot {
+        if first > slot {
             return None;
         }
+        let follows = match parts.next() {
+            None => None,
+            Some(f) => Some(Follows {
+                slot: UnixMillis(f.parse().ok()?),
+                node: u64::from_str_radix(parts.next()?, 16).ok()?,
+            }),
+        };
         Some(FireRecord {
             slot: UnixMillis(slot),
             epoch,
             first: UnixMillis(first),
+            follows,
         })
     }
 }
@@ -199,14 +232,30 @@ mod tests {
             slot: UnixMillis(5_000),
             epoch: 7,
             first: UnixMillis(-1_000),
+            follows: None,
         };
         assert_eq!(r.encode(), "5000/7/-1000");
         assert_eq!(FireRecord::decode(&r.encode()), Some(r));
+        let f = FireRecord {
+            follows: Some(Follows {
+                slot: UnixMillis(4_000),
+                node: 0xab,
+            }),
+            ..r
+        };
+        assert_eq!(f.encode(), "5000/7/-1000/4000/00000000000000ab");
+        assert_eq!(FireRecord::decode(&f.encode()), Some(f));
+        assert_eq!(
+            FireRecord::decode("5000/7/-1000/4000/00000000000000ab/later"),
+            Some(f),
+            "fields a later version adds are ignored"
+        );
         for bad in [
             "",
             "5000",
             "5000/7",
             "5000/7/1/2",
+            "5000/7/1/2/zz",
             "a/b/c",
             "1/2/3",
             "5000/-1/0",

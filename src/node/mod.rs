@@ -278,6 +278,7 @@ impl NodeBuilder {
             view_tx,
             abandon_tx,
             abandon_rx,
+            retractions: Vec::new(),
             peers: Arc::default(),
             publisher_handle,
             quorum_grace: config.planner().dead_takeover_delay,
@@ -316,9 +317,13 @@ pub struct Stats {
     pub overlap_skipped: u64,
     /// Runs cancelled because a newer slot of the job started (`overlap = replace`).
     pub replaced: u64,
-    /// Runs not started in quorum mode: the node lost the quorum before the run's record
-    /// reached the job's runner-up, so the majority side runs the slot instead.
+    /// Runs not started in quorum mode: the node lost the quorum before a quorum was known
+    /// to hold the run's record, so the majority side runs the slot instead (or, if the
+    /// record reached it, this node runs it late once it hears so: `repaired`).
     pub abandoned: u64,
+    /// Abandoned runs this node ran late because the majority side had seen their record
+    /// and so had not run them (see `Planner::abandon`).
+    pub repaired: u64,
     /// Slots this node ran that it learned another node ran too (from that node's fire
     /// record: a healed partition, a stalled node that came back). Each node counts its
     /// side, so a slot run on two nodes counts once on each.
@@ -480,6 +485,9 @@ struct Runtime {
     view_tx: watch::Sender<View>,
     /// The view, for runs waiting in quorum mode.
     view_rx: watch::Receiver<View>,
+    /// Corrected records of slots skipped by the overlap policy, published with the next
+    /// batch (after the records that claimed them).
+    retractions: Vec<Record>,
     /// Runs abandoned in quorum mode report here.
     abandon_tx: mpsc::UnboundedSender<(JobId, UnixMillis)>,
     abandon_rx: mpsc::UnboundedReceiver<(JobId, UnixMillis)>,
@@ -521,8 +529,8 @@ enum GateTarget {
     /// The record was sent to a peer (a round with the job's runner-up, the node that takes
     /// over on a crash, is asked for at once).
     Peer(SocketAddr),
-    /// Quorum mode: the record was sent to `need` of `peers`, so together with this node a
-    /// quorum has it, and any majority side has a node that knows.
+    /// Quorum mode: `need` of `peers` hold the record (their digests show it), so together
+    /// with this node a quorum has it, and any majority side has a node that knows.
     Quorum { need: usize, peers: Vec<SocketAddr> },
 }
 
@@ -658,11 +666,13 @@ impl QuorumWait {
     /// Waits until a quorum has the record (run). While the view has the quorum, a wait
     /// that timed out runs too. While it has not (cut off, or just back from a stall), the
     /// run waits up to `grace` (the time the majority side waits before it takes over) for
-    /// the quorum or the confirmation to come back; then it starts only if the record went
-    /// to a node now on the other side, which is the majority side: it knows, and will not
-    /// run the slot. Otherwise the majority side never heard of the slot and runs it; this
-    /// node does not. Returns whether to run.
+    /// the quorum or the confirmation to come back; then it starts only if a node now on the
+    /// other side, which is the majority side, is known to hold the record: it knows, and
+    /// will not run the slot. Otherwise this node does not run it: the majority side runs it
+    /// if the record never reached it (if it did, see `Planner::abandon`). Returns whether
+    /// to run.
     async fn wait(mut self, gate: &mut watch::Receiver<GateState>) -> bool {
+        let _reading = self.publisher.read_receipts();
         let mut lost_until: Option<tokio::time::Instant> = None;
         loop {
             let state = *gate.borrow_and_update();
@@ -686,7 +696,7 @@ impl QuorumWait {
                             return false;
                         };
                         return self.peers.iter().any(|(node, (_, addr))| {
-                            !v.members.contains(node) && self.publisher.credited(*addr) >= seq
+                            !v.members.contains(node) && self.publisher.received(*addr) >= seq
                         });
                     }
                     Some(until)
@@ -789,7 +799,7 @@ impl Runtime {
                 }
                 Some((job, slot)) = self.abandon_rx.recv() => {
                     self.stats.abandoned += 1;
-                    warn!(job = %job, slot = %slot, "run not started: quorum lost before its record reached the runner-up; the majority side runs it");
+                    warn!(job = %job, slot = %slot, "run not started: quorum lost before a quorum held its record; the majority side runs it, or this node does once it learns the majority skipped it");
                     if let Some(record) = self.planner.abandon(&job, slot) {
                         let _ = self.publish.send(Batch {
                             publish: Publish {
@@ -854,6 +864,11 @@ impl Runtime {
         {
             info!(job = %r.job, newer = %r.record.slot, by = %r.node, "cancelling the running run: a newer slot started elsewhere (overlap = replace)");
             self.cancel_local(&r.job);
+            if !self.retractions.is_empty() {
+                let mut batch = Batch::default();
+                batch.publish.records.append(&mut self.retractions);
+                let _ = self.publish.send(batch);
+            }
         }
     }
 
@@ -958,7 +973,20 @@ impl Runtime {
         if !l.started.load(Ordering::Acquire) {
             self.stats.overlap_skipped += 1;
             self.executor.skipped(&l.ctx);
-            self.planner.skipped_by_overlap(job, l.ctx.scheduled_at);
+            self.retract_skipped(job, l.ctx.scheduled_at);
+        }
+    }
+
+    /// A slot fired here was skipped by the overlap policy: this node's record stops
+    /// claiming it (published after the record that claimed it), so a node that runs it
+    /// does not count a duplicate.
+    fn retract_skipped(&mut self, job: &JobId, slot: UnixMillis) {
+        if let Some(record) = self.planner.skipped_by_overlap(job, slot) {
+            self.retractions.push(Record {
+                job: job.clone(),
+                record,
+                node: self.config.node_id.clone(),
+            });
         }
     }
 
@@ -988,6 +1016,7 @@ impl Runtime {
                     fire_id,
                     late,
                     epoch,
+                    repair,
                 } => {
                     let ctx = RunContext {
                         job,
@@ -1019,14 +1048,17 @@ impl Runtime {
                             self.stats.overlap_skipped += 1;
                             info!(node = %self.config.node_id, job = %ctx.job, slot = %slot, running = %busy, "slot skipped: the previous run is still running (overlap = forbid)");
                             self.executor.skipped(&ctx);
-                            self.planner.skipped_by_overlap(&ctx.job, slot);
+                            self.retract_skipped(&ctx.job, slot);
                             continue;
                         }
                         info!(job = %ctx.job, running = %busy, newer = %slot, "cancelling the running run for a newer slot (overlap = replace)");
                         self.cancel_local(&ctx.job);
                     }
                     self.stats.fired += 1;
-                    if late {
+                    if repair {
+                        self.stats.repaired += 1;
+                        warn!(job = %ctx.job, slot = %slot, late_ms = now.millis_since(slot), "running a slot given up when the quorum was lost: its record reached the majority side, which did not run it");
+                    } else if late {
                         self.stats.fired_late += 1;
                         info!(job = %ctx.job, slot = %slot, late_ms = now.millis_since(slot), "catching up a missed slot");
                     }
@@ -1080,6 +1112,7 @@ impl Runtime {
                 }
             }
         }
+        batch.publish.records.append(&mut self.retractions);
         if !batch.publish.records.is_empty() || !batch.gates.is_empty() {
             let _ = self.publish.send(batch);
         }

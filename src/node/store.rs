@@ -132,6 +132,7 @@ impl Store {
                 slot: UnixMillis(slot),
                 epoch,
                 first: UnixMillis(first.min(slot)),
+                follows: None,
             };
             records.insert(JobId::new(job), r);
         }
