@@ -458,8 +458,9 @@ impl Publisher {
 
     /// Resolves once at least `need` of `peers` are known to hold publication `seq` (their
     /// digests showed it; see the module docs), or after `timeout`; returns whether they
-    /// were. Asks chitchat for a round with each at once, and for another as soon as the
-    /// publication was sent to one: that round's SYN-ACK carries the proof.
+    /// were. Asks chitchat for a round with each at once, and for another when the
+    /// publication was sent to one that has not shown it yet (a few times at most): that
+    /// round's SYN-ACK carries the proof, unless it overtook the message it proves.
     pub fn confirm_many(
         &self,
         peers: Vec<SocketAddr>,
@@ -472,7 +473,7 @@ impl Publisher {
         }
         let handle = self.handle.clone();
         let sent = self.sent.clone();
-        let mut asked_again: BTreeSet<SocketAddr> = BTreeSet::new();
+        let mut asked_again: BTreeMap<SocketAddr, u32> = BTreeMap::new();
         let wait = async move {
             let _reading = ReceiptWait::new(sent.clone());
             loop {
@@ -483,8 +484,12 @@ impl Publisher {
                 for p in &peers {
                     if sent.received(*p) >= seq {
                         holding += 1;
-                    } else if sent.credited(*p) >= seq && asked_again.insert(*p) {
-                        let _ = handle.gossip(*p);
+                    } else if sent.credited(*p) >= seq {
+                        let asked = asked_again.entry(*p).or_insert(0);
+                        if *asked < MAX_RECEIPT_ASKS {
+                            *asked += 1;
+                            let _ = handle.gossip(*p);
+                        }
                     }
                 }
                 if holding >= need {
@@ -512,6 +517,10 @@ impl Publisher {
         })
     }
 }
+
+/// How many extra gossip rounds a receipt wait asks of one peer (see
+/// [`Publisher::confirm_many`]); after that it waits for the regular rounds.
+const MAX_RECEIPT_ASKS: u32 = 4;
 
 /// Keeps receipts being read (see the module docs) until dropped.
 pub struct ReceiptWait(Arc<Sent>);
