@@ -63,6 +63,9 @@ pub struct PlannerConfig {
     pub startup_delay: Duration,
     /// Quorum mode: nothing fires while the view has fewer members than this. 0 or 1: off.
     pub min_members: usize,
+    /// A node that expects peers (it has seeds) fires nothing while it has heard from no
+    /// other node, for up to this long after it started; then it fires alone. Zero: off.
+    pub peer_wait: Duration,
     /// Delay before ownership won from a node that vanished (not leaving) takes effect.
     /// Zero outside quorum mode: a crashed node's jobs move at once.
     pub dead_takeover_delay: Duration,
@@ -80,6 +83,7 @@ impl Default for PlannerConfig {
             misfire_threshold: Duration::from_secs(5),
             startup_delay: Duration::from_secs(1),
             min_members: 0,
+            peer_wait: Duration::ZERO,
             dead_takeover_delay: Duration::ZERO,
             broken_ownership_for_tests: false,
         }
@@ -435,6 +439,9 @@ pub struct Planner {
     me: NodeId,
     config: PlannerConfig,
     not_before: UnixMillis,
+    /// Until this node first hears of another one, nothing fires before this (see
+    /// [`PlannerConfig::peer_wait`]); `None` once it has.
+    lonely_until: Option<UnixMillis>,
     leaving: bool,
     view: View,
     jobs: Vec<Option<Job>>,
@@ -465,6 +472,8 @@ impl Planner {
         Planner {
             me,
             not_before: now.saturating_add(config.startup_delay),
+            lonely_until: (!config.peer_wait.is_zero())
+                .then(|| now.saturating_add(config.peer_wait)),
             config,
             leaving: false,
             view: View::default(),
@@ -760,6 +769,11 @@ impl Planner {
     pub fn set_view(&mut self, now: UnixMillis, view: View) {
         let had_quorum = self.has_quorum();
         let old = std::mem::replace(&mut self.view, view);
+        let heard_first =
+            self.lonely_until.is_some() && self.view.alive.iter().any(|n| *n != self.me);
+        if heard_first {
+            self.lonely_until = None;
+        }
         // The owner before this change, for every job whose owner changed.
         let mut changed: BTreeMap<usize, Option<NodeId>> = BTreeMap::new();
         for gone in old.members.difference(&self.view.members) {
@@ -842,6 +856,21 @@ impl Planner {
                 _ => {}
             }
         }
+        if heard_first {
+            // Timers set for the end of the peer wait move to the startup delay's end.
+            for idx in 0..self.jobs.len() {
+                if let Some(mine) = self.jobs[idx].as_ref().map(|j| j.mine) {
+                    self.reschedule(idx, mine);
+                }
+            }
+        }
+    }
+
+    /// Nothing fires before this: the startup delay, or while no other node was heard of,
+    /// the peer wait.
+    fn start_at(&self) -> UnixMillis {
+        self.lonely_until
+            .map_or(self.not_before, |t| t.max(self.not_before))
     }
 
     fn is_mine(&self, idx: usize) -> bool {
@@ -925,6 +954,7 @@ impl Planner {
     /// Puts the job's timer where its next piece of work is: the handoff (or startup) time,
     /// or the first slot after the cursor.
     fn reschedule(&mut self, idx: usize, mine: Mine) {
+        let start_at = self.start_at();
         let Some(j) = self.jobs[idx].as_mut() else {
             return;
         };
@@ -937,7 +967,7 @@ impl Planner {
         let Some(next) = j.next_slot() else {
             return;
         };
-        let at = next.max(from).max(self.not_before);
+        let at = next.max(from).max(start_at);
         j.timer = Some(at);
         self.timers.insert((at, idx));
     }
@@ -946,10 +976,11 @@ impl Planner {
     fn run_due(&mut self, idx: usize, now: UnixMillis) {
         let threshold =
             i64::try_from(self.config.misfire_threshold.as_millis()).unwrap_or(i64::MAX);
+        let start_at = self.start_at();
         let Some(j) = self.jobs[idx].as_mut() else {
             return;
         };
-        if !matches!(j.mine, Mine::From(t) if t <= now) || now < self.not_before {
+        if !matches!(j.mine, Mine::From(t) if t <= now) || now < start_at {
             // Woken early (handoff pending): the timer was set for later.
             let mine = j.mine;
             self.reschedule(idx, mine);
@@ -1119,6 +1150,7 @@ mod tests {
             misfire_threshold: Duration::from_millis(1500),
             startup_delay: Duration::ZERO,
             min_members: 0,
+            peer_wait: Duration::ZERO,
             dead_takeover_delay: Duration::ZERO,
             broken_ownership_for_tests: false,
         }
@@ -1195,6 +1227,41 @@ mod tests {
         poll_all(&mut p, UnixMillis(12_500));
         let slots: Vec<i64> = fired(&mut p).into_iter().map(|f| f.1).collect();
         assert_eq!(slots, [8_000, 9_000, 10_000, 11_000, 12_000]);
+    }
+
+    #[test]
+    fn a_node_expecting_peers_waits_to_hear_one_then_fires_alone_after_the_peer_wait() {
+        let c = PlannerConfig {
+            startup_delay: Duration::from_millis(1_000),
+            peer_wait: Duration::from_millis(5_000),
+            ..cfg()
+        };
+        // Hears a peer at 2 s: fires at once what it owns (nothing held back longer).
+        let job = job_owned_by("a", &["a", "b"]);
+        let mut p = Planner::new(NodeId::new("a"), c.clone(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec(&job, "@every 1s", Misfire::All))
+            .unwrap();
+        assert_eq!(p.next_deadline(), Some(UnixMillis(5_000)));
+        poll_all(&mut p, UnixMillis(1_500));
+        assert!(fired(&mut p).is_empty(), "alone inside the peer wait");
+        p.set_view(UnixMillis(2_000), View::of(ids(&["a", "b"])));
+        // A job it keeps when b appears waits the handoff delay (b may have been running it
+        // alone), not the rest of the peer wait; then it catches up.
+        assert_eq!(p.next_deadline(), Some(UnixMillis(2_500)));
+        poll_all(&mut p, UnixMillis(2_500));
+        let slots: Vec<i64> = fired(&mut p).into_iter().map(|f| f.1).collect();
+        assert_eq!(slots.last(), Some(&2_000), "{slots:?}");
+        // Hears nobody: fires alone once the peer wait is over.
+        let mut p = Planner::new(NodeId::new("a"), c, UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        poll_all(&mut p, UnixMillis(4_999));
+        assert!(fired(&mut p).is_empty());
+        poll_all(&mut p, UnixMillis(5_000));
+        let slots: Vec<i64> = fired(&mut p).into_iter().map(|f| f.1).collect();
+        assert_eq!(slots.last(), Some(&5_000), "{slots:?}");
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
 /// Default cluster id.
 pub const DEFAULT_CLUSTER_ID: &str = "starling";
 
+/// A node started with seeds fires nothing until it has heard from another node, for up
+/// to this many gossip intervals (5 s at the default 200 ms); then it fires alone.
+pub const PEER_WAIT_INTERVALS: u32 = 25;
+
 /// Everything a node needs to run. Build with [`NodeConfig::new`], adjust the public
 /// fields, and [`NodeConfig::validate`] (the builder validates too).
 #[derive(Clone, Debug)]
@@ -145,6 +149,13 @@ impl NodeConfig {
             misfire_threshold: self.misfire_threshold,
             startup_delay: self.startup_delay.unwrap_or(self.gossip_interval * 5),
             min_members: self.quorum().unwrap_or(0),
+            // Peers started together should hear each other within a round or two; one
+            // that hears nobody for this long is alone (the others are down) and fires.
+            peer_wait: if self.seeds.is_empty() {
+                Duration::ZERO
+            } else {
+                self.gossip_interval * PEER_WAIT_INTERVALS
+            },
             dead_takeover_delay: if self.quorum().is_some() {
                 self.quorum_takeover_delay
                     .unwrap_or(self.gossip_interval * 5)
