@@ -231,7 +231,11 @@ fn seeds_that_found_bugs_stay_fixed() {
             assert_eq!(r.report["duplicates"], 0, "seed {seed}: {}", r.report);
         }
         if scenario == "steady" {
-            assert_eq!(r.report["duplicates_detected"], 0, "seed {seed}: {}", r.report);
+            assert_eq!(
+                r.report["duplicates_detected"], 0,
+                "seed {seed}: {}",
+                r.report
+            );
         }
     }
 }

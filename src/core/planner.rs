@@ -609,13 +609,16 @@ impl Planner {
     }
 
     /// Slot `slot` that [`Action::Fire`] asked for was skipped by the job's overlap
-    /// policy: the stretch of slots this node ran (for duplicate detection) ends before it.
-    /// Returns the record that says so (publish it after the record of the skipped run),
-    /// or `None` when no stretch of this node holds `slot`.
+    /// policy. When it is the latest slot of this node's current stretch, the stretch
+    /// (for duplicate detection) ends before it, and the returned record says so: publish
+    /// it after the record of the skipped slot. A skipped slot inside the stretch (later
+    /// slots ran) stays in it: a record cannot show a hole, and ending the stretch there
+    /// would hide runs that happened.
     pub fn skipped_by_overlap(&mut self, name: &JobId, slot: UnixMillis) -> Option<FireRecord> {
         let idx = *self.index.get(name)?;
         let j = self.jobs[idx].as_mut()?;
-        let record = j.retract(slot);
+        let latest = j.tenure.is_some_and(|t| t.last == slot);
+        let record = if latest { j.retract(slot) } else { None };
         j.break_range();
         record
     }
@@ -1641,7 +1644,8 @@ mod tests {
         // Slot 2 came due while slot 1 still ran: skipped (forbid). Slot 3 ran.
         poll_all(&mut p, UnixMillis(2_000));
         p.drain().count();
-        p.skipped_by_overlap(&id, UnixMillis(2_000));
+        let corrected = p.skipped_by_overlap(&id, UnixMillis(2_000));
+        assert_eq!(corrected.map(|r| r.slot), Some(UnixMillis(1_999)));
         poll_all(&mut p, UnixMillis(3_000));
         p.drain().count();
         // Another node ran slots 2 and 3: only 3 is a duplicate.
@@ -1666,6 +1670,21 @@ mod tests {
             })
             .collect();
         assert_eq!(counts, [(3_000, 3_000, 1)]);
+    }
+
+    #[test]
+    fn a_skipped_slot_before_slots_that_ran_leaves_the_record_alone() {
+        let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+        p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+        let id = JobId::new("j");
+        p.add_job(UnixMillis(0), spec("j", "@every 1s", Misfire::All))
+            .unwrap();
+        // Slots 1 to 3 fired in one burst; 2 was skipped, 3 ran. A corrected record ending
+        // before 2 would tell the next owner that 3 never ran.
+        poll_all(&mut p, UnixMillis(3_000));
+        p.drain().count();
+        assert_eq!(p.skipped_by_overlap(&id, UnixMillis(2_000)), None);
+        assert_eq!(p.cursor(&id), Some(UnixMillis(3_000)));
     }
 
     #[test]
