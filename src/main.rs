@@ -213,6 +213,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             skipped_by_overlap = s.overlap_skipped,
             replaced = s.replaced,
             abandoned = s.abandoned,
+            repaired = s.repaired,
             duplicates_detected = s.duplicates_detected,
             "run counters of this node"
         );

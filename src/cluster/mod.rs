@@ -7,10 +7,11 @@
 //! |---|---|
 //! | `status` | `alive`, or `leaving` once a graceful leave began |
 //! | `version` | the Starling version the node runs |
-//! | `fire:<job>` | the job's fire record: `slot/epoch/first` (the last slot this node started, in Unix milliseconds; its ownership epoch; the first slot of that epoch) |
+//! | `fire:<job>` | the job's fire record: `slot/epoch/first` (the last slot this node started, in Unix milliseconds; its ownership epoch; the first slot of that epoch), then `/<slot>/<node key>` when another node's record placed the epoch's start (see `FireRecord::follows`) |
 //! | `running:<job>` | the slot of `<job>` this node is running, published once a run has lasted a gossip interval; empty when it ended |
 //!
-//! Values stay small: a record is three integers, and job names are at most 128 bytes.
+//! Values stay small: a record is at most five integers, and job names are at most 128
+//! bytes.
 //!
 //! # Records leave before runs start
 //!
