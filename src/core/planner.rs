@@ -610,10 +610,10 @@ impl Planner {
 
     /// Slot `slot` that [`Action::Fire`] asked for was skipped by the job's overlap
     /// policy. When it is the latest slot of this node's current stretch, the stretch
-    /// (for duplicate detection) ends before it, and the returned record says so: publish
-    /// it after the record of the skipped slot. A skipped slot inside the stretch (later
-    /// slots ran) stays in it: a record cannot show a hole, and ending the stretch there
-    /// would hide runs that happened.
+    /// (for duplicate detection) ends before it; the returned record says so. A skipped
+    /// slot inside the stretch (later slots ran) stays in it: a record cannot show a hole,
+    /// and ending the stretch there would hide runs that happened. The node runtime keeps
+    /// the published record as it is, so no node runs the skipped slot later.
     pub fn skipped_by_overlap(&mut self, name: &JobId, slot: UnixMillis) -> Option<FireRecord> {
         let idx = *self.index.get(name)?;
         let j = self.jobs[idx].as_mut()?;

@@ -278,7 +278,6 @@ impl NodeBuilder {
             view_tx,
             abandon_tx,
             abandon_rx,
-            retractions: Vec::new(),
             peers: Arc::default(),
             publisher_handle,
             quorum_grace: config.planner().dead_takeover_delay,
@@ -485,9 +484,6 @@ struct Runtime {
     view_tx: watch::Sender<View>,
     /// The view, for runs waiting in quorum mode.
     view_rx: watch::Receiver<View>,
-    /// Corrected records of slots skipped by the overlap policy, published with the next
-    /// batch (after the records that claimed them).
-    retractions: Vec<Record>,
     /// Runs abandoned in quorum mode report here.
     abandon_tx: mpsc::UnboundedSender<(JobId, UnixMillis)>,
     abandon_rx: mpsc::UnboundedReceiver<(JobId, UnixMillis)>,
@@ -864,11 +860,6 @@ impl Runtime {
         {
             info!(job = %r.job, newer = %r.record.slot, by = %r.node, "cancelling the running run: a newer slot started elsewhere (overlap = replace)");
             self.cancel_local(&r.job);
-            if !self.retractions.is_empty() {
-                let mut batch = Batch::default();
-                batch.publish.records.append(&mut self.retractions);
-                let _ = self.publish.send(batch);
-            }
         }
     }
 
@@ -977,17 +968,12 @@ impl Runtime {
         }
     }
 
-    /// A slot fired here was skipped by the overlap policy: this node's record stops
-    /// claiming it (published after the record that claimed it), so a node that runs it
-    /// does not count a duplicate.
+    /// A slot fired here was skipped by the overlap policy. Its record stays published, so
+    /// no other node runs it later (a new owner after a crash would otherwise catch it up,
+    /// seconds late: the simulator's `crash` sweep showed it); only this node's own
+    /// duplicate accounting forgets it (see `Planner::skipped_by_overlap`).
     fn retract_skipped(&mut self, job: &JobId, slot: UnixMillis) {
-        if let Some(record) = self.planner.skipped_by_overlap(job, slot) {
-            self.retractions.push(Record {
-                job: job.clone(),
-                record,
-                node: self.config.node_id.clone(),
-            });
-        }
+        let _ = self.planner.skipped_by_overlap(job, slot);
     }
 
     /// True when a run of `job` is still running here or (announced) on another live node.
@@ -1112,7 +1098,6 @@ impl Runtime {
                 }
             }
         }
-        batch.publish.records.append(&mut self.retractions);
         if !batch.publish.records.is_empty() || !batch.gates.is_empty() {
             let _ = self.publish.send(batch);
         }
