@@ -475,12 +475,9 @@ impl Publisher {
         let handle = self.handle.clone();
         let sent = self.sent.clone();
         let mut asked_again: BTreeMap<SocketAddr, u32> = BTreeMap::new();
-        let wait = async move {
+        async move {
             let _reading = ReceiptWait::new(sent.clone());
-            loop {
-                let notified = sent.notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
+            wait_for_sends(sent, timeout, move |sent| {
                 let mut holding = 0;
                 for p in &peers {
                     if sent.received(*p) >= seq {
@@ -493,13 +490,10 @@ impl Publisher {
                         }
                     }
                 }
-                if holding >= need {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        async move { tokio::time::timeout(timeout, wait).await.is_ok() }
+                holding >= need
+            })
+            .await
+        }
     }
 
     /// Resolves once publication `seq` has been sent to any peer (see the module docs), or
@@ -539,12 +533,12 @@ impl Drop for ReceiptWait {
     }
 }
 
-/// Resolves once `done` holds (checked again after every state-carrying send), or after
-/// `timeout`; returns whether it held.
+/// Resolves once `done` holds (checked again after every state-carrying send and every
+/// receipt), or after `timeout`; returns whether it held.
 async fn wait_for_sends(
     sent: Arc<Sent>,
     timeout: Duration,
-    done: impl Fn(&Sent) -> bool + Send + 'static,
+    mut done: impl FnMut(&Sent) -> bool + Send + 'static,
 ) -> bool {
     let wait = async {
         loop {

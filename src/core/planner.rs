@@ -1475,6 +1475,11 @@ mod tests {
         }
     }
 
+    /// Node `b`'s record of job `j` reaches the planner at `at`.
+    fn from_b(p: &mut Planner, at: UnixMillis, record: FireRecord) {
+        p.observe_record(at, &JobId::new("j"), record, &NodeId::new("b"));
+    }
+
     fn fires_of(p: &mut Planner) -> Vec<(i64, u64, bool)> {
         p.drain()
             .filter_map(|a| match a {
@@ -1491,55 +1496,48 @@ mod tests {
 
     #[test]
     fn abandoned_runs_whose_records_the_taker_followed_run_late_exactly_once() {
-        let id = JobId::new("j");
         let mut p = abandoned_2_and_3(Misfire::All);
         // A record of another epoch that began elsewhere says nothing about them.
-        p.observe_record(
+        from_b(
+            &mut p,
             UnixMillis(9_000),
-            &id,
             taker_record(8_000, 4_000, 3_000, "c"),
-            &NodeId::new("b"),
         );
         assert_eq!(fires_of(&mut p), []);
         // b's epoch began right after a's record of slot 3: b skipped 2 and 3 because of
         // it, so nobody ran them. They run now, under the epoch they were fired with.
-        p.observe_record(
+        from_b(
+            &mut p,
             UnixMillis(9_000),
-            &id,
             taker_record(8_000, 4_000, 3_000, "a"),
-            &NodeId::new("b"),
         );
         assert_eq!(fires_of(&mut p), [(2_000, 1, true), (3_000, 1, true)]);
         // Once only.
-        p.observe_record(
+        from_b(
+            &mut p,
             UnixMillis(9_500),
-            &id,
             taker_record(9_000, 4_000, 3_000, "a"),
-            &NodeId::new("b"),
         );
         assert_eq!(fires_of(&mut p), []);
     }
 
     #[test]
     fn abandoned_runs_the_taker_ran_itself_are_not_repaired() {
-        let id = JobId::new("j");
         let mut p = abandoned_2_and_3(Misfire::All);
         // b's epoch began after a's record of slot 1 (a's records of 2 and 3 never reached
         // it): b ran 2 and 3.
-        p.observe_record(
+        from_b(
+            &mut p,
             UnixMillis(9_000),
-            &id,
             taker_record(8_000, 2_000, 1_000, "a"),
-            &NodeId::new("b"),
         );
         assert_eq!(fires_of(&mut p), []);
         // Only slot 2's record reached it: b ran 3, and 2 is repaired.
         let mut p = abandoned_2_and_3(Misfire::All);
-        p.observe_record(
+        from_b(
+            &mut p,
             UnixMillis(9_000),
-            &id,
             taker_record(8_000, 3_000, 2_000, "a"),
-            &NodeId::new("b"),
         );
         assert_eq!(fires_of(&mut p), [(2_000, 1, true)]);
     }
@@ -1548,11 +1546,10 @@ mod tests {
     fn repairs_follow_the_misfire_policy_and_the_catch_up_window() {
         let id = JobId::new("j");
         let mut p = abandoned_2_and_3(Misfire::Once);
-        p.observe_record(
+        from_b(
+            &mut p,
             UnixMillis(9_000),
-            &id,
             taker_record(8_000, 4_000, 3_000, "a"),
-            &NodeId::new("b"),
         );
         assert_eq!(
             fires_of(&mut p),
@@ -1560,11 +1557,10 @@ mod tests {
             "once: the latest only"
         );
         let mut p = abandoned_2_and_3(Misfire::Skip);
-        p.observe_record(
+        from_b(
+            &mut p,
             UnixMillis(9_000),
-            &id,
             taker_record(8_000, 4_000, 3_000, "a"),
-            &NodeId::new("b"),
         );
         let actions: Vec<Action> = p.drain().collect();
         assert!(
@@ -1581,12 +1577,7 @@ mod tests {
         // Heard of long after the catch-up window: missed, not run.
         let mut p = abandoned_2_and_3(Misfire::All);
         let late = UnixMillis(3_000).saturating_add(Duration::from_secs(3_600));
-        p.observe_record(
-            late,
-            &id,
-            taker_record(8_000, 4_000, 3_000, "a"),
-            &NodeId::new("b"),
-        );
+        from_b(&mut p, late, taker_record(8_000, 4_000, 3_000, "a"));
         let actions: Vec<Action> = p.drain().collect();
         assert!(
             actions.iter().any(|a| matches!(
