@@ -291,8 +291,10 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Starts gossip over `transport`. Fire records and running states seen from any node
-    /// (including our own earlier generations) are sent to `events`.
+    /// Starts gossip over `transport`. Fire records and running states seen from any node,
+    /// including our own earlier generations, are sent to `events`. Our own current
+    /// generation's are not: the node set them itself, and echoing a burst of a thousand
+    /// records back into the node's task would compete with the runs it just started.
     pub async fn spawn(
         config: &GossipConfig,
         transport: Arc<dyn Transport>,
@@ -344,7 +346,12 @@ impl Cluster {
         let live = guard.live_nodes_watcher();
         // Listeners run under chitchat's lock: parse and forward, nothing else.
         let records = events.clone();
+        let me = (config.node_id.clone(), config.generation);
+        let me_too = me.clone();
         let fire = guard.subscribe_event(KEY_FIRE_PREFIX, move |ev| {
+            if ev.node.generation_id == me.1 && *ev.node.node_id == *me.0.as_str() {
+                return;
+            }
             if let Some(record) = FireRecord::decode(ev.value) {
                 let _ = records.send(Event::Record(Record {
                     job: JobId::new(ev.key),
@@ -354,6 +361,9 @@ impl Cluster {
             }
         });
         let running = guard.subscribe_event(KEY_RUNNING_PREFIX, move |ev| {
+            if ev.node.generation_id == me_too.1 && *ev.node.node_id == *me_too.0.as_str() {
+                return;
+            }
             let slot = ev.value.parse::<i64>().ok().map(UnixMillis);
             let _ = events.send(Event::Running(Running {
                 job: JobId::new(ev.key),
