@@ -755,7 +755,13 @@ impl Runtime {
 
     async fn run(mut self) {
         let mut live = self.cluster().live_watcher();
-        let mut next_lonely_check = self.clock.now().saturating_add(LONELY_WARN_EVERY);
+        // Without seeds there is nobody to wait for: never (a deadline left in the past
+        // would wake the loop over and over).
+        let mut next_lonely_check = if self.config.seeds.is_empty() {
+            UnixMillis(i64::MAX)
+        } else {
+            self.clock.now().saturating_add(LONELY_WARN_EVERY)
+        };
         loop {
             if self.pause_live && *self.pause.borrow_and_update() {
                 // A stalled process does nothing until it resumes.
@@ -764,7 +770,7 @@ impl Runtime {
             let now = self.clock.now();
             self.planner.poll(now);
             self.apply_actions(now).await;
-            if !self.config.seeds.is_empty() && now >= next_lonely_check {
+            if now >= next_lonely_check {
                 next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
                 if self.cluster().known_peers().await == 0 {
                     warn!(seeds = ?self.config.seeds, "no peer reachable yet; still retrying the seeds");
