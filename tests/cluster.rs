@@ -289,3 +289,77 @@ async fn forbid_runs_a_catch_up_burst_in_order_and_skips_slots_due_while_running
         "no slot came due while a run was running? {stats:?} {spans:?}"
     );
 }
+
+/// A run of a `forbid` job that outlasts a gossip interval is announced while it runs
+/// (`running:<job>` with its slot, so a new owner would not start the job meanwhile), and
+/// its end is announced once it finishes. The observer is a bare gossip peer marked
+/// leaving, so the node keeps the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_is_announced_while_it_runs_and_its_end_too() {
+    use starling::cluster::{Cluster, Event, GossipConfig};
+    let (node_port, observer_port) = (free_port(), free_port());
+    let node_addr = format!("127.0.0.1:{node_port}").parse().unwrap();
+    let observer_addr = format!("127.0.0.1:{observer_port}").parse().unwrap();
+    let mut config = NodeConfig::new("a", node_addr);
+    config.seeds = vec![observer_addr];
+    let (events, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let observer = Cluster::spawn(
+        &GossipConfig {
+            node_id: NodeId::new("observer"),
+            generation: 1,
+            listen_addr: observer_addr,
+            advertise_addr: observer_addr,
+            seeds: vec![node_addr],
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            phi_threshold: 8.0,
+            dead_node_grace_period: Duration::from_secs(60),
+        },
+        Arc::new(chitchat::transport::UdpTransport),
+        events,
+    )
+    .await
+    .unwrap();
+    observer.set_leaving().await;
+    // Runs take 1.5 s, every other second under `forbid`.
+    let node = Node::builder(config)
+        .handler_job(
+            JobSpec::parse("long", "@every 1s").unwrap(),
+            |_ctx: RunContext| async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok::<(), HandlerError>(())
+            },
+        )
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let announced = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut started = None;
+        while let Some(ev) = seen.recv().await {
+            if let Event::Running(r) = ev
+                && r.node.as_str() == "a"
+                && r.job.as_str() == "long"
+            {
+                match (started, r.slot) {
+                    (None, Some(slot)) => started = Some(slot),
+                    (Some(slot), None) => return Some(slot),
+                    _ => {}
+                }
+            }
+        }
+        None
+    })
+    .await;
+    let slot = announced
+        .expect("no announcement of the run and of its end within 20 s")
+        .expect("the observer's event stream ended");
+    let stats = node.stats().await;
+    assert!(stats.fired >= 1, "{stats:?}");
+    assert!(
+        slot.0 % 1000 == 0,
+        "announced slot {slot} is not a whole second"
+    );
+    node.shutdown().await;
+    observer.shutdown().await;
+}

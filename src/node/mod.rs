@@ -8,10 +8,10 @@ mod clock;
 mod config;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
@@ -34,7 +34,7 @@ use crate::cluster::{
 use crate::core::job::{ExecSpec, JobSpec, Overlap, RawJob};
 use crate::core::planner::{Action, Planner, PlannerError, View};
 use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
-use crate::exec::{DefaultExecutor, Executor, JobHandler, Outcome, RunContext, backoff};
+use crate::exec::{BoxFuture, DefaultExecutor, Executor, JobHandler, Outcome, RunContext, backoff};
 use store::{Store, StoreError};
 
 /// Why a node could not be built or started. Nothing is running when one is returned.
@@ -247,13 +247,14 @@ impl NodeBuilder {
         } else {
             config.gossip_interval * 2
         };
-        let publisher = tokio::spawn(publisher_task(
+        let publisher = publisher_task(
             cluster.publisher(),
             publish_rx,
             store.map(Arc::new),
             saved,
             confirm_timeout,
-        ));
+        );
+        let publisher = tokio::spawn(publisher);
         let (abandon_tx, abandon_rx) = mpsc::unbounded_channel();
         let publisher_handle = cluster.publisher();
         info!(
@@ -282,6 +283,9 @@ impl NodeBuilder {
             publisher_handle,
             quorum_grace: config.planner().dead_takeover_delay,
             local_runs: BTreeMap::new(),
+            prepared: Vec::new(),
+            spawner: tokio::runtime::Handle::current(),
+            announce: VecDeque::new(),
             remote_runs: BTreeMap::new(),
             runs: Vec::new(),
             counters: Arc::default(),
@@ -419,17 +423,44 @@ async fn attempt(executor: &dyn Executor, exec: &ExecSpec, ctx: &RunContext) -> 
     }
 }
 
-/// Runs a slot: the first attempt, then retries with backoff. The retry loop is boxed and
-/// entered only after a failure, so the task of a run that succeeds at once stays small
-/// (a thousand of them start in the same millisecond).
-async fn run_attempts(
+/// What a run needs to call its executor.
+struct RunInput {
     executor: Arc<dyn Executor>,
     exec: ExecSpec,
-    mut ctx: RunContext,
+    ctx: RunContext,
     retry: Retry,
-) -> Outcome {
+}
+
+/// A run's task: waits for what it must first (`wait`; false means do not run), then
+/// runs. The task of a run that waits for nothing and succeeds at once is kept small (a
+/// thousand of them start in the same millisecond): what may be needed later is boxed,
+/// and `input` is borrowed where it lies rather than moved into the futures that use it,
+/// which would store it twice.
+async fn run_task(guard: RunGuard, wait: Option<BoxFuture<bool>>, input: RunInput) {
+    if let Some(wait) = wait
+        && !wait.await
+    {
+        return;
+    }
+    if let Some(shared) = &guard.shared {
+        shared.state.fetch_or(RUN_STARTED, Ordering::AcqRel);
+    }
+    if !run_attempts(&input).await.is_success() {
+        guard.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs a slot: the first attempt, then retries with backoff (boxed, entered only after a
+/// failure).
+async fn run_attempts(input: &RunInput) -> Outcome {
+    let RunInput {
+        executor,
+        exec,
+        ctx,
+        retry,
+    } = input;
     let attempts = exec.retries.saturating_add(1);
-    let first = attempt(executor.as_ref(), &exec, &ctx).await;
+    let first = attempt(executor.as_ref(), exec, ctx).await;
     let log = |ctx: &RunContext, outcome: &Outcome| {
         if outcome.is_success() {
             info!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt = ctx.attempt, "run succeeded");
@@ -437,16 +468,17 @@ async fn run_attempts(
             warn!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt = ctx.attempt, attempts, outcome = %outcome, "run failed");
         }
     };
-    log(&ctx, &first);
+    log(ctx, &first);
     if first.is_success() || attempts == 1 {
         return first;
     }
     Box::pin(async move {
+        let mut ctx = ctx.clone();
         let mut outcome = first;
         for n in 2..=attempts {
             tokio::time::sleep(backoff(n - 1, retry.base, retry.max)).await;
             ctx.attempt = n;
-            outcome = attempt(executor.as_ref(), &exec, &ctx).await;
+            outcome = attempt(executor.as_ref(), exec, &ctx).await;
             log(&ctx, &outcome);
             if outcome.is_success() {
                 break;
@@ -495,6 +527,9 @@ struct Runtime {
     quorum_grace: Duration,
     /// The latest run started here per job (for the overlap policy).
     local_runs: BTreeMap<JobId, LocalRun>,
+    /// Runs of `forbid` and `replace` jobs to announce if still running at the time given
+    /// (a gossip interval after they were fired), in that order.
+    announce: VecDeque<(UnixMillis, Arc<RunShared>)>,
     /// Runs other nodes announced: job -> node -> (generation, slot).
     remote_runs: BTreeMap<JobId, BTreeMap<NodeId, (u64, UnixMillis)>>,
     /// Abort handles of the runs started (finished ones are pruned now and then), to stop
@@ -502,6 +537,12 @@ struct Runtime {
     /// thousand runs ending in the same millisecond would otherwise mean a thousand loop
     /// turns competing with them for the cores.
     runs: Vec<tokio::task::AbortHandle>,
+    /// Runs prepared and not spawned yet: a burst's runs are spawned back to back, a
+    /// chunk at a time, so the worker that picks them up is woken once per chunk instead
+    /// of parking again between two runs.
+    prepared: Vec<Prepared>,
+    /// Where runs are spawned: the runtime that started the node.
+    spawner: tokio::runtime::Handle,
     counters: Arc<RunCounters>,
     stats: Stats,
     pause: watch::Receiver<bool>,
@@ -515,6 +556,19 @@ struct Batch {
     publish: Publish,
     /// Gates to open once the batch's records are out.
     gates: Vec<(GateTarget, watch::Sender<GateState>)>,
+}
+
+impl Batch {
+    /// Running states only (`running:<job>`: a slot, or `None` once it ended).
+    fn running(running: Vec<(JobId, Option<UnixMillis>)>) -> Batch {
+        Batch {
+            publish: Publish {
+                records: Vec::new(),
+                running,
+            },
+            gates: Vec::new(),
+        }
+    }
 }
 
 /// What a gate waits for, besides the data dir (always written first when there is one).
@@ -626,22 +680,86 @@ const LONELY_WARN_EVERY: Duration = Duration::from_secs(5);
 /// The latest run of a job on this node, for the overlap policy.
 struct LocalRun {
     ctx: RunContext,
-    handle: tokio::task::AbortHandle,
-    /// Set when the executor was called (the run may wait for its record first).
-    started: Arc<std::sync::atomic::AtomicBool>,
-    /// Closed when the run's task ends.
-    finished: watch::Receiver<()>,
+    /// `None` until its task is spawned (see `Runtime::start_runs`).
+    handle: Option<tokio::task::AbortHandle>,
+    shared: Arc<RunShared>,
     /// When it was fired (this node's clock).
     fired_at: UnixMillis,
 }
 
-/// One run counted in `RunCounters::running`, until dropped.
-struct RunSlot {
-    counters: Arc<RunCounters>,
+/// A run's state bits in [`RunShared::state`].
+const RUN_STARTED: u8 = 1;
+const RUN_ANNOUNCED: u8 = 2;
+const RUN_ENDED: u8 = 4;
+
+/// What a run of a `forbid` or `replace` job shares with the node: whether its executor
+/// was called, whether it was announced in gossip, whether its task ended. One allocation
+/// per run; `allow` runs have none.
+struct RunShared {
+    /// `RUN_*` bits.
+    state: AtomicU8,
+    /// Woken when the task ends (a chained `forbid` run waits for it).
+    end: tokio::sync::Notify,
+    job: JobId,
+    slot: UnixMillis,
+    /// To announce the end of a run that was announced.
+    publish: mpsc::UnboundedSender<Batch>,
 }
 
-impl Drop for RunSlot {
+impl RunShared {
+    fn has(&self, bit: u8) -> bool {
+        self.state.load(Ordering::Acquire) & bit != 0
+    }
+
+    /// Waits until the run's task ended.
+    async fn ended(&self) {
+        loop {
+            let end = self.end.notified();
+            if self.has(RUN_ENDED) {
+                return;
+            }
+            end.await;
+        }
+    }
+
+    /// The node sent the run's start announcement. Returns false if the task had already
+    /// ended without seeing it: the node then announces the end itself. Either way the
+    /// end goes out after the start.
+    fn announced(&self) -> bool {
+        self.state.fetch_or(RUN_ANNOUNCED, Ordering::AcqRel) & RUN_ENDED == 0
+    }
+
+    /// The run's task ended (finished, abandoned or cancelled).
+    fn end(&self) {
+        if self.state.fetch_or(RUN_ENDED, Ordering::AcqRel) & RUN_ANNOUNCED != 0 {
+            let _ = self
+                .publish
+                .send(Batch::running(vec![(self.job.clone(), None)]));
+        }
+        self.end.notify_waiters();
+    }
+}
+
+/// A run ready to be spawned (see `Runtime::prepared`).
+struct Prepared {
+    guard: RunGuard,
+    wait: Option<BoxFuture<bool>>,
+    input: RunInput,
+}
+
+/// Held by a run's task: counts the run in `RunCounters::running` and marks it ended,
+/// however the task ends (finished, abandoned, cancelled by `replace` or shutdown, even
+/// before it was first polled: the guard is dropped with the future).
+struct RunGuard {
+    counters: Arc<RunCounters>,
+    shared: Option<Arc<RunShared>>,
+}
+
+impl Drop for RunGuard {
     fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.end();
+        }
         if self.counters.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.counters.idle.notify_waiters();
         }
@@ -713,41 +831,6 @@ impl QuorumWait {
     }
 }
 
-/// Announces a long run's slot in gossip (`running:<job>`) and, when dropped (the run ended
-/// or was cancelled), announces that it ended.
-struct Announcement {
-    publish: mpsc::UnboundedSender<Batch>,
-    job: JobId,
-    active: bool,
-}
-
-impl Announcement {
-    fn start(&mut self, slot: UnixMillis) {
-        self.active = true;
-        let _ = self.publish.send(Batch {
-            publish: Publish {
-                records: Vec::new(),
-                running: vec![(self.job.clone(), Some(slot))],
-            },
-            gates: Vec::new(),
-        });
-    }
-}
-
-impl Drop for Announcement {
-    fn drop(&mut self) {
-        if self.active {
-            let _ = self.publish.send(Batch {
-                publish: Publish {
-                    records: Vec::new(),
-                    running: vec![(self.job.clone(), None)],
-                },
-                gates: Vec::new(),
-            });
-        }
-    }
-}
-
 impl Runtime {
     fn cluster(&self) -> &Cluster {
         self.cluster.as_ref().expect("cluster lives until shutdown")
@@ -770,6 +853,7 @@ impl Runtime {
             let now = self.clock.now();
             self.planner.poll(now);
             self.apply_actions(now).await;
+            self.announce_due(now);
             if now >= next_lonely_check {
                 next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
                 if self.cluster().known_peers().await == 0 {
@@ -780,7 +864,12 @@ impl Runtime {
                 .planner
                 .next_deadline()
                 .unwrap_or(UnixMillis(i64::MAX))
-                .min(next_lonely_check);
+                .min(next_lonely_check)
+                .min(
+                    self.announce
+                        .front()
+                        .map_or(UnixMillis(i64::MAX), |(at, _)| *at),
+                );
             let sleep = self.clock.sleep_until(deadline);
             tokio::select! {
                 _ = sleep => {}
@@ -862,7 +951,7 @@ impl Runtime {
             && self
                 .local_runs
                 .get(&r.job)
-                .is_some_and(|l| l.ctx.scheduled_at < r.record.slot && !l.handle.is_finished())
+                .is_some_and(|l| l.ctx.scheduled_at < r.record.slot && !l.shared.has(RUN_ENDED))
         {
             info!(job = %r.job, newer = %r.record.slot, by = %r.node, "cancelling the running run: a newer slot started elsewhere (overlap = replace)");
             self.cancel_local(&r.job);
@@ -929,7 +1018,11 @@ impl Runtime {
     }
 
     /// What a run of `job` must wait for before it starts; `None`: nothing.
-    fn gate_target(&self, job: &JobId) -> Option<GateTarget> {
+    /// `quorum` caches quorum mode's target (the same for every job) for one burst.
+    fn gate_target(&self, job: &JobId, quorum: &mut Option<GateTarget>) -> Option<GateTarget> {
+        if let Some(target) = quorum {
+            return Some(target.clone());
+        }
         if let Some(min) = self.config.quorum() {
             let peers: Vec<SocketAddr> = self
                 .planner
@@ -939,14 +1032,17 @@ impl Runtime {
                 .filter(|n| **n != self.config.node_id)
                 .filter_map(|n| self.peers.get(n).map(|(_, addr)| *addr))
                 .collect();
-            return Some(GateTarget::Quorum {
+            let target = GateTarget::Quorum {
                 need: min.saturating_sub(1).min(peers.len()),
                 peers,
-            });
+            };
+            *quorum = Some(target.clone());
+            return Some(target);
         }
-        let peer = self
-            .planner
-            .runner_up(job)
+        let alone = self.planner.view().members.len() < 2;
+        let peer = (!alone)
+            .then(|| self.planner.runner_up(job))
+            .flatten()
             .and_then(|n| self.peers.get(n))
             .map(|(_, addr)| *addr);
         match peer {
@@ -959,15 +1055,18 @@ impl Runtime {
     /// Cancels the run of `job` running here (`replace`). A run cancelled before its
     /// executor was called counts as skipped by the overlap policy.
     fn cancel_local(&mut self, job: &JobId) {
+        self.start_runs();
         let Some(l) = self.local_runs.remove(job) else {
             return;
         };
-        if l.handle.is_finished() {
+        if l.shared.has(RUN_ENDED) {
             return;
         }
-        l.handle.abort();
+        if let Some(handle) = &l.handle {
+            handle.abort();
+        }
         self.stats.replaced += 1;
-        if !l.started.load(Ordering::Acquire) {
+        if !l.shared.has(RUN_STARTED) {
             self.stats.overlap_skipped += 1;
             self.executor.skipped(&l.ctx);
             self.retract_skipped(job, l.ctx.scheduled_at);
@@ -982,13 +1081,8 @@ impl Runtime {
         let _ = self.planner.skipped_by_overlap(job, slot);
     }
 
-    /// True when a run of `job` is still running here or (announced) on another live node.
-    fn running_anywhere(&self, job: &JobId) -> Option<String> {
-        if let Some(l) = self.local_runs.get(job)
-            && !l.handle.is_finished()
-        {
-            return Some(format!("slot {} here", l.ctx.scheduled_at));
-        }
+    /// Where a run of `job` announced by another live node is running, if one is.
+    fn running_elsewhere(&self, job: &JobId) -> Option<String> {
         self.remote_runs
             .get(job)
             .and_then(|by| by.iter().next())
@@ -1000,6 +1094,8 @@ impl Runtime {
         let mut gates: BTreeMap<GateTarget, watch::Receiver<GateState>> = BTreeMap::new();
         let actions: Vec<Action> = self.planner.drain().collect();
         let mut started = 0usize;
+        // Quorum mode's gate target, the same for every run of this call.
+        let mut quorum = None;
         for a in actions {
             match a {
                 Action::Fire {
@@ -1018,24 +1114,33 @@ impl Runtime {
                         attempt: 1,
                         epoch,
                     };
-                    let Some(overlap) = self.planner.job(&ctx.job).map(|j| j.overlap) else {
+                    let Some((overlap, exec)) = self
+                        .planner
+                        .job(&ctx.job)
+                        .map(|j| (j.overlap, j.exec.clone()))
+                    else {
                         continue;
+                    };
+                    // The job's run still running here, if any.
+                    let local = match overlap {
+                        Overlap::Allow => None,
+                        _ => self
+                            .local_runs
+                            .get(&ctx.job)
+                            .filter(|l| !l.shared.has(RUN_ENDED)),
                     };
                     // Under `forbid`, slots of one job found due together (a catch-up) run in
                     // order, one at a time: this one was already due when the previous run
                     // was fired, so it did not come due while that run ran.
-                    let after = if overlap == Overlap::Forbid {
-                        self.local_runs
-                            .get(&ctx.job)
-                            .filter(|l| slot <= l.fired_at && !l.handle.is_finished())
-                            .map(|l| l.finished.clone())
-                    } else {
-                        None
+                    let after = local
+                        .filter(|l| overlap == Overlap::Forbid && slot <= l.fired_at)
+                        .map(|l| l.shared.clone());
+                    let busy = match local {
+                        _ if after.is_some() || overlap == Overlap::Allow => None,
+                        Some(l) => Some(format!("slot {} here", l.ctx.scheduled_at)),
+                        None => self.running_elsewhere(&ctx.job),
                     };
-                    if after.is_none()
-                        && overlap != Overlap::Allow
-                        && let Some(busy) = self.running_anywhere(&ctx.job)
-                    {
+                    if let Some(busy) = busy {
                         if overlap == Overlap::Forbid {
                             self.stats.overlap_skipped += 1;
                             info!(node = %self.config.node_id, job = %ctx.job, slot = %slot, running = %busy, "slot skipped: the previous run is still running (overlap = forbid)");
@@ -1054,7 +1159,7 @@ impl Runtime {
                         self.stats.fired_late += 1;
                         info!(job = %ctx.job, slot = %slot, late_ms = now.millis_since(slot), "catching up a missed slot");
                     }
-                    let gate = self.gate_target(&ctx.job).map(|target| {
+                    let gate = self.gate_target(&ctx.job, &mut quorum).map(|target| {
                         gates
                             .entry(target.clone())
                             .or_insert_with(|| {
@@ -1064,9 +1169,10 @@ impl Runtime {
                             })
                             .clone()
                     });
-                    self.spawn_run(ctx, overlap, gate, after, now);
+                    self.prepare_run(ctx, exec, overlap, gate, after, now);
                     started += 1;
                     if started % YIELD_EVERY_RUNS == 0 {
+                        self.start_runs();
                         // Let the runs already started begin (on this core too) instead of
                         // queueing behind the rest of a large burst.
                         tokio::task::yield_now().await;
@@ -1104,69 +1210,58 @@ impl Runtime {
                 }
             }
         }
+        self.start_runs();
         if !batch.publish.records.is_empty() || !batch.gates.is_empty() {
             let _ = self.publish.send(batch);
         }
     }
 
-    fn spawn_run(
+    /// Prepares a run; `start_runs` spawns it.
+    fn prepare_run(
         &mut self,
         ctx: RunContext,
+        exec: ExecSpec,
         overlap: Overlap,
         gate: Option<watch::Receiver<GateState>>,
-        after: Option<watch::Receiver<()>>,
+        after: Option<Arc<RunShared>>,
         now: UnixMillis,
     ) {
-        let Some(spec) = self.planner.job(&ctx.job) else {
-            return;
-        };
-        let exec = spec.exec.clone();
-        let executor = self.executor.clone();
-        let base = self.config.retry_backoff;
-        let max = self.config.retry_backoff_max;
         let counters = self.counters.clone();
         counters.running.fetch_add(1, Ordering::Relaxed);
         if self.runs.len() >= self.runs.capacity().max(1024) {
             self.runs.retain(|r| !r.is_finished());
         }
-        let retry = Retry { base, max };
-        // Long runs are announced, so a new owner honours `forbid` and `replace`.
-        let announce = (overlap != Overlap::Allow).then(|| {
-            (
-                Announcement {
-                    publish: self.publish.clone(),
-                    job: ctx.job.clone(),
-                    active: false,
-                },
-                self.config.gossip_interval,
-            )
+        let shared = (overlap != Overlap::Allow).then(|| {
+            Arc::new(RunShared {
+                state: AtomicU8::new(0),
+                end: tokio::sync::Notify::new(),
+                job: ctx.job.clone(),
+                slot: ctx.scheduled_at,
+                publish: self.publish.clone(),
+            })
         });
-        let job = ctx.job.clone();
-        let slot = ctx.scheduled_at;
-        let local = (overlap != Overlap::Allow).then(|| ctx.clone());
-        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let started_here = started.clone();
-        let quorum = self.config.quorum().map(|min| QuorumWait {
-            min,
-            view: self.view_rx.clone(),
-            publisher: self.publisher_handle.clone(),
-            peers: self.peers.clone(),
-            grace: self.quorum_grace,
-        });
-        let abandon = self.abandon_tx.clone();
-        // Counts the run as ended however the task ends: finished, abandoned, or cancelled
-        // (`replace`, shutdown), even cancelled before it was first polled (the guard is
-        // dropped with the future).
-        let running = RunSlot { counters };
-        // Dropped when the task ends: a run chained after this one waits for that.
-        let (finished_tx, finished) = watch::channel(());
-        let task = tokio::spawn(async move {
-            let _running = running;
-            let _finished = finished_tx;
-            if let Some(mut previous) = after {
-                while previous.changed().await.is_ok() {}
-            }
-            if let Some(mut gate) = gate {
+        let local = shared.as_ref().map(|shared| (ctx.clone(), shared.clone()));
+        // What the run waits for before its executor is called, if anything: the previous
+        // run (a `forbid` catch-up), then its record's gate. Boxed, and built only when
+        // needed, so the task of a run that waits for nothing stays small: a thousand of
+        // them start in the same millisecond.
+        let wait: Option<BoxFuture<bool>> = (after.is_some() || gate.is_some()).then(|| {
+            let quorum = self.config.quorum().map(|min| QuorumWait {
+                min,
+                view: self.view_rx.clone(),
+                publisher: self.publisher_handle.clone(),
+                peers: self.peers.clone(),
+                grace: self.quorum_grace,
+            });
+            let abandon = self.abandon_tx.clone();
+            let (job, slot) = (ctx.job.clone(), ctx.scheduled_at);
+            let wait: BoxFuture<bool> = Box::pin(async move {
+                if let Some(previous) = after {
+                    previous.ended().await;
+                }
+                let Some(mut gate) = gate else {
+                    return true;
+                };
                 // The record goes first (see `cluster`): a crash from here on is known.
                 let go = match quorum {
                     None => {
@@ -1176,49 +1271,111 @@ impl Runtime {
                     Some(q) => q.wait(&mut gate).await,
                 };
                 if !go {
-                    let _ = abandon.send((ctx.job.clone(), slot));
-                    return;
+                    let _ = abandon.send((job, slot));
                 }
-            }
-            started_here.store(true, Ordering::Release);
-            let run = run_attempts(executor, exec, ctx, retry);
-            let outcome = match announce {
-                None => run.await,
-                Some((mut announcement, after)) => {
-                    tokio::pin!(run);
-                    tokio::select! {
-                        o = &mut run => o,
-                        _ = tokio::time::sleep(after) => {
-                            announcement.start(slot);
-                            run.await
-                        }
-                    }
-                }
-            };
-            if !outcome.is_success() {
-                _running.counters.failed.fetch_add(1, Ordering::Relaxed);
-            }
+                go
+            });
+            wait
         });
-        let handle = task.abort_handle();
-        if let Some(ctx) = local {
+        let retry = Retry {
+            base: self.config.retry_backoff,
+            max: self.config.retry_backoff_max,
+        };
+        let input = RunInput {
+            executor: self.executor.clone(),
+            exec,
+            ctx,
+            retry,
+        };
+        let guard = RunGuard { counters, shared };
+        self.prepared.push(Prepared { guard, wait, input });
+        if let Some((ctx, shared)) = local {
+            // Long runs are announced, so a new owner honours `forbid` and `replace`.
+            self.announce.push_back((
+                now.saturating_add(self.config.gossip_interval),
+                shared.clone(),
+            ));
             self.local_runs.insert(
-                job,
+                ctx.job.clone(),
                 LocalRun {
                     ctx,
-                    handle: handle.clone(),
-                    started,
-                    finished,
+                    handle: None,
+                    shared,
                     fired_at: now,
                 },
             );
         }
-        self.runs.push(handle);
+    }
+
+    /// Spawns the prepared runs.
+    fn start_runs(&mut self) {
+        let mut started = Vec::with_capacity(self.prepared.len());
+        for Prepared { guard, wait, input } in self.prepared.drain(..) {
+            let shared = guard.shared.clone();
+            let task = self.spawner.spawn(run_task(guard, wait, input));
+            started.push((task.abort_handle(), shared));
+        }
+        for (handle, shared) in started {
+            let local = shared.and_then(|shared| {
+                self.local_runs
+                    .get_mut(&shared.job)
+                    .filter(|l| Arc::ptr_eq(&l.shared, &shared))
+            });
+            match local {
+                Some(l) => l.handle = Some(handle),
+                // Not the job's latest run any more (a catch-up burst).
+                None => self.runs.push(handle),
+            }
+        }
+    }
+
+    /// Announces in gossip the runs started here that are still running a gossip interval
+    /// after they were fired (`running:<job>`); each run's task announces its end. A run
+    /// still waiting (for its record, or for the run before it) is checked again an
+    /// interval later.
+    fn announce_due(&mut self, now: UnixMillis) {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.announce.front()
+            && *at <= now
+        {
+            let Some((_, run)) = self.announce.pop_front() else {
+                break;
+            };
+            if run.has(RUN_ENDED) {
+                continue;
+            }
+            if !run.has(RUN_STARTED) {
+                self.announce
+                    .push_back((now.saturating_add(self.config.gossip_interval), run));
+                continue;
+            }
+            due.push(run);
+        }
+        if due.is_empty() {
+            return;
+        }
+        let start = due.iter().map(|r| (r.job.clone(), Some(r.slot))).collect();
+        let _ = self.publish.send(Batch::running(start));
+        let ended: Vec<_> = due
+            .iter()
+            .filter(|r| !r.announced())
+            .map(|r| (r.job.clone(), None))
+            .collect();
+        if !ended.is_empty() {
+            let _ = self.publish.send(Batch::running(ended));
+        }
     }
 
     /// Stops every running run; dropping a shell run kills its process group.
     fn abort_runs(&mut self) {
         for run in self.runs.drain(..) {
             run.abort();
+        }
+        self.prepared.clear();
+        for run in self.local_runs.values() {
+            if let Some(handle) = &run.handle {
+                handle.abort();
+            }
         }
     }
 
