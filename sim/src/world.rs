@@ -235,6 +235,8 @@ impl World {
             .executor(exec)
             .transport(Arc::new(self.net.clone()))
             .pause_switch(pause_rx)
+            // Every node on the simulator's one deterministic thread.
+            .scheduler_thread(false)
             .start()
             .await
             .expect("a simulated node starts");

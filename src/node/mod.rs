@@ -52,6 +52,9 @@ pub enum NodeError {
     /// The data dir could not be used.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The scheduler's thread or its runtime could not be created.
+    #[error("could not start the scheduler thread: {0}")]
+    Scheduler(std::io::Error),
     /// Gossip could not start (e.g. the UDP address is in use).
     #[error("could not start gossip on {addr}: {source:#}")]
     Gossip {
@@ -85,6 +88,7 @@ pub struct NodeBuilder {
     default_executor: DefaultExecutor,
     transport: Arc<dyn Transport>,
     pause: Option<watch::Receiver<bool>>,
+    scheduler_thread: bool,
 }
 
 /// Entry point of the runtime.
@@ -102,6 +106,7 @@ impl Node {
             default_executor: DefaultExecutor::new(),
             transport: Arc::new(UdpTransport),
             pause: None,
+            scheduler_thread: true,
         }
     }
 }
@@ -170,6 +175,20 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether the node's scheduling loop (it wakes at each slot and starts the slot's
+    /// runs) has a thread of its own (default: true), or is a task of the runtime that
+    /// calls [`NodeBuilder::start`]. Runs, gossip and publishing use that runtime either
+    /// way.
+    ///
+    /// On its own thread the loop never waits behind job handlers for a worker, so a burst
+    /// of runs, or a handler that blocks its worker, cannot delay the next slots; and the
+    /// workers that run the handlers are not also busy starting them (the firing bench in
+    /// the README). The simulator turns it off: its nodes share one deterministic thread.
+    pub fn scheduler_thread(mut self, own_thread: bool) -> Self {
+        self.scheduler_thread = own_thread;
+        self
+    }
+
     /// Validates, starts gossip, and spawns the node's task.
     pub async fn start(self) -> Result<NodeHandle, NodeError> {
         let NodeBuilder {
@@ -181,6 +200,7 @@ impl NodeBuilder {
             default_executor,
             transport,
             pause,
+            scheduler_thread,
         } = self;
         config.validate()?;
         if executor.is_none()
@@ -210,6 +230,8 @@ impl NodeBuilder {
         if let Some(store) = &store {
             info!(dir = %store.dir().display(), records = saved.len(), "data dir opened");
         }
+        // Before gossip starts: nothing to stop if this fails.
+        let scheduler = scheduler_thread.then(start_scheduler_thread).transpose()?;
         let gossip = GossipConfig {
             node_id: config.node_id.clone(),
             generation: u64::try_from(now.0).unwrap_or(0),
@@ -293,7 +315,14 @@ impl NodeBuilder {
             pause_live: pause.is_some(),
             pause: pause.unwrap_or_else(|| watch::channel(false).1),
         };
-        let task = tokio::spawn(runtime.run());
+        let task = match scheduler {
+            Some((thread, done)) => thread.spawn(async move {
+                // The thread stops once this is dropped: the task ended or was aborted.
+                let _done = done;
+                runtime.run().await
+            }),
+            None => tokio::spawn(runtime.run()),
+        };
         Ok(NodeHandle {
             node_id: config.node_id,
             view: view_rx,
@@ -548,6 +577,41 @@ struct Runtime {
     pause: watch::Receiver<bool>,
     /// False once the pause switch's sender is gone (or there never was one).
     pause_live: bool,
+}
+
+/// Starts the scheduler's thread (see [`NodeBuilder::scheduler_thread`]): a
+/// single-threaded runtime that runs until the returned sender is dropped.
+fn start_scheduler_thread() -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), NodeError> {
+    /// Shuts a runtime down without blocking, should the thread not start: a runtime
+    /// dropped normally inside an async context panics.
+    struct Unstarted(Option<tokio::runtime::Runtime>);
+    impl Drop for Unstarted {
+        fn drop(&mut self) {
+            if let Some(rt) = self.0.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NodeError::Scheduler)?;
+    let handle = rt.handle().clone();
+    let (done, until) = oneshot::channel::<()>();
+    let mut rt = Unstarted(Some(rt));
+    std::thread::Builder::new()
+        .name("starling-scheduler".into())
+        .spawn(move || {
+            if let Some(rt) = rt.0.take() {
+                rt.block_on(async {
+                    let _ = until.await;
+                });
+                // Outside any async context: waits for a data-dir write in progress.
+                drop(rt);
+            }
+        })
+        .map_err(NodeError::Scheduler)?;
+    Ok((handle, done))
 }
 
 /// One publication for the publisher task.
