@@ -32,10 +32,13 @@
 //!
 //! Run with `cargo bench --bench firing`. Environment knobs: `BENCH_JOBS` (1000),
 //! `BENCH_ROUNDS` (5), `BENCH_PASSES` (2; every variant runs once per pass and ratios are
-//! taken within a pass), `RUST_LOG` (if set, installs the same `fmt` subscriber the CLI
+//! taken within a pass; the first variant run is the pass's base), `BENCH_VARIANTS`
+//! (comma-separated variant names to run, e.g. `baseline_loop,starling_cron`; skips the
+//! attribution and diagnostics sections), `RUST_LOG` (if set, installs the same `fmt` subscriber the CLI
 //! uses, writing to stderr: run with `2>/dev/null` to measure the cost of info logging).
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,7 +62,52 @@ struct Sample {
     late_us: i64,
 }
 
-type Samples = Arc<Mutex<Vec<Sample>>>;
+/// Where runs record their lateness: a fixed array filled through an atomic index, so
+/// runs on different workers never wait for each other to record (a mutex here made the
+/// workers park and wake each other, a context switch per run at worst).
+struct SampleSink {
+    next: AtomicUsize,
+    slots: Box<[[AtomicI64; 3]]>,
+}
+
+impl SampleSink {
+    fn new(capacity: usize) -> Arc<SampleSink> {
+        Arc::new(SampleSink {
+            next: AtomicUsize::new(0),
+            slots: (0..capacity).map(|_| Default::default()).collect(),
+        })
+    }
+
+    fn push(&self, s: Sample) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some([slot, ms, us]) = self.slots.get(i) {
+            slot.store(s.slot_ms, Ordering::Relaxed);
+            ms.store(s.late_ms, Ordering::Relaxed);
+            us.store(s.late_us, Ordering::Relaxed);
+        }
+    }
+
+    /// What was recorded (read after every run finished).
+    fn to_vec(&self) -> Vec<Sample> {
+        let n = self.next.load(Ordering::Acquire);
+        if n > self.slots.len() {
+            println!(
+                "warning: {n} samples, only the first {} kept",
+                self.slots.len()
+            );
+        }
+        self.slots[..n.min(self.slots.len())]
+            .iter()
+            .map(|[slot, ms, us]| Sample {
+                slot_ms: slot.load(Ordering::Acquire),
+                late_ms: ms.load(Ordering::Acquire),
+                late_us: us.load(Ordering::Acquire),
+            })
+            .collect()
+    }
+}
+
+type Samples = Arc<SampleSink>;
 
 /// Microseconds since the Unix epoch from the OS wall clock.
 #[allow(clippy::disallowed_methods)] // benchmark measurement clock
@@ -100,9 +148,8 @@ fn sample_now(slot_ms: i64) -> Sample {
     }
 }
 
-fn record(samples: &Mutex<Vec<Sample>>, slot_ms: i64) {
-    let s = sample_now(slot_ms);
-    samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+fn record(samples: &SampleSink, slot_ms: i64) {
+    samples.push(sample_now(slot_ms));
 }
 
 fn env_usize(key: &str, default: usize) -> usize {
@@ -135,7 +182,7 @@ fn first_deadline_ms() -> i64 {
 }
 
 async fn baseline_loop(jobs: usize, rounds: usize, hops: bool) -> (i64, Vec<Sample>) {
-    let samples: Samples = Arc::new(Mutex::new(Vec::with_capacity(jobs * rounds)));
+    let samples: Samples = SampleSink::new(jobs * rounds);
     let first = first_deadline_ms();
     let mut handles = Vec::with_capacity(jobs * rounds);
     let mut running: JoinSet<()> = JoinSet::new();
@@ -165,12 +212,12 @@ async fn baseline_loop(jobs: usize, rounds: usize, hops: bool) -> (i64, Vec<Samp
         let _ = h.await;
     }
     while running.join_next().await.is_some() {}
-    let v = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let v = samples.to_vec();
     (first, v)
 }
 
 async fn baseline_tasks(jobs: usize, rounds: usize) -> (i64, Vec<Sample>) {
-    let samples: Samples = Arc::new(Mutex::new(Vec::with_capacity(jobs * rounds)));
+    let samples: Samples = SampleSink::new(jobs * rounds);
     let first = first_deadline_ms();
     let slots: Arc<Vec<(i64, tokio::time::Instant)>> = Arc::new(
         (0..rounds)
@@ -192,7 +239,7 @@ async fn baseline_tasks(jobs: usize, rounds: usize) -> (i64, Vec<Sample>) {
         });
     }
     while tasks.join_next().await.is_some() {}
-    let v = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let v = samples.to_vec();
     (first, v)
 }
 
@@ -292,7 +339,8 @@ async fn starling(
     schedule: &str,
     wiring: Wiring,
 ) -> AnyResult<(i64, Vec<Sample>, Trace)> {
-    let samples: Samples = Arc::new(Mutex::new(Vec::with_capacity(jobs * (rounds + 2))));
+    // The node runs the start second's slot too, and shutdown takes a while.
+    let samples: Samples = SampleSink::new(jobs * (rounds + 4));
     let stages = Arc::new(Mutex::new(Vec::new()));
     let clock = Arc::new(BenchClock {
         precise_sleep: wiring.precise_sleep,
@@ -340,10 +388,8 @@ async fn starling(
     tokio::time::sleep_until(tokio_instant_at_wall_ms(end - 1000 + 700)).await;
     node.shutdown().await;
     let v: Vec<Sample> = samples
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .copied()
+        .to_vec()
+        .into_iter()
         .filter(|s| s.slot_ms >= first && s.slot_ms < end)
         .collect();
     let calls = clock
@@ -420,20 +466,20 @@ struct VariantResult {
     ms: Stats,
     us: Stats,
     /// Per round: (p99 us, max us).
-    per_round: Vec<(i64, i64)>,
+    /// Per round: min, p50, p99 and max (us).
+    per_round: Vec<Stats>,
 }
 
 fn summarize(name: &'static str, first: i64, rounds: usize, v: &[Sample]) -> VariantResult {
     let per_round = (0..rounds)
         .map(|r| {
             let slot = first + 1000 * r as i64;
-            let s = stats(
+            stats(
                 v.iter()
                     .filter(|s| s.slot_ms == slot)
                     .map(|s| s.late_us)
                     .collect(),
-            );
-            (s.p99, s.max)
+            )
         })
         .collect();
     VariantResult {
@@ -459,7 +505,9 @@ fn print_pass(pass: usize, jobs: usize, outcomes: &[VariantResult]) {
         "{:<20} {:>6} | {:>5} {:>5} {:>5} (ms) | {:>7} {:>7} {:>7} (us) | {:>13} {:>13}",
         "variant", "n", "p50", "p99", "max", "p50", "p99", "max", "p99/base ms", "p99/base us"
     );
-    let base = &outcomes[0];
+    let Some(base) = outcomes.first() else {
+        return;
+    };
     for o in outcomes {
         println!(
             "{:<20} {:>6} | {:>5} {:>5} {:>5}      | {:>7} {:>7} {:>7}      | {:>13} {:>13}",
@@ -475,21 +523,25 @@ fn print_pass(pass: usize, jobs: usize, outcomes: &[VariantResult]) {
             ratio(o.us.p99, base.us.p99),
         );
     }
-    println!("per round (p99 us / max us):");
+    println!("per round (min/p50/p99/max us):");
     for o in outcomes {
         let rounds: Vec<String> = o
             .per_round
             .iter()
-            .map(|(p99, max)| format!("{p99}/{max}"))
+            .map(|s| format!("{}/{}/{}/{}", s.min, s.p50, s.p99, s.max))
             .collect();
         println!("  {:<20} {}", o.name, rounds.join("  "));
     }
-    for o in outcomes.iter().filter(|o| o.name.starts_with("starling")) {
+    for o in outcomes
+        .iter()
+        .filter(|o| o.name.starts_with("starling") && o.name != base.name)
+    {
         let r = o.us.p99 as f64 / base.us.p99.max(1) as f64;
         println!(
-            "target {}: p99 {:.2}x baseline_loop (us) -> {}",
+            "target {}: p99 {:.2}x {} (us) -> {}",
             o.name,
             r,
+            base.name,
             if r <= 1.5 { "met" } else { "NOT met" }
         );
     }
@@ -665,24 +717,40 @@ fn main() -> AnyResult<()> {
     let jobs = env_usize("BENCH_JOBS", 1000);
     let rounds = env_usize("BENCH_ROUNDS", 5);
     let passes = env_usize("BENCH_PASSES", 2);
+    // `BENCH_VARIANTS=baseline_loop,starling_cron`: run only these (default: all, and the
+    // attribution and diagnostics sections, which `BENCH_VARIANTS` skips).
+    let only: Option<Vec<String>> = std::env::var("BENCH_VARIANTS")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let want = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
     for pass in 1..=passes {
         let mut outcomes = Vec::new();
-        let (f, v) = runtime().block_on(baseline_loop(jobs, rounds, false));
-        outcomes.push(summarize("baseline_loop", f, rounds, &v));
-        let (f, v) = runtime().block_on(baseline_loop(jobs, rounds, true));
-        outcomes.push(summarize("baseline_loop_3hop", f, rounds, &v));
-        let (f, v) = runtime().block_on(baseline_tasks(jobs, rounds));
-        outcomes.push(summarize("baseline_tasks", f, rounds, &v));
-        let (f, v, _) = runtime().block_on(starling(jobs, rounds, "* * * * * *", PLAIN))?;
-        outcomes.push(summarize("starling_cron", f, rounds, &v));
-        let (f, v, _) = runtime().block_on(starling(jobs, rounds, "@every 1s", PLAIN))?;
-        outcomes.push(summarize("starling_every", f, rounds, &v));
+        if want("baseline_loop") {
+            let (f, v) = runtime().block_on(baseline_loop(jobs, rounds, false));
+            outcomes.push(summarize("baseline_loop", f, rounds, &v));
+        }
+        if want("baseline_loop_3hop") {
+            let (f, v) = runtime().block_on(baseline_loop(jobs, rounds, true));
+            outcomes.push(summarize("baseline_loop_3hop", f, rounds, &v));
+        }
+        if want("baseline_tasks") {
+            let (f, v) = runtime().block_on(baseline_tasks(jobs, rounds));
+            outcomes.push(summarize("baseline_tasks", f, rounds, &v));
+        }
         let allow = Wiring {
             overlap: Overlap::Allow,
             ..PLAIN
         };
-        let (f, v, _) = runtime().block_on(starling(jobs, rounds, "@every 1s", allow))?;
-        outcomes.push(summarize("starling_every_allow", f, rounds, &v));
+        for (name, schedule, wiring) in [
+            ("starling_cron", "* * * * * *", PLAIN),
+            ("starling_every", "@every 1s", PLAIN),
+            ("starling_every_allow", "@every 1s", allow),
+        ] {
+            if want(name) {
+                let (f, v, _) = runtime().block_on(starling(jobs, rounds, schedule, wiring))?;
+                outcomes.push(summarize(name, f, rounds, &v));
+            }
+        }
         for o in &outcomes {
             if o.ms.n != jobs * rounds {
                 println!(
@@ -695,7 +763,9 @@ fn main() -> AnyResult<()> {
         }
         print_pass(pass, jobs, &outcomes);
     }
-    attribution(jobs, rounds)?;
-    diagnostics(jobs, rounds.max(5))?;
+    if only.is_none() {
+        attribution(jobs, rounds)?;
+        diagnostics(jobs, rounds.max(5))?;
+    }
     Ok(())
 }
