@@ -21,10 +21,10 @@
 //! `SystemTime`.
 //!
 //! An attribution section then reruns `starling_cron` with the node's clock and executor
-//! wrapped (`BenchClock`, `Staged`) to see when the node loop wakes, when it next loops
-//! (after spawning the runs and publishing the records), how many loop iterations a slot
-//! costs, and when each run reaches the executor and the handler; and once more with a
-//! clock that sleeps to the exact deadline instead of whole milliseconds.
+//! wrapped (`BenchClock`, `Staged`) to see when the node loop wakes, when it wakes next,
+//! how many times it reads the clock per slot, and when each run reaches the executor and
+//! the handler; and once more with a clock that sleeps to the exact deadline instead of
+//! whole milliseconds.
 //!
 //! A diagnostic section times pieces of the firing path on their own: `Planner::poll` +
 //! `drain` for 1,000 due jobs, `Schedule::next_after`, and `Cluster::publish_records` of
@@ -324,8 +324,9 @@ fn stage(stages: &Mutex<Vec<(u8, Sample)>>, stage: u8, slot_ms: i64) {
 #[derive(Default)]
 struct Trace {
     /// Per slot: lateness (us) of the node loop's first, second and third `now()` at or
-    /// after the slot. The first is the loop waking for the slot; the second is the next
-    /// loop iteration, after the slot's runs were spawned and its records published.
+    /// after the slot. The first is the loop waking for the slot; the next two are its next
+    /// wakes (a membership update after the records went out, the check for long runs to
+    /// announce), not the end of the burst.
     loop_us: [Vec<i64>; 3],
     /// Per slot: how many times the node read the clock in the second after it.
     now_calls: Vec<usize>,
@@ -666,8 +667,8 @@ fn attribution(jobs: usize, rounds: usize) -> AnyResult<()> {
     );
     let [woke, next, third] = trace.loop_us;
     show("traced: node loop woke (1st now() per slot)", stats(woke));
-    show("traced: next loop iteration (2nd now())", stats(next));
-    show("traced: 3rd now()", stats(third));
+    show("traced: node loop's next wake (2nd now())", stats(next));
+    show("traced: the wake after (3rd now())", stats(third));
     for (i, name) in [
         "traced: run task entered (execute called)",
         "traced: executor task entered",
@@ -695,7 +696,7 @@ fn attribution(jobs: usize, rounds: usize) -> AnyResult<()> {
     let handler = summarize("precise", f, rounds, &v);
     let [woke, next, _] = trace.loop_us;
     show("exact-deadline sleep: node loop woke", stats(woke));
-    show("exact-deadline sleep: next loop iteration", stats(next));
+    show("exact-deadline sleep: next wake", stats(next));
     show("exact-deadline sleep: handler entry", handler.us);
     Ok(())
 }
