@@ -346,10 +346,10 @@ impl Cluster {
         let live = guard.live_nodes_watcher();
         // Listeners run under chitchat's lock: parse and forward, nothing else.
         let records = events.clone();
-        let me = (config.node_id.clone(), config.generation);
+        let me = guard.self_chitchat_id().clone();
         let me_too = me.clone();
         let fire = guard.subscribe_event(KEY_FIRE_PREFIX, move |ev| {
-            if ev.node.generation_id == me.1 && *ev.node.node_id == *me.0.as_str() {
+            if *ev.node == me {
                 return;
             }
             if let Some(record) = FireRecord::decode(ev.value) {
@@ -361,7 +361,7 @@ impl Cluster {
             }
         });
         let running = guard.subscribe_event(KEY_RUNNING_PREFIX, move |ev| {
-            if ev.node.generation_id == me_too.1 && *ev.node.node_id == *me_too.0.as_str() {
+            if *ev.node == me_too {
                 return;
             }
             let slot = ev.value.parse::<i64>().ok().map(UnixMillis);

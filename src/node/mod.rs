@@ -1237,8 +1237,9 @@ impl Runtime {
                     started += 1;
                     if started % YIELD_EVERY_RUNS == 0 {
                         self.start_runs();
-                        // Let the runs already started begin (on this core too) instead of
-                        // queueing behind the rest of a large burst.
+                        // Let the runs already started begin instead of queueing behind the
+                        // rest of a large burst (they share this task's workers when the
+                        // node has no scheduler thread).
                         tokio::task::yield_now().await;
                     }
                 }
