@@ -290,6 +290,10 @@ impl Clock for BenchClock {
         let capped = deadline.0.min(wall_us() / 1000 + 1000);
         Box::pin(tokio::time::sleep_until(tokio_instant_at_wall_ms(capped)))
     }
+
+    fn block_until(&self, deadline: UnixMillis, within: Duration) {
+        SystemClock.block_until(deadline, within);
+    }
 }
 
 /// Wraps the default executor and records two stages of each run: `execute` called (in

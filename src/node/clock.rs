@@ -17,6 +17,15 @@ pub trait Clock: Send + Sync + 'static {
         let wait = deadline.millis_since(self.now()).clamp(0, MAX_SLEEP_MS);
         Box::pin(tokio::time::sleep(Duration::from_millis(wait as u64)))
     }
+
+    /// Blocks the calling thread until `deadline` if that is at most `within` away;
+    /// otherwise, or if this clock cannot be waited on by blocking a thread (the default),
+    /// returns at once. A node calls it only on its own scheduler thread, after
+    /// [`Clock::sleep_until`] woke it `within` early: tokio's timer wakes up to about 2 ms
+    /// late, a blocked thread within about 0.1 ms.
+    fn block_until(&self, deadline: UnixMillis, within: Duration) {
+        let _ = (deadline, within);
+    }
 }
 
 /// Sleeps are cut to this, so a wall clock that jumps is noticed within a second.
@@ -33,6 +42,12 @@ impl SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
     }
+
+    /// Microseconds from now until `deadline` (negative once past).
+    fn micros_until(deadline: UnixMillis) -> i64 {
+        let now_us = i64::try_from(Self::since_epoch().as_micros()).unwrap_or(i64::MAX);
+        deadline.0.saturating_mul(1_000).saturating_sub(now_us)
+    }
 }
 
 impl Clock for SystemClock {
@@ -43,12 +58,40 @@ impl Clock for SystemClock {
     /// Waits with microsecond precision: computing the wait from a now truncated to the
     /// millisecond would wake up to a millisecond late on top of the timer's own rounding.
     fn sleep_until(&self, deadline: UnixMillis) -> BoxFuture<()> {
-        let now_us = i64::try_from(Self::since_epoch().as_micros()).unwrap_or(i64::MAX);
-        let wait_us = deadline
-            .0
-            .saturating_mul(1_000)
-            .saturating_sub(now_us)
-            .clamp(0, MAX_SLEEP_MS * 1_000);
+        let wait_us = Self::micros_until(deadline).clamp(0, MAX_SLEEP_MS * 1_000);
         Box::pin(tokio::time::sleep(Duration::from_micros(wait_us as u64)))
+    }
+
+    fn block_until(&self, deadline: UnixMillis, within: Duration) {
+        let wait_us = Self::micros_until(deadline);
+        if wait_us > 0 && (wait_us as u128) <= within.as_micros() {
+            std::thread::sleep(Duration::from_micros(wait_us as u64));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_until_returns_at_the_deadline_not_before() {
+        let clock = SystemClock;
+        for _ in 0..5 {
+            let deadline = clock.now().saturating_add(Duration::from_millis(15));
+            clock.block_until(deadline, Duration::from_millis(50));
+            assert!(clock.now() >= deadline);
+        }
+    }
+
+    #[test]
+    fn block_until_does_not_block_for_a_deadline_beyond_within() {
+        let clock = SystemClock;
+        let deadline = clock.now().saturating_add(Duration::from_secs(60));
+        clock.block_until(deadline, Duration::from_millis(3));
+        // Blocking would have taken a minute.
+        assert!(clock.now() < deadline);
+        // A deadline already past does not block either.
+        clock.block_until(UnixMillis(0), Duration::from_millis(3));
     }
 }

@@ -307,6 +307,7 @@ impl NodeBuilder {
             local_runs: BTreeMap::new(),
             prepared: Vec::new(),
             spawner: tokio::runtime::Handle::current(),
+            own_thread: scheduler.is_some(),
             announce: VecDeque::new(),
             remote_runs: BTreeMap::new(),
             runs: Vec::new(),
@@ -572,6 +573,8 @@ struct Runtime {
     prepared: Vec<Prepared>,
     /// Where runs are spawned: the runtime that started the node.
     spawner: tokio::runtime::Handle,
+    /// The loop runs on a scheduler thread of its own (it may block that thread briefly).
+    own_thread: bool,
     counters: Arc<RunCounters>,
     stats: Stats,
     pause: watch::Receiver<bool>,
@@ -737,6 +740,10 @@ impl Drop for Runtime {
 
 /// In a burst of due slots, the node's task yields after starting this many runs.
 const YIELD_EVERY_RUNS: usize = 64;
+
+/// With a scheduler thread, how long before a deadline the loop wakes to block the rest
+/// of the way (see `Clock::block_until`): more than tokio's timer is late by.
+const PRECISE_WAKE: Duration = Duration::from_millis(3);
 
 /// How often to warn while no peer has been heard from although seeds are configured.
 const LONELY_WARN_EVERY: Duration = Duration::from_secs(5);
@@ -934,9 +941,18 @@ impl Runtime {
                         .front()
                         .map_or(UnixMillis(i64::MAX), |(at, _)| *at),
                 );
-            let sleep = self.clock.sleep_until(deadline);
+            // On a thread of its own the loop wakes a little early and blocks the rest of
+            // the way, to start a slot's runs within ~0.1 ms of it instead of ~1-2 ms.
+            let wake_at = if self.own_thread {
+                deadline.saturating_sub(PRECISE_WAKE)
+            } else {
+                deadline
+            };
+            let sleep = self.clock.sleep_until(wake_at);
             tokio::select! {
-                _ = sleep => {}
+                _ = sleep => if self.own_thread {
+                    self.clock.block_until(deadline, PRECISE_WAKE);
+                },
                 changed = self.pause.changed(), if self.pause_live => {
                     self.pause_live = changed.is_ok();
                 }
