@@ -11,7 +11,7 @@ pub mod store;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
@@ -277,7 +277,7 @@ impl NodeBuilder {
             confirm_timeout,
         );
         let publisher = tokio::spawn(publisher);
-        let (abandon_tx, abandon_rx) = mpsc::unbounded_channel();
+        let (not_run_tx, not_run_rx) = mpsc::unbounded_channel();
         let publisher_handle = cluster.publisher();
         info!(
             node = %config.node_id,
@@ -299,8 +299,8 @@ impl NodeBuilder {
             cmd_rx,
             view_rx: view_tx.subscribe(),
             view_tx,
-            abandon_tx,
-            abandon_rx,
+            not_run_tx,
+            not_run_rx,
             peers: Arc::default(),
             publisher_handle,
             quorum_grace: config.planner().dead_takeover_delay,
@@ -346,7 +346,9 @@ pub struct Stats {
     pub missed: u64,
     /// Slots dropped by a `once` or `skip` misfire policy.
     pub skipped: u64,
-    /// Slots skipped because the job's previous run was still running (`overlap = forbid`).
+    /// Slots skipped because the job's previous run was still running (`overlap = forbid`;
+    /// behind a run that started late, only if it was still running when it would have
+    /// ended had it started on time).
     pub overlap_skipped: u64,
     /// Runs cancelled because a newer slot of the job started (`overlap = replace`).
     pub replaced: u64,
@@ -473,7 +475,7 @@ async fn run_task(guard: RunGuard, wait: Option<BoxFuture<bool>>, input: RunInpu
         return;
     }
     if let Some(shared) = &guard.shared {
-        shared.state.fetch_or(RUN_STARTED, Ordering::AcqRel);
+        shared.start();
     }
     if !run_attempts(&input).await.is_success() {
         guard.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -546,9 +548,9 @@ struct Runtime {
     view_tx: watch::Sender<View>,
     /// The view, for runs waiting in quorum mode.
     view_rx: watch::Receiver<View>,
-    /// Runs abandoned in quorum mode report here.
-    abandon_tx: mpsc::UnboundedSender<(JobId, UnixMillis)>,
-    abandon_rx: mpsc::UnboundedReceiver<(JobId, UnixMillis)>,
+    /// Runs that end without running their slot report here.
+    not_run_tx: mpsc::UnboundedSender<NotRun>,
+    not_run_rx: mpsc::UnboundedReceiver<NotRun>,
     /// Newest generation and gossip address of every live node.
     peers: Arc<BTreeMap<NodeId, (u64, SocketAddr)>>,
     /// For runs that check where their record went (quorum mode).
@@ -756,6 +758,9 @@ struct LocalRun {
     shared: Arc<RunShared>,
     /// When it was fired (this node's clock).
     fired_at: UnixMillis,
+    /// It came due while a run that started late was running, and waits for that run
+    /// with a grace (see `After`): a slot that comes due meanwhile is skipped.
+    queued: bool,
 }
 
 /// A run's state bits in [`RunShared::state`].
@@ -769,8 +774,11 @@ const RUN_ENDED: u8 = 4;
 struct RunShared {
     /// `RUN_*` bits.
     state: AtomicU8,
-    /// Woken when the task ends (a chained `forbid` run waits for it).
-    end: tokio::sync::Notify,
+    /// Woken when the run starts and when its task ends (a `forbid` run waits for it).
+    changed: tokio::sync::Notify,
+    /// When the executor was called (ms), once `RUN_STARTED` is set.
+    started_at: AtomicI64,
+    clock: Arc<dyn Clock>,
     job: JobId,
     slot: UnixMillis,
     /// To announce the end of a run that was announced.
@@ -784,13 +792,31 @@ impl RunShared {
 
     /// Waits until the run's task ended.
     async fn ended(&self) {
+        self.reached(RUN_ENDED).await;
+    }
+
+    /// Waits until one of `bits` is set.
+    async fn reached(&self, bits: u8) {
         loop {
-            let end = self.end.notified();
-            if self.has(RUN_ENDED) {
+            let changed = self.changed.notified();
+            if self.has(bits) {
                 return;
             }
-            end.await;
+            changed.await;
         }
+    }
+
+    /// The executor is about to be called.
+    fn start(&self) {
+        self.started_at.store(self.clock.now().0, Ordering::Relaxed);
+        self.state.fetch_or(RUN_STARTED, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+
+    /// When the run started, if it did.
+    fn started_at(&self) -> Option<UnixMillis> {
+        self.has(RUN_STARTED)
+            .then(|| UnixMillis(self.started_at.load(Ordering::Relaxed)))
     }
 
     /// The node sent the run's start announcement. Returns false if the task had already
@@ -807,7 +833,107 @@ impl RunShared {
                 .publish
                 .send(Batch::running(vec![(self.job.clone(), None)]));
         }
-        self.end.notify_waiters();
+        self.changed.notify_waiters();
+    }
+}
+
+/// The run of the same job that a `forbid` run waits for before it starts.
+struct After {
+    run: Arc<RunShared>,
+    /// `Some`: skip this run if that one, which started late, is still running when it
+    /// would have ended had it started on time, or this long after this run's slot,
+    /// whichever comes first; `None`: wait as long as it takes.
+    grace: Option<Duration>,
+}
+
+impl After {
+    /// What a `forbid` run of `slot`, fired at `now`, waits for while `previous` (the job's
+    /// latest run here) has not ended; `None`: nothing, the slot is skipped.
+    ///
+    /// - Slots found due together (a catch-up) run in order, one at a time: this one was
+    ///   already due when the previous run was fired, so it did not come due while that run
+    ///   ran.
+    /// - A slot that comes due while the previous run runs is skipped, unless that run
+    ///   started late (or has not started yet): the slot then waits as long as that run
+    ///   started late, at most `grace`, and is skipped only if that run is still running
+    ///   by then, that is, if it would still have been running had it started on time. A
+    ///   catch-up fired just before the next slot, or held up by the catch-ups before it,
+    ///   would otherwise make the next slot look overlapped. The bound keeps short the
+    ///   time a slot whose record is out waits to start (a crash then loses it).
+    /// - One slot at most waits so: a slot that comes due while one does is skipped.
+    fn of(
+        previous: &LocalRun,
+        slot: UnixMillis,
+        now: UnixMillis,
+        grace: Duration,
+    ) -> Option<After> {
+        let run = previous.shared.clone();
+        if slot <= previous.fired_at {
+            return Some(After { run, grace: None });
+        }
+        let waits = match run.started_at() {
+            Some(started) => Self::until(&run, slot, started, grace) > now,
+            None => !previous.queued,
+        };
+        waits.then_some(After {
+            run,
+            grace: Some(grace),
+        })
+    }
+
+    /// When a run of `slot` stops waiting for `run`, which started at `started`.
+    fn until(
+        run: &RunShared,
+        slot: UnixMillis,
+        started: UnixMillis,
+        grace: Duration,
+    ) -> UnixMillis {
+        let late = Duration::from_millis(started.millis_since(run.slot).max(0) as u64);
+        slot.saturating_add(late.min(grace))
+    }
+
+    /// Waits for the run before; returns whether it ended (false: it is still running,
+    /// past the grace).
+    async fn wait(&self, slot: UnixMillis) -> bool {
+        let run = &self.run;
+        let Some(grace) = self.grace else {
+            run.ended().await;
+            return true;
+        };
+        let latest = slot.saturating_add(grace);
+        tokio::select! {
+            biased;
+            () = run.reached(RUN_STARTED | RUN_ENDED) => {}
+            () = sleep_to(run.clock.as_ref(), latest) => {}
+        }
+        if let Some(started) = run.started_at() {
+            let until = Self::until(run, slot, started, grace);
+            tokio::select! {
+                biased;
+                () = run.ended() => {}
+                () = sleep_to(run.clock.as_ref(), until) => {}
+            }
+        }
+        run.has(RUN_ENDED)
+    }
+}
+
+/// Why a run ended without running its slot (reported to the node's loop).
+enum NotRun {
+    /// Quorum mode: the quorum was lost before a quorum held the run's record.
+    Abandoned { job: JobId, slot: UnixMillis },
+    /// `forbid`: the run it waited for, which started late, was still running (see `After`).
+    Skipped {
+        job: JobId,
+        slot: UnixMillis,
+        running: UnixMillis,
+    },
+}
+
+/// Sleeps on `clock` until it reads `until` or later.
+async fn sleep_to(clock: &dyn Clock, until: UnixMillis) {
+    while clock.now() < until {
+        clock.sleep_until(until).await;
     }
 }
 
@@ -968,19 +1094,7 @@ impl Runtime {
                     self.on_peers(peers);
                     self.on_view(view);
                 }
-                Some((job, slot)) = self.abandon_rx.recv() => {
-                    self.stats.abandoned += 1;
-                    warn!(job = %job, slot = %slot, "run not started: quorum lost before a quorum held its record; the majority side runs it, or this node does once it learns the majority skipped it");
-                    if let Some(record) = self.planner.abandon(&job, slot) {
-                        let _ = self.publish.send(Batch {
-                            publish: Publish {
-                                records: vec![Record { job, record, node: self.config.node_id.clone() }],
-                                running: Vec::new(),
-                            },
-                            gates: Vec::new(),
-                        });
-                    }
-                }
+                Some(not_run) = self.not_run_rx.recv() => self.on_not_run(not_run),
                 Some(ev) = self.events_rx.recv() => {
                     self.on_event(ev);
                     while let Ok(ev) = self.events_rx.try_recv() {
@@ -1002,6 +1116,34 @@ impl Runtime {
                     // signals, not its handle).
                     None => std::future::pending::<()>().await,
                 },
+            }
+        }
+    }
+
+    fn on_not_run(&mut self, not_run: NotRun) {
+        match not_run {
+            NotRun::Abandoned { job, slot } => {
+                self.stats.abandoned += 1;
+                warn!(job = %job, slot = %slot, "run not started: quorum lost before a quorum held its record; the majority side runs it, or this node does once it learns the majority skipped it");
+                if let Some(record) = self.planner.abandon(&job, slot) {
+                    let _ = self.publish.send(Batch {
+                        publish: Publish {
+                            records: vec![Record {
+                                job,
+                                record,
+                                node: self.config.node_id.clone(),
+                            }],
+                            running: Vec::new(),
+                        },
+                        gates: Vec::new(),
+                    });
+                }
+            }
+            NotRun::Skipped { job, slot, running } => {
+                self.stats.fired = self.stats.fired.saturating_sub(1);
+                self.stats.overlap_skipped += 1;
+                info!(node = %self.config.node_id, job = %job, slot = %slot, running = %running, "slot skipped: the previous run started late and was still running when it would have ended had it started on time (overlap = forbid)");
+                self.retract_skipped(&job, slot);
             }
         }
     }
@@ -1209,12 +1351,9 @@ impl Runtime {
                             .get(&ctx.job)
                             .filter(|l| !l.shared.has(RUN_ENDED)),
                     };
-                    // Under `forbid`, slots of one job found due together (a catch-up) run in
-                    // order, one at a time: this one was already due when the previous run
-                    // was fired, so it did not come due while that run ran.
                     let after = local
-                        .filter(|l| overlap == Overlap::Forbid && slot <= l.fired_at)
-                        .map(|l| l.shared.clone());
+                        .filter(|_| overlap == Overlap::Forbid)
+                        .and_then(|l| After::of(l, slot, now, self.config.gossip_interval));
                     let busy = match local {
                         _ if after.is_some() || overlap == Overlap::Allow => None,
                         Some(l) => Some(format!("slot {} here", l.ctx.scheduled_at)),
@@ -1304,7 +1443,7 @@ impl Runtime {
         exec: ExecSpec,
         overlap: Overlap,
         gate: Option<watch::Receiver<GateState>>,
-        after: Option<Arc<RunShared>>,
+        after: Option<After>,
         now: UnixMillis,
     ) {
         let counters = self.counters.clone();
@@ -1315,15 +1454,18 @@ impl Runtime {
         let shared = (overlap != Overlap::Allow).then(|| {
             Arc::new(RunShared {
                 state: AtomicU8::new(0),
-                end: tokio::sync::Notify::new(),
+                changed: tokio::sync::Notify::new(),
+                started_at: AtomicI64::new(0),
+                clock: self.clock.clone(),
                 job: ctx.job.clone(),
                 slot: ctx.scheduled_at,
                 publish: self.publish.clone(),
             })
         });
         let local = shared.as_ref().map(|shared| (ctx.clone(), shared.clone()));
+        let queued = after.as_ref().is_some_and(|a| a.grace.is_some());
         // What the run waits for before its executor is called, if anything: the previous
-        // run (a `forbid` catch-up), then its record's gate. Boxed, and built only when
+        // run (`forbid`, see `After`), then its record's gate. Boxed, and built only when
         // needed, so the task of a run that waits for nothing stays small: a thousand of
         // them start in the same millisecond.
         let wait: Option<BoxFuture<bool>> = (after.is_some() || gate.is_some()).then(|| {
@@ -1334,11 +1476,26 @@ impl Runtime {
                 peers: self.peers.clone(),
                 grace: self.quorum_grace,
             });
-            let abandon = self.abandon_tx.clone();
+            let not_run = self.not_run_tx.clone();
             let (job, slot) = (ctx.job.clone(), ctx.scheduled_at);
+            // Only a run that may be skipped needs these.
+            let skip = after
+                .as_ref()
+                .is_some_and(|a| a.grace.is_some())
+                .then(|| (self.executor.clone(), ctx.clone()));
             let wait: BoxFuture<bool> = Box::pin(async move {
-                if let Some(previous) = after {
-                    previous.ended().await;
+                if let Some(after) = after
+                    && !after.wait(slot).await
+                {
+                    if let Some((executor, ctx)) = skip {
+                        executor.skipped(&ctx);
+                    }
+                    let running = after.run.slot;
+                    let _ = not_run.send(NotRun::Skipped { job, slot, running });
+                    // Until that run ends, this one stands for it: a slot due meanwhile is
+                    // skipped too.
+                    after.run.ended().await;
+                    return false;
                 }
                 let Some(mut gate) = gate else {
                     return true;
@@ -1352,7 +1509,7 @@ impl Runtime {
                     Some(q) => q.wait(&mut gate).await,
                 };
                 if !go {
-                    let _ = abandon.send((job, slot));
+                    let _ = not_run.send(NotRun::Abandoned { job, slot });
                 }
                 go
             });
@@ -1376,15 +1533,26 @@ impl Runtime {
                 now.saturating_add(self.config.gossip_interval),
                 shared.clone(),
             ));
-            self.local_runs.insert(
+            let previous = self.local_runs.insert(
                 ctx.job.clone(),
                 LocalRun {
                     ctx,
                     handle: None,
                     shared,
                     fired_at: now,
+                    queued,
                 },
             );
+            // A run this one waits for stays abortable at shutdown.
+            if let Some(LocalRun {
+                handle: Some(handle),
+                shared,
+                ..
+            }) = previous
+                && !shared.has(RUN_ENDED)
+            {
+                self.runs.push(handle);
+            }
         }
     }
 
@@ -1480,9 +1648,7 @@ impl Runtime {
         self.planner.leave();
         self.cluster().set_leaving().await;
         let until = self.clock.now().saturating_add(self.config.leave_delay());
-        while self.clock.now() < until {
-            self.clock.sleep_until(until).await;
-        }
+        sleep_to(self.clock.as_ref(), until).await;
         let running = self.counters.running.load(Ordering::Acquire);
         if running > 0 {
             info!(running, timeout = ?self.config.drain_timeout, "waiting for running jobs");
@@ -1498,12 +1664,95 @@ impl Runtime {
             .clock
             .now()
             .saturating_add(self.config.gossip_interval * 2);
-        while self.clock.now() < until {
-            self.clock.sleep_until(until).await;
-        }
+        sleep_to(self.clock.as_ref(), until).await;
         if let Some(c) = self.cluster.take() {
             c.shutdown().await;
         }
         info!(node = %self.config.node_id, "left the cluster");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_millis(200);
+
+    /// The latest run of a job: slot `slot`, fired at `fired_at`, started at `started`.
+    fn local_run(slot: i64, fired_at: i64, started: Option<i64>, queued: bool) -> LocalRun {
+        let job = JobId::new("j");
+        let shared = Arc::new(RunShared {
+            state: AtomicU8::new(0),
+            changed: tokio::sync::Notify::new(),
+            started_at: AtomicI64::new(0),
+            clock: Arc::new(SystemClock),
+            job: job.clone(),
+            slot: UnixMillis(slot),
+            publish: mpsc::unbounded_channel().0,
+        });
+        if let Some(at) = started {
+            shared.started_at.store(at, Ordering::Relaxed);
+            shared.state.fetch_or(RUN_STARTED, Ordering::AcqRel);
+        }
+        LocalRun {
+            ctx: RunContext {
+                fire_id: crate::core::types::FireId::of(&job, UnixMillis(slot)),
+                job,
+                scheduled_at: UnixMillis(slot),
+                node_id: NodeId::new("n"),
+                attempt: 1,
+                epoch: 1,
+            },
+            handle: None,
+            shared,
+            fired_at: UnixMillis(fired_at),
+            queued,
+        }
+    }
+
+    fn grace(previous: &LocalRun, slot: i64, now: i64) -> Option<Option<Duration>> {
+        After::of(previous, UnixMillis(slot), UnixMillis(now), GRACE).map(|a| a.grace)
+    }
+
+    #[test]
+    fn a_slot_already_due_when_the_run_before_was_fired_waits_for_it_unbounded() {
+        let catch_up = local_run(1_000, 2_500, None, false);
+        assert_eq!(grace(&catch_up, 2_000, 2_500), Some(None));
+    }
+
+    #[test]
+    fn a_slot_due_while_an_on_time_run_runs_is_skipped() {
+        let on_time = local_run(1_000, 1_000, Some(1_000), false);
+        assert_eq!(grace(&on_time, 2_000, 2_000), None);
+        // Started 3 ms late, found 5 ms late: past what it would have waited.
+        let nearly = local_run(1_000, 1_000, Some(1_003), false);
+        assert_eq!(grace(&nearly, 2_000, 2_005), None);
+    }
+
+    #[test]
+    fn a_slot_due_while_a_late_run_runs_waits_with_the_grace() {
+        let late = local_run(1_000, 1_990, Some(1_990), false);
+        assert_eq!(grace(&late, 2_000, 2_001), Some(Some(GRACE)));
+        // Not started yet (held up behind another run): it may still be late.
+        let held = local_run(1_000, 1_990, None, false);
+        assert_eq!(grace(&held, 2_000, 2_001), Some(Some(GRACE)));
+    }
+
+    #[test]
+    fn a_slot_due_while_another_slot_waits_so_is_skipped() {
+        let waiting = local_run(2_000, 2_000, None, true);
+        assert_eq!(grace(&waiting, 3_000, 3_000), None);
+        // Once the waiting slot started, late, it is a late run like any other.
+        let started = local_run(2_000, 2_000, Some(2_150), true);
+        assert_eq!(grace(&started, 3_000, 3_000), Some(Some(GRACE)));
+    }
+
+    #[test]
+    fn the_wait_ends_when_the_run_would_have_ended_on_time_or_at_the_grace() {
+        let run = local_run(1_000, 1_050, Some(1_050), false).shared;
+        let until = |started| After::until(&run, UnixMillis(2_000), UnixMillis(started), GRACE);
+        assert_eq!(until(1_050), UnixMillis(2_050));
+        assert_eq!(until(1_900), UnixMillis(2_200));
+        assert_eq!(until(900), UnixMillis(2_000));
     }
 }
