@@ -306,6 +306,7 @@ impl NodeBuilder {
             quorum_grace: config.planner().dead_takeover_delay,
             local_runs: BTreeMap::new(),
             prepared: Vec::new(),
+            retired: Vec::new(),
             spawner: tokio::runtime::Handle::current(),
             own_thread: scheduler.is_some(),
             announce: VecDeque::new(),
@@ -573,6 +574,9 @@ struct Runtime {
     /// chunk at a time, so the worker that picks them up is woken once per chunk instead
     /// of parking again between two runs.
     prepared: Vec<Prepared>,
+    /// Runs no longer their job's latest, put aside during a burst and dropped after it,
+    /// so freeing the last second's runs does not hold up this second's.
+    retired: Vec<LocalRun>,
     /// Where runs are spawned: the runtime that started the node.
     spawner: tokio::runtime::Handle,
     /// The loop runs on a scheduler thread of its own (it may block that thread briefly).
@@ -1434,6 +1438,15 @@ impl Runtime {
         if !batch.publish.records.is_empty() || !batch.gates.is_empty() {
             let _ = self.publish.send(batch);
         }
+        // A run still running (one that a later run waits for) stays abortable at
+        // shutdown.
+        for old in self.retired.drain(..) {
+            if let Some(handle) = old.handle
+                && !old.shared.has(RUN_ENDED)
+            {
+                self.runs.push(handle);
+            }
+        }
     }
 
     /// Prepares a run; `start_runs` spawns it.
@@ -1543,16 +1556,7 @@ impl Runtime {
                     queued,
                 },
             );
-            // A run this one waits for stays abortable at shutdown.
-            if let Some(LocalRun {
-                handle: Some(handle),
-                shared,
-                ..
-            }) = previous
-                && !shared.has(RUN_ENDED)
-            {
-                self.runs.push(handle);
-            }
+            self.retired.extend(previous);
         }
     }
 
