@@ -766,9 +766,9 @@ struct LocalRun {
     shared: Arc<RunShared>,
     /// When it was fired (this node's clock).
     fired_at: UnixMillis,
-    /// It came due while a run that started late was running, and waits for that run
-    /// with a grace (see `After`): a slot that comes due meanwhile is skipped.
-    queued: bool,
+    /// It came due while the run of this slot, which started late, was running, and waits
+    /// for that run with a grace (see `After`): a slot that comes due meanwhile is skipped.
+    behind: Option<UnixMillis>,
 }
 
 /// A run's state bits in [`RunShared::state`].
@@ -881,7 +881,7 @@ impl After {
         }
         let waits = match run.started_at() {
             Some(started) => Self::until(&run, slot, started, grace) > now,
-            None => !previous.queued,
+            None => previous.behind.is_none(),
         };
         waits.then_some(After {
             run,
@@ -1364,7 +1364,14 @@ impl Runtime {
                         .and_then(|l| After::of(l, slot, now, self.config.gossip_interval));
                     let busy = match local {
                         _ if after.is_some() || overlap == Overlap::Allow => None,
-                        Some(l) => Some(format!("slot {} here", l.ctx.scheduled_at)),
+                        // A slot that waits (or was skipped) behind a run stands for it.
+                        Some(l) => {
+                            let running = l
+                                .behind
+                                .filter(|_| !l.shared.has(RUN_STARTED))
+                                .unwrap_or(l.ctx.scheduled_at);
+                            Some(format!("slot {running} here"))
+                        }
                         None => self.running_elsewhere(&ctx.job),
                     };
                     if let Some(busy) = busy {
@@ -1480,7 +1487,10 @@ impl Runtime {
             })
         });
         let local = shared.as_ref().map(|shared| (ctx.clone(), shared.clone()));
-        let queued = after.as_ref().is_some_and(|a| a.grace.is_some());
+        let behind = after
+            .as_ref()
+            .filter(|a| a.grace.is_some())
+            .map(|a| a.run.slot);
         // What the run waits for before its executor is called, if anything: the previous
         // run (`forbid`, see `After`), then its record's gate. Boxed, and built only when
         // needed, so the task of a run that waits for nothing stays small: a thousand of
@@ -1557,7 +1567,7 @@ impl Runtime {
                     handle: None,
                     shared,
                     fired_at: now,
-                    queued,
+                    behind,
                 },
             );
             self.retired.extend(previous);
@@ -1687,7 +1697,7 @@ mod tests {
     const GRACE: Duration = Duration::from_millis(200);
 
     /// The latest run of a job: slot `slot`, fired at `fired_at`, started at `started`.
-    fn local_run(slot: i64, fired_at: i64, started: Option<i64>, queued: bool) -> LocalRun {
+    fn local_run(slot: i64, fired_at: i64, started: Option<i64>, behind: Option<i64>) -> LocalRun {
         let job = JobId::new("j");
         let shared = Arc::new(RunShared {
             state: AtomicU8::new(0),
@@ -1714,7 +1724,7 @@ mod tests {
             handle: None,
             shared,
             fired_at: UnixMillis(fired_at),
-            queued,
+            behind: behind.map(UnixMillis),
         }
     }
 
@@ -1724,40 +1734,40 @@ mod tests {
 
     #[test]
     fn a_slot_already_due_when_the_run_before_was_fired_waits_for_it_unbounded() {
-        let catch_up = local_run(1_000, 2_500, None, false);
+        let catch_up = local_run(1_000, 2_500, None, None);
         assert_eq!(grace(&catch_up, 2_000, 2_500), Some(None));
     }
 
     #[test]
     fn a_slot_due_while_an_on_time_run_runs_is_skipped() {
-        let on_time = local_run(1_000, 1_000, Some(1_000), false);
+        let on_time = local_run(1_000, 1_000, Some(1_000), None);
         assert_eq!(grace(&on_time, 2_000, 2_000), None);
         // Started 3 ms late, found 5 ms late: past what it would have waited.
-        let nearly = local_run(1_000, 1_000, Some(1_003), false);
+        let nearly = local_run(1_000, 1_000, Some(1_003), None);
         assert_eq!(grace(&nearly, 2_000, 2_005), None);
     }
 
     #[test]
     fn a_slot_due_while_a_late_run_runs_waits_with_the_grace() {
-        let late = local_run(1_000, 1_990, Some(1_990), false);
+        let late = local_run(1_000, 1_990, Some(1_990), None);
         assert_eq!(grace(&late, 2_000, 2_001), Some(Some(GRACE)));
         // Not started yet (held up behind another run): it may still be late.
-        let held = local_run(1_000, 1_990, None, false);
+        let held = local_run(1_000, 1_990, None, None);
         assert_eq!(grace(&held, 2_000, 2_001), Some(Some(GRACE)));
     }
 
     #[test]
     fn a_slot_due_while_another_slot_waits_so_is_skipped() {
-        let waiting = local_run(2_000, 2_000, None, true);
+        let waiting = local_run(2_000, 2_000, None, Some(1_000));
         assert_eq!(grace(&waiting, 3_000, 3_000), None);
         // Once the waiting slot started, late, it is a late run like any other.
-        let started = local_run(2_000, 2_000, Some(2_150), true);
+        let started = local_run(2_000, 2_000, Some(2_150), Some(1_000));
         assert_eq!(grace(&started, 3_000, 3_000), Some(Some(GRACE)));
     }
 
     #[test]
     fn the_wait_ends_when_the_run_would_have_ended_on_time_or_at_the_grace() {
-        let run = local_run(1_000, 1_050, Some(1_050), false).shared;
+        let run = local_run(1_000, 1_050, Some(1_050), None).shared;
         let until = |started| After::until(&run, UnixMillis(2_000), UnixMillis(started), GRACE);
         assert_eq!(until(1_050), UnixMillis(2_050));
         assert_eq!(until(1_900), UnixMillis(2_200));
