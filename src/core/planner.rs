@@ -129,6 +129,8 @@ pub enum Action {
         /// that nobody ran it (see [`Planner::abandon`]): a late run, under the epoch it
         /// was first fired with.
         repair: bool,
+        /// Where [`Planner::job_at`] finds the job, until the job set changes.
+        index: usize,
     },
     /// Tell the cluster that this node started `record.slot` of `job` (the job's fire
     /// record).
@@ -512,6 +514,12 @@ impl Planner {
         self.jobs[idx].as_ref().map(|j| &j.spec)
     }
 
+    /// The job an [`Action::Fire`] names by `index`: a lookup without the name, valid until
+    /// the job set changes.
+    pub fn job_at(&self, index: usize) -> Option<&JobSpec> {
+        self.jobs.get(index)?.as_ref().map(|j| &j.spec)
+    }
+
     /// Registered jobs in name order.
     pub fn jobs(&self) -> impl Iterator<Item = &JobSpec> {
         self.index
@@ -604,6 +612,7 @@ impl Planner {
                 late: true,
                 epoch,
                 repair: true,
+                index: idx,
             });
         }
     }
@@ -1040,6 +1049,7 @@ impl Planner {
                 late: false,
                 epoch,
                 repair: false,
+                index: idx,
             });
             self.out.push(Action::PublishRecord {
                 job: name,
@@ -1107,6 +1117,7 @@ impl Planner {
                 late: is_late(s),
                 epoch,
                 repair: false,
+                index: idx,
             });
             record = Some(FireRecord {
                 slot: s,

@@ -8,7 +8,7 @@ mod clock;
 mod config;
 pub mod store;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -307,7 +307,7 @@ impl NodeBuilder {
             peers: Arc::default(),
             publisher_handle,
             quorum_grace: config.planner().dead_takeover_delay,
-            local_runs: BTreeMap::new(),
+            local_runs: HashMap::new(),
             prepared: Vec::new(),
             retired: Vec::new(),
             spawner: tokio::runtime::Handle::current(),
@@ -562,7 +562,10 @@ struct Runtime {
     /// Quorum mode: how long a run waits without the quorum before deciding.
     quorum_grace: Duration,
     /// The latest run started here per job (for the overlap policy).
-    local_runs: BTreeMap<JobId, LocalRun>,
+    /// A hash map: a burst looks up and replaces every due job's entry, and a B-tree walk
+    /// by name chases a string pointer at every level. Its order is never used (shutdown
+    /// aborts every run in it).
+    local_runs: HashMap<JobId, LocalRun>,
     /// Runs of `forbid` and `replace` jobs to announce if still running at the time given
     /// (a gossip interval after they were fired), in that order.
     announce: VecDeque<(UnixMillis, Arc<RunShared>)>,
@@ -1335,6 +1338,7 @@ impl Runtime {
                     late,
                     epoch,
                     repair,
+                    index,
                 } => {
                     let ctx = RunContext {
                         job,
@@ -1346,7 +1350,7 @@ impl Runtime {
                     };
                     let Some((overlap, exec)) = self
                         .planner
-                        .job(&ctx.job)
+                        .job_at(index)
                         .map(|j| (j.overlap, j.exec.clone()))
                     else {
                         continue;
