@@ -254,17 +254,53 @@ fn span_recorder(
     }
 }
 
+/// Runs a single node with `spec`, whose runs take `run_ms`, for `for_ms`; returns its
+/// counters and the (slot, start, end) of every run, sorted.
+async fn run_solo(
+    config: NodeConfig,
+    spec: JobSpec,
+    run_ms: u64,
+    for_ms: u64,
+) -> (starling::Stats, Vec<(i64, i64, i64)>) {
+    let spans: Spans = Arc::default();
+    let node = Node::builder(config)
+        .handler_job(spec, span_recorder(&spans, run_ms))
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(for_ms)).await;
+    let stats = node.stats().await;
+    node.shutdown().await;
+    let mut spans = spans.lock().unwrap().clone();
+    spans.sort_unstable();
+    (stats, spans)
+}
+
+fn solo_config() -> NodeConfig {
+    NodeConfig::new(
+        "solo",
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+    )
+}
+
+/// No run started before the one before it ended (5 ms of clock granularity allowed).
+fn assert_no_overlap(spans: &[(i64, i64, i64)]) {
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].2 - 5,
+            "runs overlapped under forbid: {pair:?} {spans:?}"
+        );
+    }
+}
+
 /// `forbid`: a run that started late (a catch-up) and is still running when the next slot
 /// comes due, but would have ended before it had it started on time, does not make that
 /// slot look overlapped: the slot waits for it and runs. (A catch-up fired just before a
 /// whole second made `starling demo` report the next second's slot missing.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbid_runs_the_slot_after_a_late_catch_up_that_would_have_ended_in_time() {
-    let spans: Spans = Arc::default();
-    let mut config = NodeConfig::new(
-        "solo",
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-    );
+    let mut config = solo_config();
     // Start-up ends 0.75 s into a second (X.750): slot X, due during it, is caught up then
     // and runs 500 ms, past slot X+1 (due at X+1.000), which it would not have had it
     // started on time.
@@ -276,18 +312,8 @@ async fn forbid_runs_the_slot_after_a_late_catch_up_that_would_have_ended_in_tim
     let mut spec = JobSpec::parse("half-second", "@every 1s").unwrap();
     // Only slot X: the slots before it are older than the window by then.
     spec.catch_up_window = Duration::from_secs(1);
-    let node = Node::builder(config)
-        .handler_job(spec, span_recorder(&spans, 500))
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(4_000)).await;
-    let stats = node.stats().await;
-    node.shutdown().await;
+    let (stats, spans) = run_solo(config, spec, 500, 4_000).await;
 
-    let mut spans = spans.lock().unwrap().clone();
-    spans.sort_unstable();
     assert!(spans.len() >= 4, "{spans:?}");
     let catch_up = spans[0];
     assert!(
@@ -300,11 +326,8 @@ async fn forbid_runs_the_slot_after_a_late_catch_up_that_would_have_ended_in_tim
     );
     for pair in spans.windows(2) {
         assert_eq!(pair[1].0, pair[0].0 + 1_000, "a slot is missing: {spans:?}");
-        assert!(
-            pair[1].1 >= pair[0].2 - 5,
-            "runs overlapped under forbid: {pair:?}"
-        );
     }
+    assert_no_overlap(&spans);
     assert_eq!(stats.overlap_skipped, 0, "{stats:?} {spans:?}");
 }
 
@@ -314,28 +337,12 @@ async fn forbid_runs_the_slot_after_a_late_catch_up_that_would_have_ended_in_tim
 /// the first skipped for good.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbid_runs_a_catch_up_burst_in_order_and_skips_slots_due_while_running() {
-    let spans: Spans = Arc::default();
-    let mut config = NodeConfig::new(
-        "solo",
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-    );
+    let mut config = solo_config();
     config.startup_delay = Some(Duration::from_millis(2_500));
     let registered = SystemClock.now();
-    let node = Node::builder(config)
-        .handler_job(
-            JobSpec::parse("slow", "@every 1s").unwrap(),
-            span_recorder(&spans, 1_300),
-        )
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(9_000)).await;
-    let stats = node.stats().await;
-    node.shutdown().await;
+    let spec = JobSpec::parse("slow", "@every 1s").unwrap();
+    let (stats, spans) = run_solo(config, spec, 1_300, 9_000).await;
 
-    let mut spans = spans.lock().unwrap().clone();
-    spans.sort_unstable();
     // The lookback reaches 2.5 s + 0.8 s before registration; start-up ends 2.5 s after.
     let fired_at = registered.0 + 2_500;
     let burst: Vec<i64> = (registered.0 - 3_300..=fired_at)
@@ -348,12 +355,7 @@ async fn forbid_runs_a_catch_up_burst_in_order_and_skips_slots_due_while_running
             "burst slot {slot} did not run: {spans:?}"
         );
     }
-    for pair in spans.windows(2) {
-        assert!(
-            pair[1].1 >= pair[0].2 - 5,
-            "runs overlapped under forbid: {pair:?} {spans:?} registered {registered}"
-        );
-    }
+    assert_no_overlap(&spans);
     assert!(
         stats.overlap_skipped >= 1,
         "no slot came due while a run was running? {stats:?} {spans:?}"

@@ -289,6 +289,7 @@ impl NodeBuilder {
             jobs = planner.job_count(),
             "node started"
         );
+        let runs_clock = clock.clone();
         let runtime = Runtime {
             config: config.clone(),
             planner,
@@ -315,7 +316,12 @@ impl NodeBuilder {
             announce: VecDeque::new(),
             remote_runs: BTreeMap::new(),
             runs: Vec::new(),
-            counters: Arc::default(),
+            counters: Arc::new(RunCounters {
+                clock: runs_clock,
+                running: AtomicUsize::new(0),
+                failed: AtomicU64::new(0),
+                idle: tokio::sync::Notify::new(),
+            }),
             stats: Stats::default(),
             pause_live: pause.is_some(),
             pause: pause.unwrap_or_else(|| watch::channel(false).1),
@@ -479,7 +485,7 @@ async fn run_task(guard: RunGuard, wait: Option<BoxFuture<bool>>, input: RunInpu
         return;
     }
     if let Some(shared) = &guard.shared {
-        shared.start();
+        shared.start(guard.counters.clock.now());
     }
     if !run_attempts(&input).await.is_success() {
         guard.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -525,9 +531,10 @@ async fn run_attempts(input: &RunInput) -> Outcome {
     .await
 }
 
-/// What runs report back without waking the node's task.
-#[derive(Default)]
+/// What runs report back without waking the node's task, and the node's clock (one
+/// shared allocation for every run).
 struct RunCounters {
+    clock: Arc<dyn Clock>,
     /// Runs started and not finished.
     running: AtomicUsize,
     /// Runs that ended in failure after all retries.
@@ -789,7 +796,6 @@ struct RunShared {
     changed: tokio::sync::Notify,
     /// When the executor was called (ms), once `RUN_STARTED` is set.
     started_at: AtomicI64,
-    clock: Arc<dyn Clock>,
     job: JobId,
     slot: UnixMillis,
     /// To announce the end of a run that was announced.
@@ -817,9 +823,9 @@ impl RunShared {
         }
     }
 
-    /// The executor is about to be called.
-    fn start(&self) {
-        self.started_at.store(self.clock.now().0, Ordering::Relaxed);
+    /// The executor is about to be called, at `now`.
+    fn start(&self, now: UnixMillis) {
+        self.started_at.store(now.0, Ordering::Relaxed);
         self.state.fetch_or(RUN_STARTED, Ordering::AcqRel);
         self.changed.notify_waiters();
     }
@@ -905,7 +911,7 @@ impl After {
 
     /// Waits for the run before; returns whether it ended (false: it is still running,
     /// past the grace).
-    async fn wait(&self, slot: UnixMillis) -> bool {
+    async fn wait(&self, slot: UnixMillis, clock: &dyn Clock) -> bool {
         let run = &self.run;
         let Some(grace) = self.grace else {
             run.ended().await;
@@ -915,14 +921,14 @@ impl After {
         tokio::select! {
             biased;
             () = run.reached(RUN_STARTED | RUN_ENDED) => {}
-            () = sleep_to(run.clock.as_ref(), latest) => {}
+            () = sleep_to(clock, latest) => {}
         }
         if let Some(started) = run.started_at() {
             let until = Self::until(run, slot, started, grace);
             tokio::select! {
                 biased;
                 () = run.ended() => {}
-                () = sleep_to(run.clock.as_ref(), until) => {}
+                () = sleep_to(clock, until) => {}
             }
         }
         run.has(RUN_ENDED)
@@ -1484,7 +1490,6 @@ impl Runtime {
                 state: AtomicU8::new(0),
                 changed: tokio::sync::Notify::new(),
                 started_at: AtomicI64::new(0),
-                clock: self.clock.clone(),
                 job: ctx.job.clone(),
                 slot: ctx.scheduled_at,
                 publish: self.publish.clone(),
@@ -1514,9 +1519,10 @@ impl Runtime {
                 .as_ref()
                 .is_some_and(|a| a.grace.is_some())
                 .then(|| (self.executor.clone(), ctx.clone()));
+            let after = after.map(|a| (a, self.clock.clone()));
             let wait: BoxFuture<bool> = Box::pin(async move {
-                if let Some(after) = after
-                    && !after.wait(slot).await
+                if let Some((after, clock)) = after
+                    && !after.wait(slot, clock.as_ref()).await
                 {
                     if let Some((executor, ctx)) = skip {
                         executor.skipped(&ctx);
@@ -1707,7 +1713,6 @@ mod tests {
             state: AtomicU8::new(0),
             changed: tokio::sync::Notify::new(),
             started_at: AtomicI64::new(0),
-            clock: Arc::new(SystemClock),
             job: job.clone(),
             slot: UnixMillis(slot),
             publish: mpsc::unbounded_channel().0,
