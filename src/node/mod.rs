@@ -315,7 +315,7 @@ impl NodeBuilder {
             own_thread: scheduler.is_some(),
             announce: VecDeque::new(),
             remote_runs: BTreeMap::new(),
-            runs: Vec::new(),
+            runs: RunHandles::default(),
             counters: Arc::new(RunCounters {
                 clock: runs_clock,
                 running: AtomicUsize::new(0),
@@ -578,11 +578,11 @@ struct Runtime {
     announce: VecDeque<(UnixMillis, Arc<RunShared>)>,
     /// Runs other nodes announced: job -> node -> (generation, slot).
     remote_runs: BTreeMap<JobId, BTreeMap<NodeId, (u64, UnixMillis)>>,
-    /// Abort handles of the runs started (finished ones are pruned now and then), to stop
-    /// them with the node. Runs report through `counters`, never by waking this task: a
-    /// thousand runs ending in the same millisecond would otherwise mean a thousand loop
-    /// turns competing with them for the cores.
-    runs: Vec<tokio::task::AbortHandle>,
+    /// Abort handles of the runs started, to stop them with the node. Runs report through
+    /// `counters`, never by waking this task: a thousand runs ending in the same
+    /// millisecond would otherwise mean a thousand loop turns competing with them for the
+    /// cores.
+    runs: RunHandles,
     /// Runs prepared and not spawned yet: a burst's runs are spawned back to back, a
     /// chunk at a time, so the worker that picks them up is woken once per chunk instead
     /// of parking again between two runs.
@@ -951,6 +951,39 @@ enum NotRun {
 async fn sleep_to(clock: &dyn Clock, until: UnixMillis) {
     while clock.now() < until {
         clock.sleep_until(until).await;
+    }
+}
+
+/// Abort handles of started runs. A finished run's handle keeps its task's memory, so
+/// they are pruned: when there are twice as many as the last pruning left (at least
+/// `PRUNE_RUNS_AT`). Pruning before a burst, not while spawning it, keeps it off the
+/// burst's path.
+#[derive(Default)]
+struct RunHandles {
+    handles: Vec<tokio::task::AbortHandle>,
+    prune_at: usize,
+}
+
+/// `RunHandles` keeps at least this many handles before pruning.
+const PRUNE_RUNS_AT: usize = 1024;
+
+impl RunHandles {
+    fn push(&mut self, handle: tokio::task::AbortHandle) {
+        self.handles.push(handle);
+    }
+
+    /// Drops the handles of finished runs, if due.
+    fn prune(&mut self) {
+        if self.handles.len() >= self.prune_at.max(PRUNE_RUNS_AT) {
+            self.handles.retain(|r| !r.is_finished());
+            self.prune_at = self.handles.len() * 2;
+        }
+    }
+
+    fn abort(&mut self) {
+        for run in self.handles.drain(..) {
+            run.abort();
+        }
     }
 }
 
@@ -1482,9 +1515,7 @@ impl Runtime {
     ) {
         let counters = self.counters.clone();
         counters.running.fetch_add(1, Ordering::Relaxed);
-        if self.runs.len() >= self.runs.capacity().max(1024) {
-            self.runs.retain(|r| !r.is_finished());
-        }
+        self.runs.prune();
         let shared = (overlap != Overlap::Allow).then(|| {
             Arc::new(RunShared {
                 state: AtomicU8::new(0),
@@ -1645,9 +1676,7 @@ impl Runtime {
 
     /// Stops every running run; dropping a shell run kills its process group.
     fn abort_runs(&mut self) {
-        for run in self.runs.drain(..) {
-            run.abort();
-        }
+        self.runs.abort();
         self.prepared.clear();
         for run in self.local_runs.values() {
             if let Some(handle) = &run.handle {
@@ -1703,6 +1732,47 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Handles pushed in bursts of any size are pruned: a burst's handles were all pushed
+    /// after it was spawned, and a check for "as many as the vector holds" missed every
+    /// time (1,000 `overlap = allow` runs a second kept every finished task's memory).
+    #[tokio::test]
+    async fn finished_runs_handles_are_pruned_whatever_the_burst_size() {
+        let mut runs = RunHandles::default();
+        for burst in [
+            1000, 1000, 1000, 1, 999, 1000, 1000, 1000, 1000, 1000, 1000, 64, 3000,
+        ] {
+            runs.prune();
+            let mut handles = Vec::new();
+            for _ in 0..burst {
+                handles.push(tokio::spawn(async {}));
+            }
+            for h in handles {
+                let handle = h.abort_handle();
+                let _ = h.await;
+                runs.push(handle);
+            }
+            assert!(
+                runs.handles.len() <= 2 * PRUNE_RUNS_AT + burst,
+                "{} handles kept after a burst of {burst}",
+                runs.handles.len()
+            );
+        }
+        // A run still running is kept.
+        let running = tokio::spawn(std::future::pending::<()>());
+        runs.push(running.abort_handle());
+        runs.prune();
+        for _ in 0..PRUNE_RUNS_AT {
+            let h = tokio::spawn(async {});
+            let handle = h.abort_handle();
+            let _ = h.await;
+            runs.push(handle);
+        }
+        runs.prune();
+        assert_eq!(runs.handles.len(), 1);
+        runs.abort();
+        assert!(running.await.unwrap_err().is_cancelled());
+    }
 
     const GRACE: Duration = Duration::from_millis(200);
 
