@@ -231,10 +231,20 @@ async fn a_panicking_or_failing_job_does_not_take_the_node_down() {
 /// (slot, start, end) of each run, in ms.
 type Spans = Arc<Mutex<Vec<(i64, i64, i64)>>>;
 
-/// A handler that takes `run_ms` and then appends its run's (slot, start, end) to `spans`.
+/// How long a run of `span_recorder` takes.
+#[derive(Clone, Copy)]
+enum Run {
+    /// This many ms, by Tokio's timer.
+    For(u64),
+    /// Until this many ms after its slot, to the millisecond (a blocking sleep on Tokio's
+    /// blocking pool: Tokio's timer may be 1-2 ms late).
+    UntilAfterSlot(i64),
+}
+
+/// A handler that takes `run` and then appends its run's (slot, start, end) to `spans`.
 fn span_recorder(
     spans: &Spans,
-    run_ms: u64,
+    run: Run,
 ) -> impl Fn(RunContext) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>
 + Send
 + Sync
@@ -244,7 +254,18 @@ fn span_recorder(
         let spans = spans.clone();
         Box::pin(async move {
             let start = SystemClock.now().0;
-            tokio::time::sleep(Duration::from_millis(run_ms)).await;
+            match run {
+                Run::For(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                Run::UntilAfterSlot(ms) => {
+                    let ms = ctx.scheduled_at.0 + ms - SystemClock.now().0;
+                    let ms = u64::try_from(ms).unwrap_or(0);
+                    tokio::task::spawn_blocking(move || {
+                        std::thread::sleep(Duration::from_millis(ms))
+                    })
+                    .await
+                    .unwrap();
+                }
+            }
             spans
                 .lock()
                 .unwrap()
@@ -254,27 +275,50 @@ fn span_recorder(
     }
 }
 
-/// Runs a single node with `spec`, whose runs take `run_ms`, for `for_ms`; returns its
-/// counters and the (slot, start, end) of every run, sorted.
-async fn run_solo(
+/// Runs a single node with `jobs`, whose runs take the `Run` given, for `for_ms`; returns
+/// its counters and, per job, the (slot, start, end) of every run, sorted.
+async fn run_solo_jobs(
     config: NodeConfig,
-    spec: JobSpec,
-    run_ms: u64,
+    clock: Option<Arc<dyn Clock>>,
+    jobs: Vec<(JobSpec, Run)>,
     for_ms: u64,
-) -> (starling::Stats, Vec<(i64, i64, i64)>) {
-    let spans: Spans = Arc::default();
-    let node = Node::builder(config)
-        .handler_job(spec, span_recorder(&spans, run_ms))
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+) -> (starling::Stats, Vec<Vec<(i64, i64, i64)>>) {
+    let mut builder = Node::builder(config);
+    if let Some(clock) = clock {
+        builder = builder.clock(clock);
+    }
+    let mut all = Vec::new();
+    for (spec, run) in jobs {
+        let spans: Spans = Arc::default();
+        builder = builder
+            .handler_job(spec, span_recorder(&spans, run))
+            .unwrap();
+        all.push(spans);
+    }
+    let node = builder.start().await.unwrap();
     tokio::time::sleep(Duration::from_millis(for_ms)).await;
     let stats = node.stats().await;
     node.shutdown().await;
-    let mut spans = spans.lock().unwrap().clone();
-    spans.sort_unstable();
-    (stats, spans)
+    let all = all
+        .iter()
+        .map(|spans| {
+            let mut spans = spans.lock().unwrap().clone();
+            spans.sort_unstable();
+            spans
+        })
+        .collect();
+    (stats, all)
+}
+
+/// `run_solo_jobs` with one job.
+async fn run_solo(
+    config: NodeConfig,
+    spec: JobSpec,
+    run: Run,
+    for_ms: u64,
+) -> (starling::Stats, Vec<(i64, i64, i64)>) {
+    let (stats, mut all) = run_solo_jobs(config, None, vec![(spec, run)], for_ms).await;
+    (stats, all.remove(0))
 }
 
 fn solo_config() -> NodeConfig {
@@ -312,7 +356,7 @@ async fn forbid_runs_the_slot_after_a_late_catch_up_that_would_have_ended_in_tim
     let mut spec = JobSpec::parse("half-second", "@every 1s").unwrap();
     // Only slot X: the slots before it are older than the window by then.
     spec.catch_up_window = Duration::from_secs(1);
-    let (stats, spans) = run_solo(config, spec, 500, 4_000).await;
+    let (stats, spans) = run_solo(config, spec, Run::For(500), 4_000).await;
 
     assert!(spans.len() >= 4, "{spans:?}");
     let catch_up = spans[0];
@@ -331,6 +375,61 @@ async fn forbid_runs_the_slot_after_a_late_catch_up_that_would_have_ended_in_tim
     assert_eq!(stats.overlap_skipped, 0, "{stats:?} {spans:?}");
 }
 
+/// The system clock without `block_until`: the default, which cannot block.
+struct CannotBlock;
+
+impl Clock for CannotBlock {
+    fn now(&self) -> UnixMillis {
+        SystemClock.now()
+    }
+
+    fn sleep_until(&self, deadline: UnixMillis) -> starling::exec::BoxFuture<()> {
+        SystemClock.sleep_until(deadline)
+    }
+}
+
+/// A node's scheduler thread prepares a slot's runs 10 ms before it and starts them at it.
+/// No run starts before its slot; and under `forbid`, a run that ends in those 10 ms (here
+/// 5 ms before the next slot) does not make the next slot look overlapped: that slot is
+/// decided at its time, and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_run_starts_before_its_slot_and_a_run_ending_just_before_the_next_does_not_skip_it() {
+    runs_start_at_their_slot(None).await;
+}
+
+/// The same with a clock that cannot block: the runs prepared ahead wait by the timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_clock_that_cannot_block_no_run_starts_before_its_slot_either() {
+    runs_start_at_their_slot(Some(Arc::new(CannotBlock))).await;
+}
+
+async fn runs_start_at_their_slot(clock: Option<Arc<dyn Clock>>) {
+    let jobs = vec![
+        (JobSpec::parse("quick", "* * * * * *").unwrap(), Run::For(0)),
+        (
+            JobSpec::parse("nearly-a-second", "@every 1s").unwrap(),
+            Run::UntilAfterSlot(995),
+        ),
+    ];
+    let (stats, all) = run_solo_jobs(solo_config(), clock, jobs, 6_000).await;
+
+    for spans in &all {
+        assert!(spans.len() >= 4, "{all:?}");
+        for &(slot, start, _) in spans {
+            assert!(start >= slot, "a run started before its slot: {spans:?}");
+        }
+        for pair in spans.windows(2) {
+            assert_eq!(pair[1].0, pair[0].0 + 1_000, "a slot is missing: {spans:?}");
+        }
+        assert_no_overlap(spans);
+    }
+    assert!(
+        all[1].iter().all(|&(slot, _, end)| end >= slot + 995),
+        "a run ended early: {all:?}"
+    );
+    assert_eq!(stats.overlap_skipped, 0, "{stats:?} {all:?}");
+}
+
 /// `forbid` (the default): slots found due together at start-up (the lookback) run one
 /// after another, none skipped and none overlapping; a slot that comes due while a run is
 /// running is skipped and counted. (A process-level test found the lookback slots after
@@ -341,7 +440,7 @@ async fn forbid_runs_a_catch_up_burst_in_order_and_skips_slots_due_while_running
     config.startup_delay = Some(Duration::from_millis(2_500));
     let registered = SystemClock.now();
     let spec = JobSpec::parse("slow", "@every 1s").unwrap();
-    let (stats, spans) = run_solo(config, spec, 1_300, 9_000).await;
+    let (stats, spans) = run_solo(config, spec, Run::For(1_300), 9_000).await;
 
     // The lookback reaches 2.5 s + 0.8 s before registration; start-up ends 2.5 s after.
     let fired_at = registered.0 + 2_500;

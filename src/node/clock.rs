@@ -21,8 +21,10 @@ pub trait Clock: Send + Sync + 'static {
     /// Blocks the calling thread until `deadline` if that is at most `within` away;
     /// otherwise, or if this clock cannot be waited on by blocking a thread (the default),
     /// returns at once. A node calls it only on its own scheduler thread, after
-    /// [`Clock::sleep_until`] woke it `within` early: tokio's timer wakes up to about 2 ms
-    /// late, a blocked thread within about 0.1 ms.
+    /// [`Clock::sleep_until`] woke it `within` early and it prepared the deadline's runs:
+    /// tokio's timer wakes up to about 2 ms late, a blocked thread within about 0.1 ms. If
+    /// this returns before the deadline, the node waits for it by [`Clock::sleep_until`]
+    /// before starting them.
     fn block_until(&self, deadline: UnixMillis, within: Duration) {
         let _ = (deadline, within);
     }

@@ -185,7 +185,8 @@ impl NodeBuilder {
     /// workers that run the handlers are not also busy starting them (the firing bench in
     /// the README). It also wakes more precisely: 10 ms before each slot by Tokio's timer,
     /// then blocked for the rest (see [`Clock::block_until`]), about 0.1 ms after the slot
-    /// instead of 1-2 ms. The simulator turns it off: its nodes share one deterministic
+    /// instead of 1-2 ms. It prepares a slot's runs in those 10 ms, so at the slot it
+    /// only spawns them. The simulator turns it off: its nodes share one deterministic
     /// thread.
     pub fn scheduler_thread(mut self, own_thread: bool) -> Self {
         self.scheduler_thread = own_thread;
@@ -311,6 +312,9 @@ impl NodeBuilder {
             local_runs: HashMap::new(),
             prepared: Vec::new(),
             retired: Vec::new(),
+            deferred: Vec::new(),
+            held: Batch::default(),
+            ahead_of: None,
             spawner: tokio::runtime::Handle::current(),
             own_thread: scheduler.is_some(),
             announce: VecDeque::new(),
@@ -583,13 +587,21 @@ struct Runtime {
     /// millisecond would otherwise mean a thousand loop turns competing with them for the
     /// cores.
     runs: RunHandles,
-    /// Runs prepared and not spawned yet: a burst's runs are spawned back to back, a
-    /// chunk at a time, so the worker that picks them up is woken once per chunk instead
-    /// of parking again between two runs.
+    /// Runs prepared and not spawned yet: a burst's runs are spawned back to back (a
+    /// chunk at a time, or all at their deadline when prepared ahead of it), so the worker
+    /// that picks them up is woken once per chunk instead of parking again between two
+    /// runs.
     prepared: Vec<Prepared>,
     /// Runs no longer their job's latest, put aside during a burst and dropped after it,
     /// so freeing the last second's runs does not hold up this second's.
     retired: Vec<LocalRun>,
+    /// Taken ahead of their deadline (see `Runtime::prepare_ahead`) and decided at it:
+    /// slots of jobs with a run still running here or elsewhere.
+    deferred: Vec<Action>,
+    /// Taken ahead of their deadline: records and gates to publish once the runs start.
+    held: Batch,
+    /// The deadline the runs in `prepared` were prepared ahead of; they start at it.
+    ahead_of: Option<UnixMillis>,
     /// Where runs are spawned: the runtime that started the node.
     spawner: tokio::runtime::Handle,
     /// The loop runs on a scheduler thread of its own (it may block that thread briefly).
@@ -1099,7 +1111,7 @@ impl Runtime {
             }
             let now = self.clock.now();
             self.planner.poll(now);
-            self.apply_actions(now).await;
+            self.apply_actions(now, false).await;
             self.announce_due(now);
             if now >= next_lonely_check {
                 next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
@@ -1116,18 +1128,19 @@ impl Runtime {
                     self.announce
                         .front()
                         .map_or(UnixMillis(i64::MAX), |(at, _)| *at),
-                );
+                )
+                .min(self.ahead_of.unwrap_or(UnixMillis(i64::MAX)));
             // On a thread of its own the loop wakes a little early and blocks the rest of
             // the way, to start a slot's runs within ~0.1 ms of it instead of ~1-2 ms.
-            let wake_at = if self.own_thread {
+            let wake_at = if self.own_thread && self.ahead_of.is_none() {
                 deadline.saturating_sub(PRECISE_WAKE)
             } else {
                 deadline
             };
             let sleep = self.clock.sleep_until(wake_at);
             tokio::select! {
-                _ = sleep => if self.own_thread {
-                    self.clock.block_until(deadline, PRECISE_WAKE);
+                _ = sleep => if self.own_thread && self.ahead_of.is_none() {
+                    self.prepare_ahead(deadline).await;
                 },
                 changed = self.pause.changed(), if self.pause_live => {
                     self.pause_live = changed.is_ok();
@@ -1168,6 +1181,25 @@ impl Runtime {
                 },
             }
         }
+    }
+
+    /// On its own thread the loop wakes `PRECISE_WAKE` before a deadline. It then takes
+    /// the deadline's actions as they will be at the deadline: no event is handled before
+    /// it either way. It prepares their runs, blocks until the deadline, and the loop's
+    /// next turn only spawns them, so a burst's runs start sooner after their slot.
+    ///
+    /// A slot whose job still has a run running, here or elsewhere, is decided at the
+    /// deadline: that run may end meanwhile. If the clock cannot block (the default
+    /// [`Clock::block_until`]) or went back, the runs wait for the deadline by the timer.
+    async fn prepare_ahead(&mut self, deadline: UnixMillis) {
+        // Sleeps are capped (see `Clock::sleep_until`): the deadline may be further off.
+        if self.clock.now() < deadline.saturating_sub(PRECISE_WAKE) {
+            return;
+        }
+        self.planner.poll(deadline);
+        self.apply_actions(deadline, true).await;
+        self.ahead_of = Some(deadline);
+        self.clock.block_until(deadline, PRECISE_WAKE);
     }
 
     fn on_not_run(&mut self, not_run: NotRun) {
@@ -1361,10 +1393,25 @@ impl Runtime {
             .map(|(node, (_, slot))| format!("slot {slot} on {node}"))
     }
 
-    async fn apply_actions(&mut self, now: UnixMillis) {
-        let mut batch = Batch::default();
+    /// Applies the planner's actions: prepares and spawns runs, publishes records.
+    /// `ahead` (see `prepare_ahead`): before their deadline, so nothing is spawned or
+    /// published yet, and slots to decide at the deadline are put aside.
+    async fn apply_actions(&mut self, now: UnixMillis, ahead: bool) {
+        if !ahead && let Some(at) = self.ahead_of {
+            if now < at {
+                return;
+            }
+            // Runs prepared ahead of this deadline.
+            self.ahead_of = None;
+            self.start_runs();
+        }
+        let mut batch = std::mem::take(&mut self.held);
         let mut gates: BTreeMap<GateTarget, watch::Receiver<GateState>> = BTreeMap::new();
-        let actions: Vec<Action> = self.planner.drain().collect();
+        let actions: Vec<Action> = self
+            .deferred
+            .drain(..)
+            .chain(self.planner.drain())
+            .collect();
         let mut started = 0usize;
         // Quorum mode's gate target, the same for every run of this call.
         let mut quorum = None;
@@ -1417,6 +1464,18 @@ impl Runtime {
                         }
                         None => self.running_elsewhere(&ctx.job),
                     };
+                    if ahead && (local.is_some() || busy.is_some()) {
+                        self.deferred.push(Action::Fire {
+                            job: ctx.job,
+                            slot,
+                            fire_id: ctx.fire_id,
+                            late,
+                            epoch,
+                            repair,
+                            index,
+                        });
+                        continue;
+                    }
                     if let Some(busy) = busy {
                         if overlap == Overlap::Forbid {
                             self.stats.overlap_skipped += 1;
@@ -1448,7 +1507,7 @@ impl Runtime {
                     });
                     self.prepare_run(ctx, exec, overlap, gate, after, now);
                     started += 1;
-                    if started % YIELD_EVERY_RUNS == 0 {
+                    if !ahead && started % YIELD_EVERY_RUNS == 0 {
                         self.start_runs();
                         // Let the runs already started begin instead of queueing behind the
                         // rest of a large burst (they share this task's workers when the
@@ -1488,9 +1547,13 @@ impl Runtime {
                 }
             }
         }
-        self.start_runs();
-        if !batch.publish.records.is_empty() || !batch.gates.is_empty() {
-            let _ = self.publish.send(batch);
+        if ahead {
+            self.held = batch;
+        } else {
+            self.start_runs();
+            if !batch.publish.records.is_empty() || !batch.gates.is_empty() {
+                let _ = self.publish.send(batch);
+            }
         }
         // A run still running (one that a later run waits for) stays abortable at
         // shutdown.
