@@ -328,6 +328,13 @@ fn solo_config() -> NodeConfig {
     )
 }
 
+/// The runs' slots are consecutive seconds: none is missing.
+fn assert_every_second(spans: &[(i64, i64, i64)]) {
+    for pair in spans.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1_000, "a slot is missing: {spans:?}");
+    }
+}
+
 /// No run started before the one before it ended (5 ms of clock granularity allowed).
 fn assert_no_overlap(spans: &[(i64, i64, i64)]) {
     for pair in spans.windows(2) {
@@ -368,9 +375,7 @@ async fn forbid_runs_the_slot_after_a_late_catch_up_that_would_have_ended_in_tim
         spans.iter().any(|s| s.0 > catch_up.1 && s.1 >= s.0 + 100),
         "no slot came due while a catch-up was running: {spans:?}"
     );
-    for pair in spans.windows(2) {
-        assert_eq!(pair[1].0, pair[0].0 + 1_000, "a slot is missing: {spans:?}");
-    }
+    assert_every_second(&spans);
     assert_no_overlap(&spans);
     assert_eq!(stats.overlap_skipped, 0, "{stats:?} {spans:?}");
 }
@@ -418,9 +423,7 @@ async fn runs_start_at_their_slot(clock: Option<Arc<dyn Clock>>) {
         for &(slot, start, _) in spans {
             assert!(start >= slot, "a run started before its slot: {spans:?}");
         }
-        for pair in spans.windows(2) {
-            assert_eq!(pair[1].0, pair[0].0 + 1_000, "a slot is missing: {spans:?}");
-        }
+        assert_every_second(spans);
         assert_no_overlap(spans);
     }
     assert!(

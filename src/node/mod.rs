@@ -819,6 +819,17 @@ impl RunShared {
         self.state.load(Ordering::Acquire) & bit != 0
     }
 
+    fn new(job: JobId, slot: UnixMillis, publish: mpsc::UnboundedSender<Batch>) -> RunShared {
+        RunShared {
+            state: AtomicU8::new(0),
+            changed: tokio::sync::Notify::new(),
+            started_at: AtomicI64::new(0),
+            job,
+            slot,
+            publish,
+        }
+    }
+
     /// Waits until the run's task ended.
     async fn ended(&self) {
         self.reached(RUN_ENDED).await;
@@ -1132,14 +1143,15 @@ impl Runtime {
                 .min(self.ahead_of.unwrap_or(UnixMillis(i64::MAX)));
             // On a thread of its own the loop wakes a little early and blocks the rest of
             // the way, to start a slot's runs within ~0.1 ms of it instead of ~1-2 ms.
-            let wake_at = if self.own_thread && self.ahead_of.is_none() {
+            let early = self.own_thread && self.ahead_of.is_none();
+            let wake_at = if early {
                 deadline.saturating_sub(PRECISE_WAKE)
             } else {
                 deadline
             };
             let sleep = self.clock.sleep_until(wake_at);
             tokio::select! {
-                _ = sleep => if self.own_thread && self.ahead_of.is_none() {
+                _ = sleep => if early {
                     self.prepare_ahead(deadline).await;
                 },
                 changed = self.pause.changed(), if self.pause_live => {
@@ -1580,14 +1592,11 @@ impl Runtime {
         counters.running.fetch_add(1, Ordering::Relaxed);
         self.runs.prune();
         let shared = (overlap != Overlap::Allow).then(|| {
-            Arc::new(RunShared {
-                state: AtomicU8::new(0),
-                changed: tokio::sync::Notify::new(),
-                started_at: AtomicI64::new(0),
-                job: ctx.job.clone(),
-                slot: ctx.scheduled_at,
-                publish: self.publish.clone(),
-            })
+            Arc::new(RunShared::new(
+                ctx.job.clone(),
+                ctx.scheduled_at,
+                self.publish.clone(),
+            ))
         });
         let local = shared.as_ref().map(|shared| (ctx.clone(), shared.clone()));
         let behind = after
@@ -1842,17 +1851,13 @@ mod tests {
     /// The latest run of a job: slot `slot`, fired at `fired_at`, started at `started`.
     fn local_run(slot: i64, fired_at: i64, started: Option<i64>, behind: Option<i64>) -> LocalRun {
         let job = JobId::new("j");
-        let shared = Arc::new(RunShared {
-            state: AtomicU8::new(0),
-            changed: tokio::sync::Notify::new(),
-            started_at: AtomicI64::new(0),
-            job: job.clone(),
-            slot: UnixMillis(slot),
-            publish: mpsc::unbounded_channel().0,
-        });
+        let shared = Arc::new(RunShared::new(
+            job.clone(),
+            UnixMillis(slot),
+            mpsc::unbounded_channel().0,
+        ));
         if let Some(at) = started {
-            shared.started_at.store(at, Ordering::Relaxed);
-            shared.state.fetch_or(RUN_STARTED, Ordering::AcqRel);
+            shared.start(UnixMillis(at));
         }
         LocalRun {
             ctx: RunContext {
