@@ -1,0 +1,254 @@
+//! One job as the planner tracks it: its cursor, its ownership state, and the stretches
+//! it fired, for epochs and duplicate detection.
+
+use super::MAX_COUNTED_MISSES;
+use crate::core::job::JobSpec;
+use crate::core::types::{FireRecord, Follows, UnixMillis};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mine {
+    /// Another node owns it (or nobody).
+    No,
+    /// Ours from this time on (handoff delay or startup delay pending).
+    From(UnixMillis),
+}
+
+/// A stretch of slots this node fired under one epoch.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tenure {
+    pub(super) epoch: u64,
+    pub(super) first: UnixMillis,
+    pub(super) last: UnixMillis,
+}
+
+/// What the records of a job show (kept for jobs not registered here too, and applied if
+/// they are added).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Seen {
+    /// The highest slot this node accounted for: its own records (any generation), or
+    /// slots it fired or skipped.
+    pub(super) own: Option<UnixMillis>,
+    /// The highest record seen from other nodes.
+    pub(super) others: Option<UnixMillis>,
+    /// [`super::owner::node_key`] of the node whose record holds `others`; 0 when several
+    /// nodes' records hold it.
+    pub(super) others_by: u64,
+    /// The highest epoch in any record of the job (ours included).
+    pub(super) epoch_seen: u64,
+    /// The highest epoch in another node's record of the job.
+    pub(super) epoch_others: u64,
+}
+
+impl Seen {
+    /// `slot` was accounted for by this node.
+    pub(super) fn own_slot(&mut self, slot: UnixMillis) {
+        self.own = Some(self.own.map_or(slot, |s| s.max(slot)));
+    }
+
+    /// A record of `slot` under `epoch`, from this node, or from the other node whose
+    /// [`super::owner::node_key`] is `by`.
+    pub(super) fn record(&mut self, slot: UnixMillis, epoch: u64, by: Option<u64>) {
+        self.epoch_seen = self.epoch_seen.max(epoch);
+        let Some(by) = by else {
+            self.own_slot(slot);
+            return;
+        };
+        self.epoch_others = self.epoch_others.max(epoch);
+        match self.others {
+            Some(o) if o > slot => {}
+            Some(o) if o == slot => {
+                if self.others_by != by {
+                    self.others_by = 0;
+                }
+            }
+            _ => {
+                self.others = Some(slot);
+                self.others_by = by;
+            }
+        }
+    }
+
+    /// Where an epoch begun now would begin: after the highest other node's record, when
+    /// that is what placed the cursor.
+    pub(super) fn follows(&self) -> Option<Follows> {
+        let o = self.others?;
+        (self.own.is_none_or(|own| own < o)).then_some(Follows {
+            slot: o,
+            node: self.others_by,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) spec: JobSpec,
+    /// When the job was registered here, less the startup and handoff delays (see the
+    /// module docs).
+    pub(super) registered: UnixMillis,
+    /// The slots and epochs the records show.
+    pub(super) seen: Seen,
+    /// `max(own, others)` once this node has its own record, else `max(registered,
+    /// others)`.
+    pub(super) cursor: UnixMillis,
+    /// Memo of `schedule.next_after(cursor)`, keyed by the cursor it was computed for:
+    /// cron evaluation dominates `poll` when a thousand jobs are due at once.
+    pub(super) next_memo: Option<(UnixMillis, Option<UnixMillis>)>,
+    pub(super) mine: Mine,
+    /// The key of this job's entry in `timers`, if it has one.
+    pub(super) timer: Option<UnixMillis>,
+    /// The stretch this node is firing now, if it fired since it last gained the job.
+    pub(super) tenure: Option<Tenure>,
+    /// The stretch before (this or an earlier generation), for duplicate detection.
+    pub(super) prev_ran: Option<Tenure>,
+    /// Where the current epoch began, if another node's record placed it.
+    pub(super) follows: Option<Follows>,
+    /// Duplicates up to this slot were reported already.
+    pub(super) dups_counted: UnixMillis,
+    /// A slot after the stretch's last run was not run here (misfire or overlap policy):
+    /// the next run starts a new stretch, under the same epoch.
+    pub(super) range_broken: bool,
+    /// This planner fired the job at least once (its own records seen since are echoes of
+    /// its own runs, not of an earlier generation's).
+    pub(super) ran_here: bool,
+}
+
+impl Job {
+    /// The first slot after the cursor.
+    pub(super) fn next_slot(&mut self) -> Option<UnixMillis> {
+        match self.next_memo {
+            Some((c, next)) if c == self.cursor => next,
+            _ => {
+                let next = self.spec.schedule.next_after(self.cursor);
+                self.next_memo = Some((self.cursor, next));
+                next
+            }
+        }
+    }
+
+    /// This node accounted for everything at or before `slot` (fired, skipped, or its own
+    /// earlier record).
+    pub(super) fn account(&mut self, slot: UnixMillis) {
+        self.seen.own_slot(slot);
+        self.update_cursor();
+    }
+
+    pub(super) fn update_cursor(&mut self) {
+        let base = self.seen.own.unwrap_or(self.registered);
+        self.cursor = self.seen.others.map_or(base, |o| base.max(o));
+    }
+
+    /// Ends the current stretch: the next run starts a new epoch.
+    pub(super) fn end_tenure(&mut self) {
+        if let Some(t) = self.tenure.take() {
+            self.prev_ran = Some(t);
+        }
+        self.range_broken = false;
+    }
+
+    /// The run of `slot` did not happen, nor did the runs after it in its stretch (they
+    /// are newer and waited the same way): the stretch ends before it. Returns the record
+    /// that says so, or `None` if no stretch holds `slot`.
+    pub(super) fn retract(&mut self, slot: UnixMillis) -> Option<FireRecord> {
+        let holds = |t: &Tenure| t.first <= slot && slot <= t.last;
+        // The stretch may have ended already (the node lost the job with the quorum).
+        let current = self.tenure.as_ref().is_some_and(holds);
+        let t = if current {
+            self.tenure.as_mut()
+        } else {
+            self.prev_ran.as_mut().filter(|t| holds(t))
+        }?;
+        let before = UnixMillis(slot.0.saturating_sub(1));
+        t.last = before;
+        let record = FireRecord {
+            slot: before,
+            epoch: t.epoch,
+            first: t.first.min(before),
+            follows: if current { self.follows } else { None },
+        };
+        if t.first > before {
+            if current {
+                self.tenure = None;
+            } else {
+                self.prev_ran = None;
+            }
+        }
+        Some(record)
+    }
+
+    /// A slot was dropped after the stretch's last run: the stretch's range ends there.
+    pub(super) fn break_range(&mut self) {
+        if self.tenure.is_some() {
+            self.range_broken = true;
+        }
+    }
+
+    /// This node starts `slot`: its epoch, and the first slot of that epoch. A new epoch
+    /// begins when the job was just gained, or another node's record reached the epoch.
+    pub(super) fn begin_run(&mut self, slot: UnixMillis) -> (u64, UnixMillis) {
+        match &mut self.tenure {
+            Some(t) if t.epoch > self.seen.epoch_others => {
+                if self.range_broken {
+                    self.prev_ran = Some(*t);
+                    self.range_broken = false;
+                    t.first = slot;
+                }
+                t.last = slot;
+                (t.epoch, t.first)
+            }
+            _ => {
+                self.end_tenure();
+                self.ran_here = true;
+                self.follows = self.seen.follows();
+                let epoch = self.seen.epoch_seen.saturating_add(1);
+                self.seen.epoch_seen = epoch;
+                self.tenure = Some(Tenure {
+                    epoch,
+                    first: slot,
+                    last: slot,
+                });
+                (epoch, slot)
+            }
+        }
+    }
+
+    /// Slots in `[first, last]` this node ran too (its current and previous stretch), not
+    /// reported yet: `(first, last, count)`.
+    pub(super) fn overlap_with(
+        &mut self,
+        first: UnixMillis,
+        last: UnixMillis,
+    ) -> Option<(UnixMillis, UnixMillis, u64)> {
+        let ours = [self.tenure, self.prev_ran].map(|t| t.map(|t| (t.first, t.last)));
+        let mut found: Option<(UnixMillis, UnixMillis, u64)> = None;
+        for (a, b) in ours.into_iter().flatten() {
+            let lo = a
+                .max(first)
+                .max(UnixMillis(self.dups_counted.0.saturating_add(1)));
+            let hi = b.min(last);
+            if lo > hi {
+                continue;
+            }
+            let mut s = self
+                .spec
+                .schedule
+                .next_after(UnixMillis(lo.0.saturating_sub(1)));
+            while let Some(slot) = s {
+                if slot > hi {
+                    break;
+                }
+                let e = found.get_or_insert((slot, slot, 0));
+                e.0 = e.0.min(slot);
+                e.1 = e.1.max(slot);
+                e.2 += 1;
+                if e.2 >= MAX_COUNTED_MISSES {
+                    break;
+                }
+                s = self.spec.schedule.next_after(slot);
+            }
+        }
+        if let Some((_, last, _)) = found {
+            self.dups_counted = self.dups_counted.max(last);
+        }
+        found
+    }
+}

@@ -1,0 +1,110 @@
+//! The handle a running node is driven through, and its counters.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::core::planner::View;
+use crate::core::types::{JobId, NodeId};
+
+/// Counters a node keeps about its runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Slots started here.
+    pub fired: u64,
+    /// Of those, slots started late (catch-up).
+    pub fired_late: u64,
+    /// Runs that ended in failure after all retries (failed, timed out or panicked).
+    pub failed: u64,
+    /// Slots that will not run: older than the catch-up window.
+    pub missed: u64,
+    /// Slots dropped by a `once` or `skip` misfire policy.
+    pub skipped: u64,
+    /// Slots skipped because the job's previous run was still running (`overlap = forbid`;
+    /// behind a run that started late, only if it was still running when it would have
+    /// ended had it started on time).
+    pub overlap_skipped: u64,
+    /// Runs cancelled because a newer slot of the job started (`overlap = replace`).
+    pub replaced: u64,
+    /// Runs not started in quorum mode: the node lost the quorum before a quorum was known
+    /// to hold the run's record, so the majority side runs the slot instead (or, if the
+    /// record reached it, this node runs it late once it hears so: `repaired`).
+    pub abandoned: u64,
+    /// Abandoned runs this node ran late because the majority side had seen their record
+    /// and so had not run them (see `Planner::abandon`).
+    pub repaired: u64,
+    /// Slots this node ran that it learned another node ran too (from that node's fire
+    /// record: a healed partition, a stalled node that came back). Each node counts its
+    /// side, so a slot run on two nodes counts once on each.
+    pub duplicates_detected: u64,
+}
+
+pub(super) enum Command {
+    Shutdown(oneshot::Sender<()>),
+    Stats(oneshot::Sender<Stats>),
+}
+
+/// A running node. Dropping it leaves the node running; call [`NodeHandle::shutdown`].
+pub struct NodeHandle {
+    pub(super) node_id: NodeId,
+    pub(super) view: watch::Receiver<View>,
+    pub(super) cmd: mpsc::UnboundedSender<Command>,
+    pub(super) task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// Members that may own jobs in this node's current view (alive, not leaving), sorted.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.view.borrow().members.iter().cloned().collect()
+    }
+
+    /// The current view (members and every alive node, including leaving ones).
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// The owner of `job` in this node's current view: the same pure function every node
+    /// uses, so it answers for jobs this node does not know too.
+    pub fn owner_of(&self, job: &str) -> Option<NodeId> {
+        crate::core::owner::owner(&JobId::new(job), &self.view.borrow().members).cloned()
+    }
+
+    /// Waits until this node's view has exactly `n` members, or `timeout` passes. Returns
+    /// whether it did.
+    pub async fn wait_for_members(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.view.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|v| v.members.len() == n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The node's run counters.
+    pub async fn stats(&self) -> Stats {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Stats(tx)).is_err() {
+            return Stats::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Graceful leave: stop firing, announce `leaving` for a few gossip rounds so peers take
+    /// over without a gap, let running jobs finish (up to the drain timeout), stop gossip.
+    pub async fn shutdown(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+
+    /// Stops at once without leaving, as a crash would: gossip stops, running jobs are
+    /// killed, peers find out through failure detection. For tests and demos.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}

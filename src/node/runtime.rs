@@ -1,0 +1,850 @@
+//! The node's loop: one task owns the planner, feeds it membership views, fire records
+//! and time, and carries out its actions.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use super::handle::{Command, Stats};
+use super::publisher::{Batch, GateState, GateTarget};
+use super::run::{
+    After, LocalRun, NotRun, Prepared, QuorumWait, RUN_ENDED, RUN_STARTED, Retry, RunCounters,
+    RunGuard, RunHandles, RunInput, RunShared, run_task, sleep_to,
+};
+use super::{Clock, NodeConfig, NodeError};
+use crate::cluster::{
+    Cluster, Event, Publish, Publisher, Record, Running, newest_generations, view_from_live,
+};
+use crate::core::job::{ExecSpec, Overlap};
+use crate::core::planner::{Action, Planner, View};
+use crate::core::types::{JobId, NodeId, UnixMillis};
+use crate::exec::{BoxFuture, Executor, RunContext};
+
+pub(super) struct Runtime {
+    pub(super) config: NodeConfig,
+    pub(super) planner: Planner,
+    pub(super) cluster: Option<Cluster>,
+    /// Fire records and running states go to the publisher task through this, in order.
+    pub(super) publish: mpsc::UnboundedSender<Batch>,
+    pub(super) publisher: tokio::task::JoinHandle<()>,
+    /// True when a data dir is open: runs then also wait for their record to be on disk.
+    pub(super) has_store: bool,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) executor: Arc<dyn Executor>,
+    pub(super) events_rx: mpsc::UnboundedReceiver<Event>,
+    pub(super) cmd_rx: mpsc::UnboundedReceiver<Command>,
+    pub(super) view_tx: watch::Sender<View>,
+    /// The view, for runs waiting in quorum mode.
+    pub(super) view_rx: watch::Receiver<View>,
+    /// Runs that end without running their slot report here.
+    pub(super) not_run_tx: mpsc::UnboundedSender<NotRun>,
+    pub(super) not_run_rx: mpsc::UnboundedReceiver<NotRun>,
+    /// Newest generation and gossip address of every live node.
+    pub(super) peers: Arc<BTreeMap<NodeId, (u64, SocketAddr)>>,
+    /// For runs that check where their record went (quorum mode).
+    pub(super) publisher_handle: Publisher,
+    /// Quorum mode: how long a run waits without the quorum before deciding.
+    pub(super) quorum_grace: Duration,
+    /// The latest run started here per job (for the overlap policy).
+    /// A hash map: a burst looks up and replaces every due job's entry, and a B-tree walk
+    /// by name chases a string pointer at every level. Its order is never used (shutdown
+    /// aborts every run in it).
+    pub(super) local_runs: HashMap<JobId, LocalRun>,
+    /// Runs of `forbid` and `replace` jobs to announce if still running at the time given
+    /// (a gossip interval after they were fired), in that order.
+    pub(super) announce: VecDeque<(UnixMillis, Arc<RunShared>)>,
+    /// Runs other nodes announced: job -> node -> (generation, slot).
+    pub(super) remote_runs: BTreeMap<JobId, BTreeMap<NodeId, (u64, UnixMillis)>>,
+    /// Abort handles of the runs started, to stop them with the node. Runs report through
+    /// `counters`, never by waking this task: a thousand runs ending in the same
+    /// millisecond would otherwise mean a thousand loop turns competing with them for the
+    /// cores.
+    pub(super) runs: RunHandles,
+    /// Runs prepared and not spawned yet: a burst's runs are spawned back to back (a
+    /// chunk at a time, or all at their deadline when prepared ahead of it), so the worker
+    /// that picks them up is woken once per chunk instead of parking again between two
+    /// runs.
+    pub(super) prepared: Vec<Prepared>,
+    /// Runs no longer their job's latest, put aside during a burst and dropped after it,
+    /// so freeing the last second's runs does not hold up this second's.
+    pub(super) retired: Vec<LocalRun>,
+    /// Taken ahead of their deadline (see `Runtime::prepare_ahead`) and decided at it:
+    /// slots of jobs with a run still running here or elsewhere.
+    pub(super) deferred: Vec<Action>,
+    /// Taken ahead of their deadline: records and gates to publish once the runs start.
+    pub(super) held: Batch,
+    /// The deadline the runs in `prepared` were prepared ahead of; they start at it.
+    pub(super) ahead_of: Option<UnixMillis>,
+    /// Where runs are spawned: the runtime that started the node.
+    pub(super) spawner: tokio::runtime::Handle,
+    /// The loop runs on a scheduler thread of its own (it may block that thread briefly).
+    pub(super) own_thread: bool,
+    pub(super) counters: Arc<RunCounters>,
+    pub(super) stats: Stats,
+    pub(super) pause: watch::Receiver<bool>,
+    /// False once the pause switch's sender is gone (or there never was one).
+    pub(super) pause_live: bool,
+}
+
+/// Starts the scheduler's thread (see [`NodeBuilder::scheduler_thread`]): a
+/// single-threaded runtime that runs until the returned sender is dropped.
+pub(super) fn start_scheduler_thread()
+-> Result<(tokio::runtime::Handle, oneshot::Sender<()>), NodeError> {
+    /// Shuts a runtime down without blocking, should the thread not start: a runtime
+    /// dropped normally inside an async context panics.
+    struct Unstarted(Option<tokio::runtime::Runtime>);
+    impl Drop for Unstarted {
+        fn drop(&mut self) {
+            if let Some(rt) = self.0.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NodeError::Scheduler)?;
+    let handle = rt.handle().clone();
+    let (done, until) = oneshot::channel::<()>();
+    let mut rt = Unstarted(Some(rt));
+    std::thread::Builder::new()
+        .name("starling-scheduler".into())
+        .spawn(move || {
+            if let Some(rt) = rt.0.take() {
+                rt.block_on(async {
+                    let _ = until.await;
+                });
+                // Outside any async context: waits for a data-dir write in progress.
+                drop(rt);
+            }
+        })
+        .map_err(NodeError::Scheduler)?;
+    Ok((handle, done))
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // On abort, stop gossip too, so peers see a crash, and stop the runs.
+        self.abort_runs();
+        self.publisher.abort();
+        if let Some(c) = &self.cluster {
+            c.abort();
+        }
+    }
+}
+
+/// In a burst of due slots, the node's task yields after starting this many runs.
+pub(super) const YIELD_EVERY_RUNS: usize = 64;
+
+/// With a scheduler thread, how long before a deadline the loop wakes to block the rest
+/// of the way (see `Clock::block_until`): well over what tokio's timer is late by (1-2 ms
+/// here, more on a busy machine). Events that arrive meanwhile wait at most this long.
+pub(super) const PRECISE_WAKE: Duration = Duration::from_millis(10);
+
+/// How often to warn while no peer has been heard from although seeds are configured.
+pub(super) const LONELY_WARN_EVERY: Duration = Duration::from_secs(5);
+
+impl Runtime {
+    fn cluster(&self) -> &Cluster {
+        self.cluster.as_ref().expect("cluster lives until shutdown")
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut live = self.cluster().live_watcher();
+        // Without seeds there is nobody to wait for: never (a deadline left in the past
+        // would wake the loop over and over).
+        let mut next_lonely_check = if self.config.seeds.is_empty() {
+            UnixMillis(i64::MAX)
+        } else {
+            self.clock.now().saturating_add(LONELY_WARN_EVERY)
+        };
+        loop {
+            if self.pause_live && *self.pause.borrow_and_update() {
+                // A stalled process does nothing until it resumes.
+                let _ = self.pause.wait_for(|p| !p).await;
+            }
+            let now = self.clock.now();
+            self.planner.poll(now);
+            self.apply_actions(now, false).await;
+            self.announce_due(now);
+            if now >= next_lonely_check {
+                next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
+                if self.cluster().known_peers().await == 0 {
+                    warn!(seeds = ?self.config.seeds, "no peer reachable yet; still retrying the seeds");
+                }
+            }
+            let deadline = self
+                .planner
+                .next_deadline()
+                .unwrap_or(UnixMillis(i64::MAX))
+                .min(next_lonely_check)
+                .min(
+                    self.announce
+                        .front()
+                        .map_or(UnixMillis(i64::MAX), |(at, _)| *at),
+                )
+                .min(self.ahead_of.unwrap_or(UnixMillis(i64::MAX)));
+            // On a thread of its own the loop wakes a little early and blocks the rest of
+            // the way, to start a slot's runs within ~0.1 ms of it instead of ~1-2 ms.
+            let early = self.own_thread && self.ahead_of.is_none();
+            let wake_at = if early {
+                deadline.saturating_sub(PRECISE_WAKE)
+            } else {
+                deadline
+            };
+            let sleep = self.clock.sleep_until(wake_at);
+            tokio::select! {
+                _ = sleep => if early {
+                    self.prepare_ahead(deadline).await;
+                },
+                changed = self.pause.changed(), if self.pause_live => {
+                    self.pause_live = changed.is_ok();
+                }
+                changed = live.changed() => {
+                    if changed.is_err() {
+                        warn!("gossip stopped; node stops scheduling");
+                        return;
+                    }
+                    let (view, peers) = {
+                        let live = live.borrow_and_update();
+                        (view_from_live(&live), newest_generations(&live))
+                    };
+                    self.on_peers(peers);
+                    self.on_view(view);
+                }
+                Some(not_run) = self.not_run_rx.recv() => self.on_not_run(not_run),
+                Some(ev) = self.events_rx.recv() => {
+                    self.on_event(ev);
+                    while let Ok(ev) = self.events_rx.try_recv() {
+                        self.on_event(ev);
+                    }
+                }
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Command::Stats(tx)) => {
+                        let mut stats = self.stats.clone();
+                        stats.failed = self.counters.failed.load(Ordering::Relaxed);
+                        let _ = tx.send(stats);
+                    }
+                    Some(Command::Shutdown(tx)) => {
+                        self.leave().await;
+                        let _ = tx.send(());
+                        return;
+                    }
+                    // Every handle dropped: keep running (a node is usually driven by its
+                    // signals, not its handle).
+                    None => std::future::pending::<()>().await,
+                },
+            }
+        }
+    }
+
+    /// On its own thread the loop wakes `PRECISE_WAKE` before a deadline. It then takes
+    /// the deadline's actions as they will be at the deadline: no event is handled before
+    /// it either way. It prepares their runs, blocks until the deadline, and the loop's
+    /// next turn only spawns them, so a burst's runs start sooner after their slot.
+    ///
+    /// A slot whose job still has a run running, here or elsewhere, is decided at the
+    /// deadline: that run may end meanwhile. If the clock cannot block (the default
+    /// [`Clock::block_until`]) or went back, the runs wait for the deadline by the timer.
+    async fn prepare_ahead(&mut self, deadline: UnixMillis) {
+        // Sleeps are capped (see `Clock::sleep_until`): the deadline may be further off.
+        if self.clock.now() < deadline.saturating_sub(PRECISE_WAKE) {
+            return;
+        }
+        self.planner.poll(deadline);
+        self.apply_actions(deadline, true).await;
+        self.ahead_of = Some(deadline);
+        self.clock.block_until(deadline, PRECISE_WAKE);
+    }
+
+    fn on_not_run(&mut self, not_run: NotRun) {
+        match not_run {
+            NotRun::Abandoned { job, slot } => {
+                self.stats.abandoned += 1;
+                warn!(job = %job, slot = %slot, "run not started: quorum lost before a quorum held its record; the majority side runs it, or this node does once it learns the majority skipped it");
+                if let Some(record) = self.planner.abandon(&job, slot) {
+                    let _ = self.publish.send(Batch {
+                        publish: Publish {
+                            records: vec![Record {
+                                job,
+                                record,
+                                node: self.config.node_id.clone(),
+                            }],
+                            running: Vec::new(),
+                        },
+                        gates: Vec::new(),
+                    });
+                }
+            }
+            NotRun::Skipped { job, slot, running } => {
+                self.stats.fired = self.stats.fired.saturating_sub(1);
+                self.stats.overlap_skipped += 1;
+                info!(node = %self.config.node_id, job = %job, slot = %slot, running = %running, "slot skipped: the previous run started late and was still running when it would have ended had it started on time (overlap = forbid)");
+                self.retract_skipped(&job, slot);
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Record(r) => self.on_record(r),
+            Event::Running(r) => self.on_running(r),
+        }
+    }
+
+    fn on_record(&mut self, r: Record) {
+        let now = self.clock.now();
+        if !self.planner.observe_record(now, &r.job, r.record, &r.node) && r.record.slot > now {
+            warn!(job = %r.job, slot = %r.record.slot, from = %r.node, "ignoring a fire record from the far future (is that node's clock wrong?)");
+            return;
+        }
+        if r.node == self.config.node_id {
+            return;
+        }
+        // `replace`: a newer slot started elsewhere cancels the run here.
+        let replace = self
+            .planner
+            .job(&r.job)
+            .is_some_and(|j| j.overlap == Overlap::Replace);
+        if replace
+            && self
+                .local_runs
+                .get(&r.job)
+                .is_some_and(|l| l.ctx.scheduled_at < r.record.slot && !l.shared.has(RUN_ENDED))
+        {
+            info!(job = %r.job, newer = %r.record.slot, by = %r.node, "cancelling the running run: a newer slot started elsewhere (overlap = replace)");
+            self.cancel_local(&r.job);
+        }
+    }
+
+    fn on_running(&mut self, r: Running) {
+        if r.node == self.config.node_id {
+            return;
+        }
+        let entry = self.remote_runs.entry(r.job.clone()).or_default();
+        let newer = entry.get(&r.node).is_none_or(|(g, _)| r.generation >= *g);
+        if newer {
+            match r.slot {
+                Some(slot) => {
+                    entry.insert(r.node, (r.generation, slot));
+                }
+                None => {
+                    entry.remove(&r.node);
+                }
+            }
+        }
+        if entry.is_empty() {
+            self.remote_runs.remove(&r.job);
+        }
+    }
+
+    fn on_peers(&mut self, peers: BTreeMap<NodeId, (u64, SocketAddr)>) {
+        // Runs announced by nodes (or generations) that are gone are not running any more.
+        self.remote_runs.retain(|_, by| {
+            by.retain(|node, (generation, _)| {
+                peers.get(node).is_some_and(|(g, _)| g == generation)
+            });
+            !by.is_empty()
+        });
+        self.peers = Arc::new(peers);
+    }
+
+    fn on_view(&mut self, view: View) {
+        if &view == self.planner.view() {
+            return;
+        }
+        info!(
+            node = %self.config.node_id,
+            members = ?view.members.iter().map(NodeId::as_str).collect::<Vec<_>>(),
+            leaving = ?view.alive.difference(&view.members).map(NodeId::as_str).collect::<Vec<_>>(),
+            "membership changed"
+        );
+        let had_quorum = self.planner.has_quorum();
+        self.planner.set_view(self.clock.now(), view.clone());
+        match (had_quorum, self.planner.has_quorum()) {
+            (true, false) => warn!(
+                members = view.members.len(),
+                needed = self.config.quorum().unwrap_or(0),
+                "quorum lost: this node fires nothing until it sees enough members again"
+            ),
+            (false, true) => info!(
+                members = view.members.len(),
+                "quorum regained: firing resumes after the handoff delay"
+            ),
+            _ => {}
+        }
+        let _ = self.view_tx.send(view);
+    }
+
+    /// What a run of `job` must wait for before it starts; `None`: nothing.
+    /// `quorum` caches quorum mode's target (the same for every job) for one burst.
+    fn gate_target(&self, job: &JobId, quorum: &mut Option<GateTarget>) -> Option<GateTarget> {
+        if let Some(target) = quorum {
+            return Some(target.clone());
+        }
+        if let Some(min) = self.config.quorum() {
+            let peers: Vec<SocketAddr> = self
+                .planner
+                .view()
+                .members
+                .iter()
+                .filter(|n| **n != self.config.node_id)
+                .filter_map(|n| self.peers.get(n).map(|(_, addr)| *addr))
+                .collect();
+            let target = GateTarget::Quorum {
+                need: min.saturating_sub(1).min(peers.len()),
+                peers,
+            };
+            *quorum = Some(target.clone());
+            return Some(target);
+        }
+        let alone = self.planner.view().members.len() < 2;
+        let peer = (!alone)
+            .then(|| self.planner.runner_up(job))
+            .flatten()
+            .and_then(|n| self.peers.get(n))
+            .map(|(_, addr)| *addr);
+        match peer {
+            Some(addr) => Some(GateTarget::Peer(addr)),
+            None if self.has_store => Some(GateTarget::Store),
+            None => None,
+        }
+    }
+
+    /// Cancels the run of `job` running here (`replace`). A run cancelled before its
+    /// executor was called counts as skipped by the overlap policy.
+    fn cancel_local(&mut self, job: &JobId) {
+        self.start_runs();
+        let Some(l) = self.local_runs.remove(job) else {
+            return;
+        };
+        if l.shared.has(RUN_ENDED) {
+            return;
+        }
+        if let Some(handle) = &l.handle {
+            handle.abort();
+        }
+        self.stats.replaced += 1;
+        if !l.shared.has(RUN_STARTED) {
+            self.stats.overlap_skipped += 1;
+            self.executor.skipped(&l.ctx);
+            self.retract_skipped(job, l.ctx.scheduled_at);
+        }
+    }
+
+    /// A slot fired here was skipped by the overlap policy. Its record stays published, so
+    /// no other node runs it later (a new owner after a crash would otherwise catch it up,
+    /// seconds late: the simulator's `crash` sweep showed it); only this node's own
+    /// duplicate accounting forgets it (see `Planner::skipped_by_overlap`).
+    fn retract_skipped(&mut self, job: &JobId, slot: UnixMillis) {
+        let _ = self.planner.skipped_by_overlap(job, slot);
+    }
+
+    /// Where a run of `job` announced by another live node is running, if one is.
+    fn running_elsewhere(&self, job: &JobId) -> Option<String> {
+        self.remote_runs
+            .get(job)
+            .and_then(|by| by.iter().next())
+            .map(|(node, (_, slot))| format!("slot {slot} on {node}"))
+    }
+
+    /// Applies the planner's actions: prepares and spawns runs, publishes records.
+    /// `ahead` (see `prepare_ahead`): before their deadline, so nothing is spawned or
+    /// published yet, and slots to decide at the deadline are put aside.
+    async fn apply_actions(&mut self, now: UnixMillis, ahead: bool) {
+        if !ahead && let Some(at) = self.ahead_of {
+            if now < at {
+                return;
+            }
+            // Runs prepared ahead of this deadline.
+            self.ahead_of = None;
+            self.start_runs();
+        }
+        let mut batch = std::mem::take(&mut self.held);
+        let mut gates: BTreeMap<GateTarget, watch::Receiver<GateState>> = BTreeMap::new();
+        let actions: Vec<Action> = self
+            .deferred
+            .drain(..)
+            .chain(self.planner.drain())
+            .collect();
+        let mut started = 0usize;
+        // Quorum mode's gate target, the same for every run of this call.
+        let mut quorum = None;
+        for a in actions {
+            match a {
+                Action::Fire {
+                    job,
+                    slot,
+                    fire_id,
+                    late,
+                    epoch,
+                    repair,
+                    index,
+                } => {
+                    let ctx = RunContext {
+                        job,
+                        scheduled_at: slot,
+                        fire_id,
+                        node_id: self.config.node_id.clone(),
+                        attempt: 1,
+                        epoch,
+                    };
+                    let Some((overlap, exec)) = self
+                        .planner
+                        .job_at(index)
+                        .map(|j| (j.overlap, j.exec.clone()))
+                    else {
+                        continue;
+                    };
+                    // The job's run still running here, if any.
+                    let local = match overlap {
+                        Overlap::Allow => None,
+                        _ => self
+                            .local_runs
+                            .get(&ctx.job)
+                            .filter(|l| !l.shared.has(RUN_ENDED)),
+                    };
+                    let after = local
+                        .filter(|_| overlap == Overlap::Forbid)
+                        .and_then(|l| After::of(l, slot, now, self.config.gossip_interval));
+                    let busy = match local {
+                        _ if after.is_some() || overlap == Overlap::Allow => None,
+                        // A slot that waits (or was skipped) behind a run stands for it.
+                        Some(l) => {
+                            let running = l
+                                .behind
+                                .filter(|_| !l.shared.has(RUN_STARTED))
+                                .unwrap_or(l.ctx.scheduled_at);
+                            Some(format!("slot {running} here"))
+                        }
+                        None => self.running_elsewhere(&ctx.job),
+                    };
+                    if ahead && (local.is_some() || busy.is_some()) {
+                        self.deferred.push(Action::Fire {
+                            job: ctx.job,
+                            slot,
+                            fire_id: ctx.fire_id,
+                            late,
+                            epoch,
+                            repair,
+                            index,
+                        });
+                        continue;
+                    }
+                    if let Some(busy) = busy {
+                        if overlap == Overlap::Forbid {
+                            self.stats.overlap_skipped += 1;
+                            info!(node = %self.config.node_id, job = %ctx.job, slot = %slot, running = %busy, "slot skipped: the previous run is still running (overlap = forbid)");
+                            self.executor.skipped(&ctx);
+                            self.retract_skipped(&ctx.job, slot);
+                            continue;
+                        }
+                        info!(job = %ctx.job, running = %busy, newer = %slot, "cancelling the running run for a newer slot (overlap = replace)");
+                        self.cancel_local(&ctx.job);
+                    }
+                    self.stats.fired += 1;
+                    if repair {
+                        self.stats.repaired += 1;
+                        warn!(job = %ctx.job, slot = %slot, late_ms = now.millis_since(slot), "running a slot given up when the quorum was lost: its record reached the majority side, which did not run it");
+                    } else if late {
+                        self.stats.fired_late += 1;
+                        info!(job = %ctx.job, slot = %slot, late_ms = now.millis_since(slot), "catching up a missed slot");
+                    }
+                    let gate = self.gate_target(&ctx.job, &mut quorum).map(|target| {
+                        gates
+                            .entry(target.clone())
+                            .or_insert_with(|| {
+                                let (tx, rx) = watch::channel(GateState::default());
+                                batch.gates.push((target, tx));
+                                rx
+                            })
+                            .clone()
+                    });
+                    self.prepare_run(ctx, exec, overlap, gate, after, now);
+                    started += 1;
+                    if !ahead && started % YIELD_EVERY_RUNS == 0 {
+                        self.start_runs();
+                        // Let the runs already started begin instead of queueing behind the
+                        // rest of a large burst (they share this task's workers when the
+                        // node has no scheduler thread).
+                        tokio::task::yield_now().await;
+                    }
+                }
+                Action::PublishRecord { job, record } => batch.publish.records.push(Record {
+                    job,
+                    record,
+                    node: self.config.node_id.clone(),
+                }),
+                Action::Missed {
+                    job,
+                    first,
+                    last,
+                    count,
+                    policy,
+                } => {
+                    if policy {
+                        self.stats.skipped += count;
+                        info!(job = %job, first = %first, last = %last, count, "late slots skipped by the misfire policy");
+                    } else {
+                        self.stats.missed += count;
+                        warn!(job = %job, first = %first, last = %last, count, "slots missed: older than the catch-up window");
+                    }
+                }
+                Action::Duplicate {
+                    job,
+                    other,
+                    first,
+                    last,
+                    count,
+                } => {
+                    self.stats.duplicates_detected += count;
+                    warn!(job = %job, other = %other, first = %first, last = %last, count, total = self.stats.duplicates_detected, "duplicate runs detected: another node ran slots this node ran too");
+                }
+            }
+        }
+        if ahead {
+            self.held = batch;
+        } else {
+            self.start_runs();
+            if !batch.publish.records.is_empty() || !batch.gates.is_empty() {
+                let _ = self.publish.send(batch);
+            }
+        }
+        // A run still running (one that a later run waits for) stays abortable at
+        // shutdown.
+        for old in self.retired.drain(..) {
+            if let Some(handle) = old.handle
+                && !old.shared.has(RUN_ENDED)
+            {
+                self.runs.push(handle);
+            }
+        }
+    }
+
+    /// Prepares a run; `start_runs` spawns it.
+    fn prepare_run(
+        &mut self,
+        ctx: RunContext,
+        exec: ExecSpec,
+        overlap: Overlap,
+        gate: Option<watch::Receiver<GateState>>,
+        after: Option<After>,
+        now: UnixMillis,
+    ) {
+        let counters = self.counters.clone();
+        counters.running.fetch_add(1, Ordering::Relaxed);
+        self.runs.prune();
+        let shared = (overlap != Overlap::Allow).then(|| {
+            Arc::new(RunShared::new(
+                ctx.job.clone(),
+                ctx.scheduled_at,
+                self.publish.clone(),
+            ))
+        });
+        let local = shared.as_ref().map(|shared| (ctx.clone(), shared.clone()));
+        let behind = after
+            .as_ref()
+            .filter(|a| a.grace.is_some())
+            .map(|a| a.run.slot);
+        // What the run waits for before its executor is called, if anything: the previous
+        // run (`forbid`, see `After`), then its record's gate. Boxed, and built only when
+        // needed, so the task of a run that waits for nothing stays small: a thousand of
+        // them start in the same millisecond.
+        let wait: Option<BoxFuture<bool>> = (after.is_some() || gate.is_some()).then(|| {
+            let quorum = self.config.quorum().map(|min| QuorumWait {
+                min,
+                view: self.view_rx.clone(),
+                publisher: self.publisher_handle.clone(),
+                peers: self.peers.clone(),
+                grace: self.quorum_grace,
+            });
+            let not_run = self.not_run_tx.clone();
+            let (job, slot) = (ctx.job.clone(), ctx.scheduled_at);
+            // Only a run that may be skipped needs these.
+            let skip = after
+                .as_ref()
+                .is_some_and(|a| a.grace.is_some())
+                .then(|| (self.executor.clone(), ctx.clone()));
+            let after = after.map(|a| (a, self.clock.clone()));
+            let wait: BoxFuture<bool> = Box::pin(async move {
+                if let Some((after, clock)) = after
+                    && !after.wait(slot, clock.as_ref()).await
+                {
+                    if let Some((executor, ctx)) = skip {
+                        executor.skipped(&ctx);
+                    }
+                    let running = after.run.slot;
+                    let _ = not_run.send(NotRun::Skipped { job, slot, running });
+                    // Until that run ends, this one stands for it: a slot due meanwhile is
+                    // skipped too.
+                    after.run.ended().await;
+                    return false;
+                }
+                let Some(mut gate) = gate else {
+                    return true;
+                };
+                // The record goes first (see `cluster`): a crash from here on is known.
+                let go = match quorum {
+                    None => {
+                        let _ = gate.wait_for(|g| g.open).await;
+                        true
+                    }
+                    Some(q) => q.wait(&mut gate).await,
+                };
+                if !go {
+                    let _ = not_run.send(NotRun::Abandoned { job, slot });
+                }
+                go
+            });
+            wait
+        });
+        let retry = Retry {
+            base: self.config.retry_backoff,
+            max: self.config.retry_backoff_max,
+        };
+        let input = RunInput {
+            executor: self.executor.clone(),
+            exec,
+            ctx,
+            retry,
+        };
+        let guard = RunGuard { counters, shared };
+        self.prepared.push(Prepared { guard, wait, input });
+        if let Some((ctx, shared)) = local {
+            // Long runs are announced, so a new owner honours `forbid` and `replace`.
+            self.announce.push_back((
+                now.saturating_add(self.config.gossip_interval),
+                shared.clone(),
+            ));
+            let previous = self.local_runs.insert(
+                ctx.job.clone(),
+                LocalRun {
+                    ctx,
+                    handle: None,
+                    shared,
+                    fired_at: now,
+                    behind,
+                },
+            );
+            self.retired.extend(previous);
+        }
+    }
+
+    /// Spawns the prepared runs.
+    fn start_runs(&mut self) {
+        let mut started = Vec::with_capacity(self.prepared.len());
+        for Prepared { guard, wait, input } in self.prepared.drain(..) {
+            let shared = guard.shared.clone();
+            let task = self.spawner.spawn(run_task(guard, wait, input));
+            started.push((task.abort_handle(), shared));
+        }
+        for (handle, shared) in started {
+            let local = shared.and_then(|shared| {
+                self.local_runs
+                    .get_mut(&shared.job)
+                    .filter(|l| Arc::ptr_eq(&l.shared, &shared))
+            });
+            match local {
+                Some(l) => l.handle = Some(handle),
+                // Not the job's latest run any more (a catch-up burst).
+                None => self.runs.push(handle),
+            }
+        }
+    }
+
+    /// Announces in gossip the runs started here that are still running a gossip interval
+    /// after they were fired (`running:<job>`); each run's task announces its end. A run
+    /// still waiting (for its record, or for the run before it) is checked again an
+    /// interval later.
+    fn announce_due(&mut self, now: UnixMillis) {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.announce.front()
+            && *at <= now
+        {
+            let Some((_, run)) = self.announce.pop_front() else {
+                break;
+            };
+            if run.has(RUN_ENDED) {
+                continue;
+            }
+            if !run.has(RUN_STARTED) {
+                self.announce
+                    .push_back((now.saturating_add(self.config.gossip_interval), run));
+                continue;
+            }
+            due.push(run);
+        }
+        if due.is_empty() {
+            return;
+        }
+        let start = due.iter().map(|r| (r.job.clone(), Some(r.slot))).collect();
+        let _ = self.publish.send(Batch::running(start));
+        let ended: Vec<_> = due
+            .iter()
+            .filter(|r| !r.announced())
+            .map(|r| (r.job.clone(), None))
+            .collect();
+        if !ended.is_empty() {
+            let _ = self.publish.send(Batch::running(ended));
+        }
+    }
+
+    /// Stops every running run; dropping a shell run kills its process group.
+    fn abort_runs(&mut self) {
+        self.runs.abort();
+        self.prepared.clear();
+        for run in self.local_runs.values() {
+            if let Some(handle) = &run.handle {
+                handle.abort();
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for every running run to finish; returns whether they did.
+    async fn drain(&mut self, timeout: Duration) -> bool {
+        let counters = self.counters.clone();
+        let wait = async {
+            loop {
+                let idle = counters.idle.notified();
+                if counters.running.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    async fn leave(&mut self) {
+        info!(node = %self.config.node_id, "leaving: stopped firing, announcing to peers");
+        self.planner.leave();
+        self.cluster().set_leaving().await;
+        let until = self.clock.now().saturating_add(self.config.leave_delay());
+        sleep_to(self.clock.as_ref(), until).await;
+        let running = self.counters.running.load(Ordering::Acquire);
+        if running > 0 {
+            info!(running, timeout = ?self.config.drain_timeout, "waiting for running jobs");
+            if !self.drain(self.config.drain_timeout).await {
+                let killed = self.counters.running.load(Ordering::Acquire);
+                warn!(killed, "drain timeout: killing running jobs");
+                self.abort_runs();
+            }
+        }
+        // Let the last records and run endings gossip before going silent: a peer that
+        // still saw a run of ours as running would skip a `forbid` slot for nothing.
+        let until = self
+            .clock
+            .now()
+            .saturating_add(self.config.gossip_interval * 2);
+        sleep_to(self.clock.as_ref(), until).await;
+        if let Some(c) = self.cluster.take() {
+            c.shutdown().await;
+        }
+        info!(node = %self.config.node_id, "left the cluster");
+    }
+}
