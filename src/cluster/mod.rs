@@ -34,11 +34,9 @@
 //! A publication's sequence number is our state's version after it, so a peer whose digest
 //! shows our current generation at version `v` holds every publication up to `v`.
 //!
-//! Chitchat keeps the digest's fields private, so the wrapper reads the entry for this node
-//! from the digest's `Debug` text (`<node>:<generation>:<addr>: NodeDigest { ..,
-//! max_version: v }`). It does so only while a run waits for receipts. The format is pinned
-//! by a test over real UDP (`receipts_prove_a_peer_holds_a_publication`), so a chitchat
-//! upgrade that changes it fails the build's tests instead of stalling quorum mode.
+//! The wrapper reads the entry for this node with `Digest::max_version`, which the vendored
+//! chitchat adds (vendor/README.md), and only while a run waits for receipts. A test over
+//! real UDP (`receipts_prove_a_peer_holds_a_publication`) pins the behaviour.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -137,10 +135,9 @@ pub struct Publish {
 
 /// Publication sequence numbers (our state's version after each), and per peer the
 /// highest one sent to it and the highest one it is known to hold.
-#[derive(Default)]
 struct Sent {
-    /// `Debug` text of this node's chitchat id, as it appears in peers' digests.
-    me: String,
+    /// This node's chitchat id, as it appears in peers' digests.
+    me: ChitchatId,
     /// Sequence number of the last publication (set after its keys are in the state).
     published: AtomicU64,
     /// Per peer: every publication up to this one has been sent to it.
@@ -175,7 +172,7 @@ impl Sent {
             ChitchatMessage::Syn { digest, .. } | ChitchatMessage::SynAck { digest, .. } => digest,
             _ => return,
         };
-        let Some(version) = version_in_digest(&format!("{digest:?}"), &self.me) else {
+        let Some(version) = digest.max_version(&self.me) else {
             return;
         };
         if let Ok(mut r) = self.received.lock() {
@@ -187,27 +184,6 @@ impl Sent {
         }
         self.notify.notify_waiters();
     }
-}
-
-/// The version of node `me` (its chitchat id's `Debug` text) in a digest's `Debug` text:
-/// `Digest { node_digests: {<id>: NodeDigest { heartbeat: Heartbeat(h), last_gc_version: g,
-/// max_version: v }, ..} }`. `None` if the digest has no entry for `me`.
-fn version_in_digest(text: &str, me: &str) -> Option<u64> {
-    let entry = format!("{me}: NodeDigest {{");
-    let mut from = 0;
-    let start = loop {
-        let at = from + text.get(from..)?.find(&entry)?;
-        // The id starts an entry: right after the map's `{` or a previous entry's `, `.
-        let before = &text[..at];
-        if before.ends_with('{') || before.ends_with(", ") {
-            break at + entry.len();
-        }
-        from = at + 1;
-    };
-    let rest = &text[start..];
-    let rest = &rest[..rest.find('}')?];
-    let v = rest.split("max_version: ").nth(1)?;
-    v.trim().parse().ok()
 }
 
 /// The wrapping transport: counts state-carrying messages per peer (see the module docs).
@@ -333,8 +309,13 @@ impl Cluster {
             ),
         ];
         let sent = Arc::new(Sent {
-            me: format!("{:?}", chitchat_config.chitchat_id),
-            ..Sent::default()
+            me: chitchat_config.chitchat_id.clone(),
+            published: AtomicU64::new(0),
+            credited: Mutex::default(),
+            credited_any: AtomicU64::new(0),
+            received: Mutex::default(),
+            receipt_waits: AtomicUsize::new(0),
+            notify: Notify::new(),
         });
         let counting = Counting {
             inner: transport,
@@ -608,22 +589,6 @@ pub fn view_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> View {
 mod tests {
     use super::*;
     use chitchat::transport::UdpTransport;
-
-    #[test]
-    fn the_version_is_read_from_this_nodes_entry_only() {
-        let text = "Digest { node_digests: {a:1:127.0.0.1:7001: NodeDigest { heartbeat: \
-                    Heartbeat(4), last_gc_version: 0, max_version: 9 }, xa:1:127.0.0.1:7001: \
-                    NodeDigest { heartbeat: Heartbeat(2), last_gc_version: 0, max_version: 3 }} }";
-        assert_eq!(version_in_digest(text, "a:1:127.0.0.1:7001"), Some(9));
-        assert_eq!(version_in_digest(text, "xa:1:127.0.0.1:7001"), Some(3));
-        assert_eq!(
-            version_in_digest(text, "a:2:127.0.0.1:7001"),
-            None,
-            "another generation"
-        );
-        assert_eq!(version_in_digest("Digest { node_digests: {} }", "a"), None);
-        assert_eq!(version_in_digest("garbage", "a"), None);
-    }
 
     fn free_addr() -> SocketAddr {
         std::net::UdpSocket::bind("127.0.0.1:0")
