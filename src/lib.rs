@@ -12,6 +12,7 @@
 //! - `node`: the runtime that owns the planner: clock, config, builder, handle.
 //! - `exec`: executors: shell commands and in-process async handlers.
 //! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
+//! - `logs`: log hygiene: escaping job output.
 //!
 //! # Embedding
 //!
@@ -42,6 +43,7 @@ pub mod cluster;
 pub mod core;
 pub mod encoding;
 pub mod exec;
+pub mod logs;
 pub mod node;
 
 pub use crate::core::job::{

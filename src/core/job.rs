@@ -163,6 +163,17 @@ struct JobsFile {
 /// Longest accepted job name, in bytes (names travel in every gossip record).
 pub const MAX_JOB_NAME: usize = 128;
 
+/// Longest accepted `command`, in bytes. Linux refuses a single `execve` argument longer
+/// than 128 KiB (`MAX_ARG_STRLEN`) with "Argument list too long", whatever `ARG_MAX` says,
+/// so a longer command would pass `check` and then fail on every run (issue 14). Half of
+/// that leaves room; a longer script belongs in a file the command runs.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// Shortest accepted `@every` interval. Cron's finest grain is a second too; a shorter
+/// interval asks for more runs than gossip can carry records for, and `@every 1ms` made a
+/// node fall seconds behind (issue 14).
+pub const MIN_EVERY_INTERVAL: Duration = Duration::from_secs(1);
+
 impl RawJob {
     /// Validates one entry. `position` (1-based) names jobs without a name.
     pub fn into_spec(self, position: usize) -> Result<JobSpec, JobError> {
@@ -183,6 +194,17 @@ impl RawJob {
             .ok_or_else(|| invalid("schedule", "missing".into()))?;
         let schedule = Schedule::parse(&schedule_text, timezone)
             .map_err(|e| invalid("schedule", format!("`{schedule_text}`: {e}")))?;
+        if let Schedule::Every { interval_ms } = schedule
+            && u128::try_from(interval_ms).unwrap_or(0) < MIN_EVERY_INTERVAL.as_millis()
+        {
+            return Err(invalid(
+                "schedule",
+                format!(
+                    "`{schedule_text}`: the interval is shorter than the minimum of {}",
+                    humantime::format_duration(MIN_EVERY_INTERVAL)
+                ),
+            ));
+        }
         let misfire = match &self.misfire {
             Some(m) => m.parse().map_err(|e| invalid("misfire", e))?,
             None => Misfire::default(),
@@ -205,10 +227,19 @@ impl RawJob {
             Some(o) => o.parse().map_err(|e| invalid("overlap", e))?,
             None => Overlap::default(),
         };
-        if let Some(c) = &self.command
-            && c.trim().is_empty()
-        {
-            return Err(invalid("command", "is empty".into()));
+        if let Some(c) = &self.command {
+            if c.trim().is_empty() {
+                return Err(invalid("command", "is empty".into()));
+            }
+            if c.len() > MAX_COMMAND_BYTES {
+                return Err(invalid(
+                    "command",
+                    format!(
+                        "is {} bytes long, over the limit of {MAX_COMMAND_BYTES} bytes (64 KiB); put a long script in a file and run that",
+                        c.len()
+                    ),
+                ));
+            }
         }
         Ok(JobSpec {
             name: JobId::new(&name),
@@ -341,6 +372,34 @@ mod tests {
         assert!(e.contains("`command`"), "{e}");
         let e = err("[[jobs]]\nname = \"b c\"\nschedule = \"@every 1s\"\ncommand = \"x\"\n");
         assert!(e.contains("`name`"), "{e}");
+    }
+
+    #[test]
+    fn a_command_over_the_length_limit_is_refused_with_its_size() {
+        let job = |cmd: &str| {
+            format!("[[jobs]]\nname = \"big\"\nschedule = \"@every 1s\"\ncommand = \"{cmd}\"\n")
+        };
+        parse_jobs_toml(&job(&"x".repeat(MAX_COMMAND_BYTES))).unwrap();
+        let e = err(&job(&"x".repeat(MAX_COMMAND_BYTES + 1)));
+        assert!(
+            e.contains("job `big`") && e.contains("`command`") && e.contains("65537 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_every_interval_below_the_minimum_is_refused() {
+        for short in ["1ms", "500ms", "999ms"] {
+            let e = JobSpec::parse("fast", &format!("@every {short}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("job `fast`") && e.contains("`schedule`") && e.contains("minimum of 1s"),
+                "{e}"
+            );
+        }
+        JobSpec::parse("ok", "@every 1s").unwrap();
+        JobSpec::parse("ok", "@every 1500ms").unwrap();
     }
 
     #[test]

@@ -209,7 +209,9 @@ impl Executor for DefaultExecutor {
                     // what their jobs print; a failed run's goes into the failure message.
                     let out = r.stdout_tail.trim_end();
                     if !out.is_empty() {
-                        tracing::info!(job = %ctx.job, slot = %ctx.scheduled_at, output = %out, "job output");
+                        // Escaped, so the job cannot forge log lines (issue 14).
+                        let output = crate::logs::escape(out);
+                        tracing::info!(job = %ctx.job, slot = %ctx.scheduled_at, output = %output, "job output");
                     }
                     Outcome::Success
                 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+use crate::logs::escape;
+
 /// How a shell command ended.
 #[derive(Debug)]
 pub struct ShellResult {
@@ -36,11 +38,11 @@ impl ShellResult {
             None => "killed".to_string(),
         };
         let mut out = status;
-        if !self.stdout_tail.is_empty() {
-            out.push_str(&format!("; stdout: {:?}", self.stdout_tail.trim_end()));
-        }
-        if !self.stderr_tail.is_empty() {
-            out.push_str(&format!("; stderr: {:?}", self.stderr_tail.trim_end()));
+        // Escaped: the text goes into a log line (see `logs::escape`).
+        for (name, tail) in [("stdout", &self.stdout_tail), ("stderr", &self.stderr_tail)] {
+            if !tail.is_empty() {
+                out.push_str(&format!("; {name}: \"{}\"", escape(tail.trim_end())));
+            }
         }
         out
     }

@@ -190,6 +190,12 @@ impl NodeConfig {
         if self.advertise().port() == 0 {
             return Err(config_err("listen", "port 0 cannot be advertised to peers"));
         }
+        if let Some(seed) = self.seeds.iter().find(|s| s.port() == 0) {
+            return Err(config_err(
+                "seeds",
+                format!("`{seed}`: port 0 cannot be reached; give the seed's gossip port"),
+            ));
+        }
         if self.cluster_id.trim().is_empty() {
             return Err(config_err("cluster_id", "is empty"));
         }
@@ -290,14 +296,37 @@ pub struct ConfigFile {
     pub quorum_takeover_delay: Option<String>,
 }
 
-/// Parses `IP:port`, naming `key` in the error.
+/// Parses `IP:port`, naming `key` in the error, and saying what is wrong: no port, a port
+/// that is not a number or out of range, or a host name instead of an IP address.
 pub fn parse_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.trim().parse().map_err(|_| {
-        config_err(
-            key,
-            format!("`{value}` is not an IP:port address (e.g. 127.0.0.1:7946); host names are not accepted"),
-        )
-    })
+    let v = value.trim();
+    if let Ok(addr) = v.parse() {
+        return Ok(addr);
+    }
+    let err = |why: String| config_err(key, format!("`{value}`: {why}"));
+    // `[v6]:port` or `v4:port`; a bare IPv6 address has colons but no port.
+    let split = match v.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:").map(|(ip, port)| (ip, Some(port))),
+        None if v.parse::<std::net::IpAddr>().is_ok() => Some((v, None)),
+        None => v.rsplit_once(':').map(|(ip, port)| (ip, Some(port))),
+    };
+    let Some((ip, Some(port))) = split else {
+        return Err(err("has no port; write IP:port, e.g. 127.0.0.1:7946".into()));
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err(format!("the port `{port}` is not a number")));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(err(format!(
+            "the port {port} is out of range (ports are 1 to 65535)"
+        )));
+    }
+    if ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(err(format!(
+            "`{ip}` is not an IP address; host names are not accepted (e.g. 127.0.0.1:7946)"
+        )));
+    }
+    Err(err("is not an IP:port address (e.g. 127.0.0.1:7946)".into()))
 }
 
 fn duration_key(
@@ -443,6 +472,30 @@ mod tests {
         let mut c = base();
         c.quorum_takeover_delay = Some(Duration::from_secs(1));
         assert_eq!(c.validate().unwrap_err().key, "quorum_takeover_delay");
+    }
+
+    #[test]
+    fn a_bad_address_says_what_is_wrong_with_it() {
+        let e = |v: &str| parse_addr("seeds", v).unwrap_err().to_string();
+        assert!(
+            e("127.0.0.1:99999").contains("port 99999 is out of range"),
+            "{}",
+            e("127.0.0.1:99999")
+        );
+        assert!(e("127.0.0.1:70000").contains("out of range"));
+        assert!(e("127.0.0.1").contains("has no port"));
+        assert!(e("::1").contains("has no port"));
+        assert!(e("127.0.0.1:").contains("is not a number"));
+        assert!(e("127.0.0.1:ab").contains("`ab` is not a number"));
+        assert!(e("db.local:7946").contains("`db.local` is not an IP address"));
+        assert!(e("127.0.0.1:99999").starts_with("config `seeds`"));
+        assert_eq!(parse_addr("seeds", "[::1]:7946").unwrap().port(), 7946);
+        assert!(e("[::1]:123456").contains("out of range"));
+        let mut c = base();
+        c.seeds = vec!["127.0.0.1:0".parse().unwrap()];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "seeds");
+        assert!(e.message.contains("port 0"), "{e}");
     }
 
     #[test]
