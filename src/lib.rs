@@ -8,6 +8,9 @@
 //!
 //! - `core`: pure scheduling logic: schedules, ownership, the planner state machine. No
 //!   tokio, no chitchat, no clock reads, no I/O.
+//! - `catalog`: the cluster-wide job catalog: definitions from jobs files and the API,
+//!   versions (a hybrid logical clock), merge and conflict rules, tombstones, the gossip
+//!   key layout. Pure, like `core`.
 //! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records.
 //! - `node`: the runtime that owns the planner: clock, config, builder, handle.
 //! - `exec`: executors: shell commands and in-process async handlers.
@@ -39,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod catalog;
 pub mod cluster;
 pub mod core;
 pub mod encoding;

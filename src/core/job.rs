@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::schedule::{Schedule, parse_duration, parse_timezone};
 use super::types::JobId;
@@ -13,7 +13,8 @@ use super::types::JobId;
 pub const DEFAULT_CATCH_UP_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 /// What to do with slots that were missed (found late, e.g. after a takeover).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Misfire {
     /// Run every missed slot inside the catch-up window (default).
     #[default]
@@ -38,8 +39,19 @@ impl std::str::FromStr for Misfire {
     }
 }
 
+impl std::fmt::Display for Misfire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Misfire::All => "all",
+            Misfire::Once => "once",
+            Misfire::Skip => "skip",
+        })
+    }
+}
+
 /// What to do when a slot comes due while the job's previous run is still running.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Overlap {
     /// Start the new run anyway; runs of the job may overlap.
     Allow,
@@ -129,27 +141,37 @@ pub enum JobError {
     Duplicate(String),
 }
 
-/// The fields of one `[[jobs]]` entry, as written. Also the body of `PUT /v1/jobs/{name}`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The fields of one `[[jobs]]` entry, as written. Also the body of `PUT /v1/jobs/{name}`,
+/// and how the catalog shows a definition (absent keys are not serialized).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJob {
     /// Unique name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Cron (5 or 6 fields), `@every <dur>` or `@at <RFC 3339>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
     /// IANA timezone for cron schedules (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     /// Shell command run by `sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// Kill the run after this long, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// Extra attempts after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
     /// `all` | `once` | `skip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub misfire: Option<String>,
     /// e.g. `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up_window: Option<String>,
     /// `allow` | `forbid` (default) | `replace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<String>,
 }
 

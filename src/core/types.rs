@@ -92,6 +92,18 @@ macro_rules! name_newtype {
                 $name(Arc::from(s))
             }
         }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d).map($name::from)
+            }
+        }
     };
 }
 
@@ -135,6 +147,20 @@ impl FireId {
 impl fmt::Display for FireId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for FireId {
+    type Err = String;
+
+    /// Parses the 16 hex digits [`FireId`]'s `Display` writes (`STARLING_FIRE_ID`).
+    fn from_str(s: &str) -> Result<FireId, String> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("`{s}` is not a fire id: expected 16 hex digits"));
+        }
+        u64::from_str_radix(s, 16)
+            .map(FireId)
+            .map_err(|e| format!("`{s}` is not a fire id: {e}"))
     }
 }
 
@@ -281,6 +307,16 @@ mod tests {
         assert_ne!(a, FireId::of(&JobId::new("backup2"), UnixMillis(1_000)));
         // Golden value: changing the fire id breaks idempotency keys users stored.
         assert_eq!(a.to_string(), "d768fff83eca2c0a");
+        assert_eq!("d768fff83eca2c0a".parse::<FireId>(), Ok(a));
+        for bad in [
+            "",
+            "d768fff83eca2c0",
+            "d768fff83eca2c0a0",
+            "+768fff83eca2c0a",
+            "zz",
+        ] {
+            assert!(bad.parse::<FireId>().is_err(), "{bad:?}");
+        }
         let long = JobId::new("x".repeat(300));
         assert_ne!(
             FireId::of(&long, UnixMillis(1)),
