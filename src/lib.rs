@@ -16,6 +16,9 @@
 //! - `exec`: executors: shell commands and in-process async handlers.
 //! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
 //! - `logs`: log hygiene: escaping job output.
+//! - `history`: each node's run history: bounded, saved in the data dir, merged by the API.
+//! - `metrics`: Prometheus metrics: run outcomes by job, lateness and duration histograms,
+//!   the node's counters, members, gossip bytes.
 //!
 //! # Embedding
 //!
@@ -47,7 +50,9 @@ pub mod cluster;
 pub mod core;
 pub mod encoding;
 pub mod exec;
+pub mod history;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 
 pub use crate::core::job::{
@@ -57,7 +62,8 @@ pub use crate::core::owner::owner;
 pub use crate::core::planner::View;
 pub use crate::core::schedule::{Schedule, ScheduleError};
 pub use crate::core::types::{FireId, FireRecord, JobId, NodeId, UnixMillis};
-pub use crate::exec::{Executor, HandlerError, JobHandler, Outcome, RunContext};
+pub use crate::exec::{Executor, HandlerError, JobHandler, Outcome, Report, RunContext};
+pub use crate::history::{History, HistoryLimits, RunEntry, RunOutcome, RunRecord};
 pub use crate::node::{
     Clock, ConfigError, ConfigFile, Node, NodeBuilder, NodeConfig, NodeError, NodeHandle, Stats,
     SystemClock,

@@ -29,7 +29,7 @@ struct Cli {
 enum Cmd {
     /// Start a peer. With no arguments: a single-node cluster on 127.0.0.1:7946 running the
     /// built-in example jobs.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate a jobs file and print each job's next fire times.
     Check {
         /// The jobs file (TOML).
@@ -94,6 +94,12 @@ struct RunArgs {
     /// Quorum mode: the fewest members (this node included) a node must see to fire.
     #[arg(long)]
     min_members: Option<usize>,
+    /// Most runs kept in this node's run history (0: none). Default 10000.
+    #[arg(long)]
+    history_max_runs: Option<usize>,
+    /// Most bytes of run history kept (0: none). Default 4194304 (4 MiB).
+    #[arg(long)]
+    history_max_bytes: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -106,7 +112,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Cmd::Run(args) => run(args),
+        Cmd::Run(args) => run(*args),
         Cmd::Check { file, count } => check(&file, count),
         Cmd::Owners { jobs, members } => owners(&jobs, &members),
         Cmd::Demo { duration, keep } => demo::run(duration, keep),
@@ -180,6 +186,12 @@ fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>)>
     }
     if let Some(n) = args.min_members {
         config.min_members = Some(n);
+    }
+    if let Some(n) = args.history_max_runs {
+        config.history.max_runs = n;
+    }
+    if let Some(n) = args.history_max_bytes {
+        config.history.max_bytes = n;
     }
     if !node_id_set {
         let a: SocketAddr = config.advertise();

@@ -186,10 +186,28 @@ impl Sent {
     }
 }
 
+/// Gossip bytes sent and received through this node's transport (for the metrics).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Traffic {
+    /// Bytes sent and received so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The wrapping transport: counts state-carrying messages per peer (see the module docs).
 struct Counting {
     inner: Arc<dyn Transport>,
     sent: Arc<Sent>,
+    traffic: Arc<Traffic>,
 }
 
 #[async_trait::async_trait]
@@ -198,6 +216,7 @@ impl Transport for Counting {
         Ok(Box::new(CountingSocket {
             inner: self.inner.open(listen_addr).await?,
             sent: self.sent.clone(),
+            traffic: self.traffic.clone(),
             seen_at_recv: 0,
         }))
     }
@@ -206,6 +225,7 @@ impl Transport for Counting {
 struct CountingSocket {
     inner: Box<dyn Socket>,
     sent: Arc<Sent>,
+    traffic: Arc<Traffic>,
     /// The publication sequence number when the message being answered arrived.
     seen_at_recv: u64,
 }
@@ -226,6 +246,10 @@ impl Socket for CountingSocket {
             ChitchatMessage::SynAck { .. } | ChitchatMessage::Ack { .. }
         );
         let outcome = self.inner.send(to, envelope).await;
+        if let Ok(o) = &outcome {
+            let bytes = o.num_bytes_sent as u64;
+            self.traffic.sent.fetch_add(bytes, Ordering::Relaxed);
+        }
         if carries_state && outcome.is_ok() {
             if let Ok(mut c) = self.sent.credited.lock() {
                 let e = c.entry(to).or_insert(0);
@@ -241,6 +265,10 @@ impl Socket for CountingSocket {
 
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         let got = self.inner.recv().await;
+        if let Ok(r) = &got {
+            let bytes = r.num_bytes_received as u64;
+            self.traffic.received.fetch_add(bytes, Ordering::Relaxed);
+        }
         // Chitchat computes its answer to this message after this point.
         self.seen_at_recv = self.sent.published.load(Ordering::Acquire);
         if let Ok(r) = &got
@@ -257,6 +285,7 @@ pub struct Cluster {
     handle: Arc<ChitchatHandle>,
     live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     sent: Arc<Sent>,
+    traffic: Arc<Traffic>,
     _listeners: [ListenerHandle; 2],
 }
 
@@ -317,9 +346,11 @@ impl Cluster {
             receipt_waits: AtomicUsize::new(0),
             notify: Notify::new(),
         });
+        let traffic = Arc::new(Traffic::default());
         let counting = Counting {
             inner: transport,
             sent: sent.clone(),
+            traffic: traffic.clone(),
         };
         let handle = spawn_chitchat(chitchat_config, initial, &counting).await?;
         let chitchat = handle.chitchat();
@@ -358,6 +389,7 @@ impl Cluster {
             handle: Arc::new(handle),
             live,
             sent,
+            traffic,
             _listeners: [fire, running],
         })
     }
@@ -368,6 +400,11 @@ impl Cluster {
             handle: self.handle.clone(),
             sent: self.sent.clone(),
         }
+    }
+
+    /// Gossip bytes through this node's transport.
+    pub fn traffic(&self) -> Arc<Traffic> {
+        self.traffic.clone()
     }
 
     /// A receiver that changes whenever chitchat's live set or a live node's keys change.

@@ -1,8 +1,9 @@
 //! Executors: how a fired slot runs.
 //!
-//! An [`Executor`] runs one attempt of one slot and reports an [`Outcome`]. The node
-//! runtime wraps it with retries and backoff, and catches panics, so a failing or panicking
-//! job never takes the node down. [`DefaultExecutor`] runs shell commands (`sh -c`) and
+//! An [`Executor`] runs one attempt of one slot and reports an [`Outcome`] (and, through
+//! [`Executor::report`], a [`Report`] with what the attempt printed). The node runtime
+//! wraps it with retries and backoff, and catches panics, so a failing or panicking job
+//! never takes the node down. [`DefaultExecutor`] runs shell commands (`sh -c`) and
 //! in-process async handlers; the simulator brings its own executor.
 
 mod shell;
@@ -64,7 +65,11 @@ impl RunContext {
 pub enum Outcome {
     /// It succeeded.
     Success,
-    /// It failed; the text says how (exit status, error, output tail).
+    /// A shell command exited with this non-zero status (its output is in the
+    /// [`Report`]).
+    Exited(i32),
+    /// It failed otherwise; the text says how (the handler's error, the signal that killed
+    /// the shell, a command that could not start).
     Failed(String),
     /// It ran past its timeout and was stopped (a shell job's process group is killed).
     TimedOut,
@@ -83,9 +88,32 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Outcome::Success => f.write_str("success"),
+            Outcome::Exited(code) => write!(f, "exit status {code}"),
             Outcome::Failed(why) => write!(f, "failed: {why}"),
             Outcome::TimedOut => f.write_str("timed out"),
             Outcome::Panicked(msg) => write!(f, "panicked: {msg}"),
+        }
+    }
+}
+
+/// What one attempt reports: how it ended and the last bytes of what it printed (shell
+/// jobs; empty for handlers). The run history keeps the tails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The tail of its standard output (lossy UTF-8).
+    pub stdout_tail: String,
+    /// The tail of its standard error (lossy UTF-8).
+    pub stderr_tail: String,
+}
+
+impl From<Outcome> for Report {
+    fn from(outcome: Outcome) -> Report {
+        Report {
+            outcome,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
         }
     }
 }
@@ -116,6 +144,13 @@ where
 pub trait Executor: Send + Sync + 'static {
     /// Runs `exec` for `ctx` and reports how it ended. `timeout` is already resolved.
     fn execute(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome>;
+
+    /// [`Executor::execute`] with what the attempt printed; the node calls this one.
+    /// Default: `execute`'s outcome and no output.
+    fn report(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Report> {
+        let run = self.execute(exec, ctx);
+        Box::pin(async move { Report::from(run.await) })
+    }
 
     /// Told of a slot that will not run because of the job's overlap policy: `forbid` and
     /// the previous run still running, or `replace` and a newer slot cancelled it before it
@@ -165,60 +200,94 @@ impl DefaultExecutor {
 
 impl Executor for DefaultExecutor {
     fn execute(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome> {
+        let run = self.run(exec, ctx);
+        Box::pin(async move { run.await.outcome })
+    }
+
+    fn report(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Report> {
+        Box::pin(self.run(exec, ctx))
+    }
+}
+
+impl DefaultExecutor {
+    /// One attempt, unboxed, so `execute` and `report` each box it once.
+    fn run(
+        &self,
+        exec: &ExecSpec,
+        ctx: RunContext,
+    ) -> impl Future<Output = Report> + Send + 'static + use<> {
         let timeout = exec.timeout;
-        if let Some(h) = self.handlers.get(&ctx.job) {
-            // Panics are caught here, whether the handler panics before or inside its future;
-            // a timeout drops (cancels) the future.
-            let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| h.call(ctx))) {
-                Ok(fut) => AssertUnwindSafe(fut).catch_unwind(),
-                Err(payload) => {
-                    let outcome = Outcome::Panicked(panic_message(payload));
-                    return Box::pin(async move { outcome });
-                }
-            };
-            return Box::pin(async move {
-                let result = match timeout {
-                    Some(t) => match tokio::time::timeout(t, fut).await {
-                        Ok(r) => r,
-                        Err(_) => return Outcome::TimedOut,
-                    },
-                    None => fut.await,
-                };
-                match result {
-                    Ok(Ok(())) => Outcome::Success,
-                    Ok(Err(e)) => Outcome::Failed(e.to_string()),
-                    Err(payload) => Outcome::Panicked(panic_message(payload)),
-                }
-            });
-        }
-        let Some(command) = exec.command.clone() else {
-            let job = ctx.job.clone();
-            return Box::pin(async move {
-                Outcome::Failed(format!(
-                    "job `{job}` has neither a command nor a registered handler"
-                ))
-            });
-        };
         let tail = self.output_tail_bytes;
-        Box::pin(async move {
-            let env = ctx.env();
-            match run_shell(&command, &env, timeout, tail).await {
-                Ok(r) if r.timed_out => Outcome::TimedOut,
-                Ok(r) if r.success() => {
-                    // A successful run's output is logged too (its tail), so operators see
-                    // what their jobs print; a failed run's goes into the failure message.
-                    let out = r.stdout_tail.trim_end();
-                    if !out.is_empty() {
-                        // Escaped, so the job cannot forge log lines (issue 14).
-                        let output = crate::logs::escape(out);
-                        tracing::info!(job = %ctx.job, slot = %ctx.scheduled_at, output = %output, "job output");
+        // A handler, called now (a panic is caught here, whether the handler panics before
+        // or inside its future; a timeout drops, so cancels, the future), or a command.
+        let run = match self.handlers.get(&ctx.job) {
+            Some(h) => Ok(std::panic::catch_unwind(AssertUnwindSafe(|| h.call(ctx)))
+                .map(|fut| AssertUnwindSafe(fut).catch_unwind())),
+            None => Err((exec.command.clone(), ctx)),
+        };
+        async move {
+            match run {
+                Ok(Err(payload)) => Outcome::Panicked(panic_message(payload)).into(),
+                Ok(Ok(fut)) => {
+                    let result = match timeout {
+                        Some(t) => match tokio::time::timeout(t, fut).await {
+                            Ok(r) => r,
+                            Err(_) => return Outcome::TimedOut.into(),
+                        },
+                        None => fut.await,
+                    };
+                    match result {
+                        Ok(Ok(())) => Outcome::Success,
+                        Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                        Err(payload) => Outcome::Panicked(panic_message(payload)),
                     }
-                    Outcome::Success
+                    .into()
                 }
-                Ok(r) => Outcome::Failed(r.describe()),
-                Err(e) => Outcome::Failed(format!("could not start `sh -c`: {e}")),
+                Err((Some(command), ctx)) => run_command(&command, &ctx, timeout, tail).await,
+                Err((None, ctx)) => Outcome::Failed(format!(
+                    "job `{}` has neither a command nor a registered handler",
+                    ctx.job
+                ))
+                .into(),
             }
-        })
+        }
+    }
+}
+
+/// Runs a shell job's attempt.
+async fn run_command(
+    command: &str,
+    ctx: &RunContext,
+    timeout: Option<Duration>,
+    tail: usize,
+) -> Report {
+    let env = ctx.env();
+    let r = match run_shell(command, &env, timeout, tail).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("could not start `sh -c`: {e}")).into(),
+    };
+    let outcome = if r.timed_out {
+        Outcome::TimedOut
+    } else if r.success() {
+        // A successful run's output is logged too (its tail), so operators see what
+        // their jobs print; a failed run's goes into the failure's log line.
+        let out = r.stdout_tail.trim_end();
+        if !out.is_empty() {
+            // Escaped, so the job cannot forge log lines (issue 14).
+            let output = crate::logs::escape(out);
+            tracing::info!(job = %ctx.job, slot = %ctx.scheduled_at, output = %output, "job output");
+        }
+        Outcome::Success
+    } else {
+        match r.status.and_then(|s| s.code()) {
+            Some(code) => Outcome::Exited(code),
+            None => Outcome::Failed(r.describe_status()),
+        }
+    };
+    Report {
+        outcome,
+        stdout_tail: r.stdout_tail,
+        stderr_tail: r.stderr_tail,
     }
 }
 
@@ -292,19 +361,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_shell_job_reports_status_and_output_tail() {
+    async fn a_failing_shell_job_reports_its_exit_code_and_output_tails() {
         let exec = ExecSpec {
             command: Some("echo to-stdout; echo to-stderr >&2; exit 3".into()),
             ..ExecSpec::default()
         };
-        let outcome = DefaultExecutor::new().execute(&exec, ctx("x")).await;
-        let Outcome::Failed(why) = outcome else {
-            panic!("expected failure, got {outcome:?}")
+        let report = DefaultExecutor::new().report(&exec, ctx("x")).await;
+        assert_eq!(report.outcome, Outcome::Exited(3));
+        assert_eq!(report.stdout_tail, "to-stdout\n");
+        assert_eq!(report.stderr_tail, "to-stderr\n");
+        assert_eq!(
+            DefaultExecutor::new().execute(&exec, ctx("x")).await,
+            Outcome::Exited(3)
+        );
+        let killed = ExecSpec {
+            command: Some("kill -9 $$".into()),
+            ..ExecSpec::default()
         };
-        assert!(why.contains("exit status 3"), "{why}");
+        let outcome = DefaultExecutor::new().execute(&killed, ctx("x")).await;
         assert!(
-            why.contains("to-stdout") && why.contains("to-stderr"),
-            "{why}"
+            matches!(&outcome, Outcome::Failed(why) if why.contains("signal")),
+            "{outcome:?}"
         );
     }
 

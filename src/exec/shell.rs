@@ -28,16 +28,20 @@ impl ShellResult {
         !self.timed_out && self.status.is_some_and(|s| s.success())
     }
 
-    /// A one-line description for logs: status and output tails.
-    pub fn describe(&self) -> String {
-        let status = match self.status {
+    /// How the shell ended: `exit status N`, the signal that killed it, or `killed`.
+    pub fn describe_status(&self) -> String {
+        match self.status {
             Some(s) => match s.code() {
                 Some(c) => format!("exit status {c}"),
                 None => format!("{s}"),
             },
             None => "killed".to_string(),
-        };
-        let mut out = status;
+        }
+    }
+
+    /// A one-line description for logs: status and output tails.
+    pub fn describe(&self) -> String {
+        let mut out = self.describe_status();
         // Escaped: the text goes into a log line (see `logs::escape`).
         for (name, tail) in [("stdout", &self.stdout_tail), ("stderr", &self.stderr_tail)] {
             if !tail.is_empty() {

@@ -10,6 +10,7 @@ use crate::core::job::validate_job_name;
 use crate::core::planner::PlannerConfig;
 use crate::core::schedule::parse_duration;
 use crate::core::types::NodeId;
+use crate::history::HistoryLimits;
 
 /// Default gossip interval. With the default phi threshold (16) crash detection takes
 /// about 6-8 intervals (docs/tuning.md).
@@ -20,6 +21,11 @@ pub const DEFAULT_PHI_THRESHOLD: f64 = 16.0;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
 /// Default cluster id.
 pub const DEFAULT_CLUSTER_ID: &str = "starling";
+
+/// Most runs `history_max_runs` accepts.
+pub const MAX_HISTORY_RUNS: usize = 1_000_000;
+/// Most bytes `history_max_bytes` accepts (1 GiB).
+pub const MAX_HISTORY_BYTES: usize = 1 << 30;
 
 /// A node started with seeds fires nothing until it has heard from another node, for up
 /// to this many gossip intervals (5 s at the default 200 ms); then it fires alone.
@@ -79,6 +85,9 @@ pub struct NodeConfig {
     /// that is only cut off has seen it lost the quorum and stopped first. Default: 5
     /// gossip intervals. Outside quorum mode a vanished member's jobs move at once.
     pub quorum_takeover_delay: Option<Duration>,
+    /// How much run history this node keeps (count and bytes; the oldest go first), and
+    /// saves in `data_dir` when there is one. Default 10,000 runs and 4 MiB.
+    pub history: HistoryLimits,
     /// Test-only: see `PlannerConfig::broken_ownership_for_tests`. Never set in production.
     #[doc(hidden)]
     pub broken_ownership_for_tests: bool,
@@ -124,6 +133,7 @@ impl NodeConfig {
             expected_size: None,
             min_members: None,
             quorum_takeover_delay: None,
+            history: HistoryLimits::default(),
             broken_ownership_for_tests: false,
         }
     }
@@ -239,6 +249,21 @@ impl NodeConfig {
         {
             return Err(config_err("data_dir", "is empty"));
         }
+        if self.history.max_runs > MAX_HISTORY_RUNS {
+            return Err(config_err(
+                "history_max_runs",
+                format!("{} is more than {MAX_HISTORY_RUNS}", self.history.max_runs),
+            ));
+        }
+        if self.history.max_bytes > MAX_HISTORY_BYTES {
+            return Err(config_err(
+                "history_max_bytes",
+                format!(
+                    "{} is more than {MAX_HISTORY_BYTES} (1 GiB)",
+                    self.history.max_bytes
+                ),
+            ));
+        }
         if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
             return Err(config_err(
                 "retry_backoff",
@@ -294,6 +319,10 @@ pub struct ConfigFile {
     pub min_members: Option<usize>,
     /// `quorum_takeover_delay = "1s"`.
     pub quorum_takeover_delay: Option<String>,
+    /// `history_max_runs = 10000` (0: keep no history).
+    pub history_max_runs: Option<usize>,
+    /// `history_max_bytes = 4194304` (0: keep no history).
+    pub history_max_bytes: Option<usize>,
 }
 
 /// Parses `IP:port`, naming `key` in the error, and saying what is wrong: no port, a port
@@ -407,6 +436,12 @@ impl ConfigFile {
         if let Some(v) = self.min_members {
             config.min_members = Some(v);
         }
+        if let Some(v) = self.history_max_runs {
+            config.history.max_runs = v;
+        }
+        if let Some(v) = self.history_max_bytes {
+            config.history.max_bytes = v;
+        }
         Ok(())
     }
 }
@@ -472,6 +507,16 @@ mod tests {
         let mut c = base();
         c.quorum_takeover_delay = Some(Duration::from_secs(1));
         assert_eq!(c.validate().unwrap_err().key, "quorum_takeover_delay");
+        let mut c = base();
+        c.history.max_runs = MAX_HISTORY_RUNS + 1;
+        assert_eq!(c.validate().unwrap_err().key, "history_max_runs");
+        let mut c = base();
+        c.history.max_bytes = MAX_HISTORY_BYTES + 1;
+        assert_eq!(c.validate().unwrap_err().key, "history_max_bytes");
+        let f = ConfigFile::parse("history_max_runs = 5\nhistory_max_bytes = 0\n").unwrap();
+        let mut c = base();
+        f.apply(&mut c).unwrap();
+        assert_eq!((c.history.max_runs, c.history.max_bytes), (5, 0));
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! The handle a running node is driven through, and its counters.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cluster::Traffic;
 use crate::core::planner::View;
 use crate::core::types::{JobId, NodeId};
+use crate::history::History;
+use crate::metrics::{Metrics, Scrape};
 
 /// Counters a node keeps about its runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub struct Stats {
     /// record: a healed partition, a stalled node that came back). Each node counts its
     /// side, so a slot run on two nodes counts once on each.
     pub duplicates_detected: u64,
+    /// Jobs whose owner changed in this node's view, summed over every membership change.
+    pub ownership_changes: u64,
 }
 
 pub(super) enum Command {
@@ -50,6 +56,11 @@ pub struct NodeHandle {
     pub(super) view: watch::Receiver<View>,
     pub(super) cmd: mpsc::UnboundedSender<Command>,
     pub(super) task: tokio::task::JoinHandle<()>,
+    pub(super) history: Arc<History>,
+    /// Saves the history now and then, with a data dir.
+    pub(super) history_flush: Option<tokio::task::JoinHandle<()>>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) traffic: Arc<Traffic>,
 }
 
 impl NodeHandle {
@@ -83,6 +94,25 @@ impl NodeHandle {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// This node's run history (its own runs only; the API merges the cluster's).
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    /// The node's metrics in the Prometheus text format, with values read now.
+    pub async fn metrics_text(&self) -> String {
+        let view = self.view();
+        let scrape = Scrape {
+            stats: self.stats().await,
+            members: view.members.len(),
+            alive: view.alive.len(),
+            gossip_bytes: self.traffic.bytes(),
+            history: (self.history.len(), self.history.bytes()),
+            gauges: Vec::new(),
+        };
+        self.metrics.render(scrape)
+    }
+
     /// The node's run counters.
     pub async fn stats(&self) -> Stats {
         let (tx, rx) = oneshot::channel();
@@ -100,11 +130,21 @@ impl NodeHandle {
             let _ = rx.await;
         }
         let _ = self.task.await;
+        if let Some(flush) = self.history_flush {
+            flush.abort();
+            let history = self.history.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || history.save()).await {
+                tracing::warn!(error = %e, "could not save the run history");
+            }
+        }
     }
 
     /// Stops at once without leaving, as a crash would: gossip stops, running jobs are
     /// killed, peers find out through failure detection. For tests and demos.
     pub fn abort(self) {
         self.task.abort();
+        if let Some(flush) = self.history_flush {
+            flush.abort();
+        }
     }
 }

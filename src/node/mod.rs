@@ -32,10 +32,16 @@ use crate::core::job::{JobSpec, RawJob};
 use crate::core::planner::{Planner, PlannerError, View};
 use crate::core::types::JobId;
 use crate::exec::{DefaultExecutor, Executor, JobHandler};
+use crate::history::{History, flush_every};
+use crate::metrics::Metrics;
 use publisher::{Batch, publisher_task};
 use run::{RunCounters, RunHandles};
 use runtime::{Runtime, start_scheduler_thread};
 use store::{Store, StoreError};
+
+/// How often a node with a data dir saves its run history while it changes (and once more
+/// at a graceful shutdown).
+pub const HISTORY_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a node could not be built or started. Nothing is running when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +240,12 @@ impl NodeBuilder {
         if let Some(store) = &store {
             info!(dir = %store.dir().display(), records = saved.len(), "data dir opened");
         }
+        let metrics = Arc::new(Metrics::new());
+        // After the store: its lock keeps a second process out of the data dir.
+        let history = Arc::new(match &config.data_dir {
+            Some(dir) => History::open(dir, config.node_id.clone(), config.history),
+            None => History::new(config.node_id.clone(), config.history),
+        });
         // Before gossip starts: nothing to stop if this fails.
         let scheduler = scheduler_thread.then(start_scheduler_thread).transpose()?;
         let gossip = GossipConfig {
@@ -283,6 +295,7 @@ impl NodeBuilder {
         let publisher = tokio::spawn(publisher);
         let (not_run_tx, not_run_rx) = mpsc::unbounded_channel();
         let publisher_handle = cluster.publisher();
+        let traffic = cluster.traffic();
         info!(
             node = %config.node_id,
             listen = %config.listen_addr,
@@ -325,6 +338,8 @@ impl NodeBuilder {
                 running: AtomicUsize::new(0),
                 failed: AtomicU64::new(0),
                 idle: tokio::sync::Notify::new(),
+                history: history.clone(),
+                metrics: metrics.clone(),
             }),
             stats: Stats::default(),
             pause_live: pause.is_some(),
@@ -338,11 +353,19 @@ impl NodeBuilder {
             }),
             None => tokio::spawn(runtime.run()),
         };
+        let history_flush = config
+            .data_dir
+            .is_some()
+            .then(|| tokio::spawn(flush_every(history.clone(), HISTORY_SAVE_EVERY)));
         Ok(NodeHandle {
             node_id: config.node_id,
             view: view_rx,
             cmd: cmd_tx,
             task,
+            history,
+            history_flush,
+            metrics,
+            traffic,
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
@@ -19,7 +19,9 @@ use crate::cluster::Publisher;
 use crate::core::job::ExecSpec;
 use crate::core::planner::View;
 use crate::core::types::{JobId, NodeId, UnixMillis};
-use crate::exec::{BoxFuture, Executor, Outcome, RunContext, backoff};
+use crate::exec::{BoxFuture, Executor, Outcome, Report, RunContext, backoff};
+use crate::history::{History, RunRecord};
+use crate::metrics::Metrics;
 
 /// Retry backoff settings of a run.
 #[derive(Clone, Copy)]
@@ -30,14 +32,15 @@ pub(super) struct Retry {
 
 /// One attempt: a panic in the executor, before or inside its future, is contained here
 /// rather than unwound through the node.
-pub(super) async fn attempt(executor: &dyn Executor, exec: &ExecSpec, ctx: &RunContext) -> Outcome {
+pub(super) async fn attempt(executor: &dyn Executor, exec: &ExecSpec, ctx: &RunContext) -> Report {
     debug!(job = %ctx.job, slot = %ctx.scheduled_at, attempt = ctx.attempt, "run starting");
-    match std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(exec, ctx.clone()))) {
+    let panicked = |payload| Outcome::Panicked(crate::exec::panic_message(payload)).into();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| executor.report(exec, ctx.clone()))) {
         Ok(run) => match AssertUnwindSafe(run).catch_unwind().await {
-            Ok(o) => o,
-            Err(payload) => Outcome::Panicked(crate::exec::panic_message(payload)),
+            Ok(r) => r,
+            Err(payload) => panicked(payload),
         },
-        Err(payload) => Outcome::Panicked(crate::exec::panic_message(payload)),
+        Err(payload) => panicked(payload),
     }
 }
 
@@ -60,17 +63,57 @@ pub(super) async fn run_task(guard: RunGuard, wait: Option<BoxFuture<bool>>, inp
     {
         return;
     }
+    let counters = &*guard.counters;
+    let started = counters.clock.now();
     if let Some(shared) = &guard.shared {
-        shared.start(guard.counters.clock.now());
+        shared.start(started);
     }
-    if !run_attempts(&input).await.is_success() {
-        guard.counters.failed.fetch_add(1, Ordering::Relaxed);
+    counters
+        .metrics
+        .started(started.millis_since(input.ctx.scheduled_at));
+    // Records the run as cancelled if its task is dropped before the end (`replace`, a
+    // cancel request, the drain timeout at shutdown).
+    let mut running = Running {
+        counters,
+        ctx: &input.ctx,
+        started,
+        attempts: AtomicU32::new(1),
+        ended: false,
+    };
+    let report = run_attempts(&input, &running.attempts).await;
+    running.ended = true;
+    if !report.outcome.is_success() {
+        counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    let attempts = running.attempts.load(Ordering::Relaxed);
+    let record = RunRecord::ran(&input.ctx, started, counters.clock.now(), attempts, report);
+    counters.ended(record);
+}
+
+/// A run between its first attempt's start and its end (see `run_task`).
+struct Running<'a> {
+    counters: &'a RunCounters,
+    ctx: &'a RunContext,
+    started: UnixMillis,
+    /// The attempt under way.
+    attempts: AtomicU32,
+    ended: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let now = self.counters.clock.now();
+            let attempts = self.attempts.load(Ordering::Relaxed);
+            let record = RunRecord::cancelled(self.ctx, self.started, now, attempts);
+            self.counters.ended(record);
+        }
     }
 }
 
 /// Runs a slot: the first attempt, then retries with backoff (boxed, entered only after a
-/// failure).
-pub(super) async fn run_attempts(input: &RunInput) -> Outcome {
+/// failure). `attempts` follows the attempt under way. Returns the last attempt's report.
+pub(super) async fn run_attempts(input: &RunInput, attempts_made: &AtomicU32) -> Report {
     let RunInput {
         executor,
         exec,
@@ -79,30 +122,32 @@ pub(super) async fn run_attempts(input: &RunInput) -> Outcome {
     } = input;
     let attempts = exec.retries.saturating_add(1);
     let first = attempt(executor.as_ref(), exec, ctx).await;
-    let log = |ctx: &RunContext, outcome: &Outcome| {
-        if outcome.is_success() {
+    let log = |ctx: &RunContext, report: &Report| {
+        if report.outcome.is_success() {
             info!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt = ctx.attempt, "run succeeded");
         } else {
-            warn!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt = ctx.attempt, attempts, outcome = %outcome, "run failed");
+            let (stdout, stderr) = (report.stdout_tail.trim_end(), report.stderr_tail.trim_end());
+            warn!(job = %ctx.job, slot = %ctx.scheduled_at, fire_id = %ctx.fire_id, attempt = ctx.attempt, attempts, outcome = %report.outcome, stdout, stderr, "run failed");
         }
     };
     log(ctx, &first);
-    if first.is_success() || attempts == 1 {
+    if first.outcome.is_success() || attempts == 1 {
         return first;
     }
     Box::pin(async move {
         let mut ctx = ctx.clone();
-        let mut outcome = first;
+        let mut report = first;
         for n in 2..=attempts {
             tokio::time::sleep(backoff(n - 1, retry.base, retry.max)).await;
             ctx.attempt = n;
-            outcome = attempt(executor.as_ref(), exec, &ctx).await;
-            log(&ctx, &outcome);
-            if outcome.is_success() {
+            attempts_made.store(n, Ordering::Relaxed);
+            report = attempt(executor.as_ref(), exec, &ctx).await;
+            log(&ctx, &report);
+            if report.outcome.is_success() {
                 break;
             }
         }
-        outcome
+        report
     })
     .await
 }
@@ -117,6 +162,17 @@ pub(super) struct RunCounters {
     pub(super) failed: AtomicU64,
     /// Notified when `running` drops to zero.
     pub(super) idle: tokio::sync::Notify,
+    /// Where runs record how they ended.
+    pub(super) history: Arc<History>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl RunCounters {
+    /// A slot ended here (ran, or did not run): into the history and the metrics.
+    pub(super) fn ended(&self, record: RunRecord) {
+        self.metrics.ended(&record);
+        self.history.record(record);
+    }
 }
 
 /// The latest run of a job on this node, for the overlap policy.

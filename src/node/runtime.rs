@@ -24,6 +24,7 @@ use crate::core::job::{ExecSpec, Overlap};
 use crate::core::planner::{Action, Planner, View};
 use crate::core::types::{JobId, NodeId, UnixMillis};
 use crate::exec::{BoxFuture, Executor, RunContext};
+use crate::history::{RunOutcome, RunRecord};
 
 pub(super) struct Runtime {
     pub(super) config: NodeConfig,
@@ -228,6 +229,7 @@ impl Runtime {
                     Some(Command::Stats(tx)) => {
                         let mut stats = self.stats.clone();
                         stats.failed = self.counters.failed.load(Ordering::Relaxed);
+                        stats.ownership_changes = self.planner.ownership_changes();
                         let _ = tx.send(stats);
                     }
                     Some(Command::Shutdown(tx)) => {
@@ -266,6 +268,12 @@ impl Runtime {
         match not_run {
             NotRun::Abandoned { job, slot } => {
                 self.stats.abandoned += 1;
+                self.not_run(
+                    &job,
+                    (slot, slot, 1),
+                    RunOutcome::Abandoned,
+                    "quorum lost before a quorum held its record",
+                );
                 warn!(job = %job, slot = %slot, "run not started: quorum lost before a quorum held its record; the majority side runs it, or this node does once it learns the majority skipped it");
                 if let Some(record) = self.planner.abandon(&job, slot) {
                     let _ = self.publish.send(Batch {
@@ -285,6 +293,12 @@ impl Runtime {
                 self.stats.fired = self.stats.fired.saturating_sub(1);
                 self.stats.overlap_skipped += 1;
                 info!(node = %self.config.node_id, job = %job, slot = %slot, running = %running, "slot skipped: the previous run started late and was still running when it would have ended had it started on time (overlap = forbid)");
+                self.not_run(
+                    &job,
+                    (slot, slot, 1),
+                    RunOutcome::SkippedByOverlap,
+                    format!("the run of slot {running} was still running (overlap = forbid)"),
+                );
                 self.retract_skipped(&job, slot);
             }
         }
@@ -432,9 +446,28 @@ impl Runtime {
         self.stats.replaced += 1;
         if !l.shared.has(RUN_STARTED) {
             self.stats.overlap_skipped += 1;
+            let slot = l.ctx.scheduled_at;
+            self.not_run(
+                job,
+                (slot, slot, 1),
+                RunOutcome::SkippedByOverlap,
+                "a newer slot replaced it before it started (overlap = replace)",
+            );
             self.executor.skipped(&l.ctx);
             self.retract_skipped(job, l.ctx.scheduled_at);
         }
+    }
+
+    /// Records in the history slots of `job` that did not run: `(first, last, count)`.
+    fn not_run(
+        &self,
+        job: &JobId,
+        slots: (UnixMillis, UnixMillis, u64),
+        outcome: RunOutcome,
+        why: impl Into<String>,
+    ) {
+        let record = RunRecord::not_run(&self.config.node_id, job, slots, outcome, why);
+        self.counters.ended(record);
     }
 
     /// A slot fired here was skipped by the overlap policy. Its record stays published, so
@@ -540,6 +573,12 @@ impl Runtime {
                         if overlap == Overlap::Forbid {
                             self.stats.overlap_skipped += 1;
                             info!(node = %self.config.node_id, job = %ctx.job, slot = %slot, running = %busy, "slot skipped: the previous run is still running (overlap = forbid)");
+                            self.not_run(
+                                &ctx.job,
+                                (slot, slot, 1),
+                                RunOutcome::SkippedByOverlap,
+                                format!("the run of {busy} was still running (overlap = forbid)"),
+                            );
                             self.executor.skipped(&ctx);
                             self.retract_skipped(&ctx.job, slot);
                             continue;
@@ -590,9 +629,21 @@ impl Runtime {
                     if policy {
                         self.stats.skipped += count;
                         info!(job = %job, first = %first, last = %last, count, "late slots skipped by the misfire policy");
+                        self.not_run(
+                            &job,
+                            (first, last, count),
+                            RunOutcome::SkippedByMisfirePolicy,
+                            "found late; the job's misfire policy dropped it",
+                        );
                     } else {
                         self.stats.missed += count;
                         warn!(job = %job, first = %first, last = %last, count, "slots missed: older than the catch-up window");
+                        self.not_run(
+                            &job,
+                            (first, last, count),
+                            RunOutcome::Missed,
+                            "older than the catch-up window when found",
+                        );
                     }
                 }
                 Action::Duplicate {

@@ -148,24 +148,30 @@ impl Store {
                 .map(|(j, r)| (j.to_string(), r.slot.0, r.epoch, r.first.0))
                 .collect(),
         };
-        let bytes = encode(&disk, VERSION);
-        let tmp = self.dir.join(format!("{RECORDS_FILE}.tmp"));
-        let path = self.dir.join(RECORDS_FILE);
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(&bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("flushing", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io("renaming over", &path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("flushing", &self.dir))?;
-        Ok(())
+        write_atomic(&self.dir, RECORDS_FILE, &encode(&disk, VERSION))
     }
 
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Replaces `dir/file` with `bytes`, atomically and durably: written to `file.tmp`,
+/// flushed to disk, renamed over `file`, and the directory flushed. A crash leaves either
+/// the old file or the new one.
+pub fn write_atomic(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!("{file}.tmp"));
+    let path = dir.join(file);
+    let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+    f.write_all(bytes).map_err(io("writing", &tmp))?;
+    f.sync_all().map_err(io("flushing", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io("renaming over", &path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("flushing", dir))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -222,6 +222,8 @@ pub struct Planner {
     deferred: Vec<usize>,
     /// Parsed cron schedules by (text, timezone), shared between jobs.
     schedules: BTreeMap<(String, &'static str), Schedule>,
+    /// Jobs whose owner changed in this node's view, summed over every view change.
+    ownership_changes: u64,
 }
 
 impl Planner {
@@ -248,6 +250,7 @@ impl Planner {
             out: Vec::new(),
             schedules: BTreeMap::new(),
             deferred: Vec::new(),
+            ownership_changes: 0,
         }
     }
 
@@ -259,6 +262,12 @@ impl Planner {
     /// The current view.
     pub fn view(&self) -> &View {
         &self.view
+    }
+
+    /// How many times a job's owner changed in this node's view (summed over jobs and view
+    /// changes).
+    pub fn ownership_changes(&self) -> u64 {
+        self.ownership_changes
     }
 
     /// Number of registered jobs.
@@ -563,6 +572,7 @@ impl Planner {
                 changed.entry(idx).or_insert(prev);
             }
         }
+        self.ownership_changes += changed.len() as u64;
         if self.leaving {
             return;
         }

@@ -604,3 +604,31 @@ fn two_planners_with_the_same_view_split_the_jobs_without_overlap() {
     assert_eq!(runs.len(), 30 * 4);
     assert!(runs.values().all(|&c| c == 1));
 }
+
+#[test]
+fn ownership_changes_count_every_job_that_moved_in_each_view_change() {
+    let mut p = Planner::new(NodeId::new("a"), cfg(), UnixMillis(0));
+    for i in 0..20 {
+        p.add_job(
+            UnixMillis(0),
+            spec(&format!("job-{i}"), "@every 1s", Misfire::All),
+        )
+        .unwrap();
+    }
+    p.set_view(UnixMillis(0), View::of(ids(&["a"])));
+    let first = p.ownership_changes();
+    let to_b = (0..20)
+        .filter(|i| {
+            let m = ids(&["a", "b"]);
+            crate::core::owner::owner(&JobId::new(format!("job-{i}")), &m)
+                .unwrap()
+                .as_str()
+                == "b"
+        })
+        .count() as u64;
+    assert!(to_b > 0);
+    p.set_view(UnixMillis(10), View::of(ids(&["a", "b"])));
+    assert_eq!(p.ownership_changes(), first + to_b);
+    p.set_view(UnixMillis(20), View::of(ids(&["a"])));
+    assert_eq!(p.ownership_changes(), first + 2 * to_b);
+}
