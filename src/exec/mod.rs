@@ -5,8 +5,16 @@
 //! wraps it with retries and backoff, and catches panics, so a failing or panicking job
 //! never takes the node down. [`DefaultExecutor`] runs shell commands (`sh -c`) and
 //! in-process async handlers; the simulator brings its own executor.
+//!
+//! A shell run's processes are kept together and die with it (see [`Containment`]): a
+//! cgroup v2 per run where usable (`cgroup`), else a process group; the shell is forked
+//! from a thread that lives as long as the process (`spawn`), so it dies with the
+//! process; and a reaper process kills what is left if the process is killed (`reaper`).
 
+mod cgroup;
+mod reaper;
 mod shell;
+mod spawn;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +29,8 @@ use futures::FutureExt;
 use crate::core::job::ExecSpec;
 use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
 
-pub use shell::{ShellResult, run_shell};
+pub use reaper::REAPER_ENV;
+pub use shell::{Containment, DRAIN_AFTER_EXIT, ShellResult, run_shell, run_shell_contained};
 
 /// A boxed future, as executors and handlers return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -165,6 +174,8 @@ pub struct DefaultExecutor {
     handlers: BTreeMap<JobId, Arc<dyn JobHandler>>,
     /// Bytes of each of stdout and stderr kept for the log.
     pub output_tail_bytes: usize,
+    /// How shell runs are contained (default: a cgroup per run where usable).
+    pub containment: Containment,
 }
 
 impl fmt::Debug for DefaultExecutor {
@@ -173,6 +184,20 @@ impl fmt::Debug for DefaultExecutor {
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// Finds out now how shell runs will be contained here (the first time, the log says which
+/// way and why), and starts the reaper. Runs do it themselves otherwise; a node calls it
+/// at start so the log says it up front.
+pub fn prepare_containment(containment: Containment) {
+    match containment {
+        Containment::Cgroup if cgroup::cgroups().is_some() => return,
+        Containment::Cgroup => {}
+        Containment::ProcessGroup => tracing::info!(
+            "job processes are contained by process group only (job_cgroups = false)"
+        ),
+    }
+    reaper::watch_environment();
 }
 
 /// Default bytes of output kept per stream.
@@ -184,6 +209,7 @@ impl DefaultExecutor {
         DefaultExecutor {
             handlers: BTreeMap::new(),
             output_tail_bytes: DEFAULT_OUTPUT_TAIL,
+            containment: Containment::default(),
         }
     }
 
@@ -218,6 +244,7 @@ impl DefaultExecutor {
     ) -> impl Future<Output = Report> + Send + 'static + use<> {
         let timeout = exec.timeout;
         let tail = self.output_tail_bytes;
+        let containment = self.containment;
         // A handler, called now (a panic is caught here, whether the handler panics before
         // or inside its future; a timeout drops, so cancels, the future), or a command.
         let run = match self.handlers.get(&ctx.job) {
@@ -243,7 +270,9 @@ impl DefaultExecutor {
                     }
                     .into()
                 }
-                Err((Some(command), ctx)) => run_command(&command, &ctx, timeout, tail).await,
+                Err((Some(command), ctx)) => {
+                    run_command(&command, &ctx, timeout, tail, containment).await
+                }
                 Err((None, ctx)) => Outcome::Failed(format!(
                     "job `{}` has neither a command nor a registered handler",
                     ctx.job
@@ -260,9 +289,10 @@ async fn run_command(
     ctx: &RunContext,
     timeout: Option<Duration>,
     tail: usize,
+    containment: Containment,
 ) -> Report {
     let env = ctx.env();
-    let r = match run_shell(command, &env, timeout, tail).await {
+    let r = match run_shell_contained(command, &env, timeout, tail, containment).await {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("could not start `sh -c`: {e}")).into(),
     };

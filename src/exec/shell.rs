@@ -1,5 +1,11 @@
-//! Shell commands: `sh -c` in its own process group, with a timeout that kills the group
-//! and a bounded tail of output kept for the log.
+//! Shell commands: `sh -c` contained in a cgroup of its own (or its own process group),
+//! with a timeout that kills everything it started, and a bounded tail of output kept for
+//! the log.
+//!
+//! A run is its shell: when the shell exits or runs out of time, whatever it left
+//! running in its cgroup (process group, without cgroups) is killed, and the output still
+//! in the pipes is read for at most [`DRAIN_AFTER_EXIT`]. What each mode can miss is in
+//! the README ("What a job can leave behind").
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -7,6 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+use super::cgroup::RunCgroup;
+use super::spawn::spawn;
 use crate::logs::escape;
 
 /// How a shell command ended.
@@ -52,108 +60,213 @@ impl ShellResult {
     }
 }
 
-/// After the shell exits, how long to wait for a background child to close its copy of
-/// the output pipes before giving up on the rest of the output.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+/// After the shell exits (and what it left running was killed), how long to keep reading
+/// its output: a process that escaped the kill (without cgroups, a `setsid` child) may
+/// hold the pipes open for ever. Both streams share it. It was a second per stream, which
+/// delayed every such run's end by two (issue 14).
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(100);
 
-/// Runs `command` with `sh -c` in a new process group with `env` added to the environment.
-/// On timeout the whole group gets SIGKILL. Keeps the last `tail_bytes` of each stream.
+/// How a shell run's processes are kept together, so they can be killed together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Containment {
+    /// A cgroup v2 of its own when cgroups are usable here, else its own process group.
+    #[default]
+    Cgroup,
+    /// Its own process group only.
+    ProcessGroup,
+}
+
+/// Runs `command` with `sh -c`, contained per [`Containment::Cgroup`], with `env` added
+/// to the environment. See [`run_shell_contained`].
 pub async fn run_shell(
     command: &str,
     env: &[(&'static str, String)],
     timeout: Option<Duration>,
     tail_bytes: usize,
 ) -> std::io::Result<ShellResult> {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn()?;
-    let pgid = child.id().map(|p| p as i32);
-    // If this future is dropped before the command ends (the node crashed or gave up on
-    // it), the whole process group goes, not just `sh`.
-    let mut guard = GroupGuard(pgid);
-    let stdout = tokio::spawn(read_tail(child.stdout.take(), tail_bytes));
-    let stderr = tokio::spawn(read_tail(child.stderr.take(), tail_bytes));
+    run_shell_contained(command, env, timeout, tail_bytes, Containment::Cgroup).await
+}
 
-    let (status, timed_out) = match timeout {
-        Some(t) => match tokio::time::timeout(t, child.wait()).await {
-            Ok(s) => (Some(s?), false),
-            Err(_) => {
-                kill_group(pgid);
-                let _ = child.wait().await;
-                (None, true)
+/// Runs `command` with `sh -c` in a cgroup or process group of its own (`containment`),
+/// with `env` added to the environment, and keeps the last `tail_bytes` of each output
+/// stream.
+///
+/// The shell gets SIGKILL if this process dies (see `spawn`), and the reaper kills the
+/// rest. On timeout, everything in the run's cgroup (or process group) gets SIGKILL and
+/// the result is returned at once, without waiting for output. When the shell exits,
+/// what it left running is killed, and the output is read for at most
+/// [`DRAIN_AFTER_EXIT`]. Dropping the future kills everything too.
+pub async fn run_shell_contained(
+    command: &str,
+    env: &[(&'static str, String)],
+    timeout: Option<Duration>,
+    tail_bytes: usize,
+    containment: Containment,
+) -> std::io::Result<ShellResult> {
+    let cgroups = match containment {
+        Containment::Cgroup => super::cgroup::cgroups(),
+        Containment::ProcessGroup => None,
+    };
+    let mut cgroup = cgroups.and_then(|c| c.create().ok());
+    let tag = super::reaper::tag();
+    let build = || {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if let Some(tag) = tag {
+            cmd.env(super::reaper::REAPER_ENV, tag.to_string());
+        }
+        cmd
+    };
+    let spawned = match &cgroup {
+        Some(cg) => match spawn(build(), cg.procs_fd()).await {
+            Ok(child) => Ok(child),
+            Err(e) => {
+                // Created but could not be entered (no permission on a common ancestor,
+                // a cgroup with controllers of its own): without cgroups from now on.
+                if let Some(c) = cgroups {
+                    c.give_up(&e);
+                }
+                cgroup = None;
+                Err(e)
             }
         },
-        None => (Some(child.wait().await?), false),
+        None => Err(std::io::ErrorKind::Unsupported.into()),
     };
-    guard.0 = None;
-    let stdout_tail = collect(stdout).await;
-    let stderr_tail = collect(stderr).await;
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(_) => {
+            super::reaper::watch_environment();
+            spawn(build(), None).await?
+        }
+    };
+    // If this future is dropped before the command ends (the node gave up on the run, or
+    // is stopping), everything the run started goes, not just `sh`.
+    let guard = Contained {
+        group: child.id().and_then(|p| i32::try_from(p).ok()),
+        cgroup,
+    };
+    let mut out = Tail::new(tail_bytes);
+    let mut err = Tail::new(tail_bytes);
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (status, timed_out) = {
+        let reading = futures::future::join(out.read(stdout), err.read(stderr));
+        tokio::pin!(reading);
+        let expiry = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        let mut read_all = false;
+        let exited = loop {
+            tokio::select! {
+                status = child.wait() => break Some(status?),
+                _ = &mut reading, if !read_all => read_all = true,
+                () = &mut expiry => break None,
+            }
+        };
+        // The run is over either way: whatever it left running goes.
+        guard.kill();
+        match exited {
+            Some(status) => {
+                if !read_all {
+                    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reading).await;
+                }
+                (Some(status), false)
+            }
+            None => {
+                // Reported now, not after its output: the shell was just killed, so this
+                // wait is short; bounded should it be stuck in the kernel.
+                let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, child.wait()).await;
+                (None, true)
+            }
+        }
+    };
+    drop(guard);
     Ok(ShellResult {
         status,
         timed_out,
-        stdout_tail,
-        stderr_tail,
+        stdout_tail: out.into_string(),
+        stderr_tail: err.into_string(),
     })
 }
 
-/// Kills the process group when dropped, unless disarmed.
-struct GroupGuard(Option<i32>);
+/// A run's processes: its process group, and its cgroup if it has one. Dropping it kills
+/// them all and removes the cgroup.
+struct Contained {
+    group: Option<i32>,
+    cgroup: Option<RunCgroup>,
+}
 
-impl Drop for GroupGuard {
+impl Contained {
+    fn kill(&self) {
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
+        if let Some(pgid) = self.group.filter(|&p| p > 0) {
+            // SAFETY: kill(2) with a negative pid signals the process group the shell
+            // leads (process_group(0)); it touches no memory.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Contained {
     fn drop(&mut self) {
-        kill_group(self.0);
+        self.kill();
+        // Dropping the cgroup removes it.
     }
 }
 
-fn kill_group(pgid: Option<i32>) {
-    if let Some(pgid) = pgid.filter(|&p| p > 0) {
-        // SAFETY: kill(2) with a negative pid signals the process group we created with
-        // process_group(0); it touches no memory.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
+/// The last bytes of an output stream.
+struct Tail {
+    bytes: Vec<u8>,
+    max: usize,
+}
+
+impl Tail {
+    fn new(max: usize) -> Tail {
+        Tail {
+            bytes: Vec::new(),
+            max,
         }
     }
-}
 
-async fn collect(task: tokio::task::JoinHandle<String>) -> String {
-    let abort = task.abort_handle();
-    match tokio::time::timeout(DRAIN_AFTER_EXIT, task).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            abort.abort();
-            String::new()
-        }
-    }
-}
-
-async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>, tail_bytes: usize) -> String {
-    let Some(mut stream) = stream else {
-        return String::new();
-    };
-    let mut tail: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > tail_bytes {
-                    let cut = tail.len() - tail_bytes;
-                    tail.drain(..cut);
+    /// Reads `stream` to its end, keeping the last `max` bytes.
+    async fn read<R: AsyncRead + Unpin>(&mut self, stream: Option<R>) {
+        let Some(mut stream) = stream else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    self.bytes.extend_from_slice(&buf[..n]);
+                    if self.bytes.len() > self.max {
+                        let cut = self.bytes.len() - self.max;
+                        self.bytes.drain(..cut);
+                    }
                 }
             }
         }
     }
-    String::from_utf8_lossy(&tail).into_owned()
+
+    fn into_string(self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
 }
 
 #[cfg(test)]
@@ -172,18 +285,42 @@ pub(crate) mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn dropping_a_run_kills_its_process_group() {
+    /// Runs `cmd` (which writes the pid of a process it starts to the file `{pid}`) and
+    /// returns the result and that pid file.
+    async fn run_with_pidfile(
+        cmd: &str,
+        timeout: Option<Duration>,
+        containment: Containment,
+    ) -> (ShellResult, tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
-        let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-        let run = run_shell(&cmd, &[], None, 64);
-        // Give the shell time to start its child, then drop the run mid-way.
-        let _ = tokio::time::timeout(Duration::from_millis(300), run).await;
-        assert!(
-            process_in_pidfile_ends(&pidfile).await,
-            "the shell's child outlived the dropped run"
-        );
+        let cmd = cmd.replace("{pid}", &pidfile.display().to_string());
+        let r = run_shell_contained(&cmd, &[], timeout, 64, containment)
+            .await
+            .unwrap();
+        (r, dir, pidfile)
+    }
+
+    #[tokio::test]
+    async fn dropping_a_run_kills_its_processes() {
+        for containment in [Containment::Cgroup, Containment::ProcessGroup] {
+            let dir = tempfile::tempdir().unwrap();
+            let pidfile = dir.path().join("pid");
+            let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+            let mut run = Box::pin(run_shell_contained(&cmd, &[], None, 64, containment));
+            // Wait for the shell to start its child, then drop the run mid-way.
+            for _ in 0..100 {
+                if std::fs::metadata(&pidfile).is_ok_and(|m| m.len() > 0) {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(20), &mut run).await;
+            }
+            drop(run);
+            assert!(
+                process_in_pidfile_ends(&pidfile).await,
+                "{containment:?}: the shell's child outlived the dropped run"
+            );
+        }
     }
 
     /// Waits (bounded, 1 s) for the process whose pid the file holds to be gone or a
@@ -195,8 +332,7 @@ pub(crate) mod tests {
             .parse()
             .unwrap();
         for _ in 0..50 {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+            if !alive(pid) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -204,11 +340,86 @@ pub(crate) mod tests {
         false
     }
 
+    fn alive(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        !stat.is_empty() && stat.split_whitespace().nth(2) != Some("Z")
+    }
+
     #[tokio::test]
-    async fn a_background_child_holding_the_pipe_does_not_hang_the_run() {
-        let r = run_shell("sleep 2 & echo started", &[], None, 64)
-            .await
+    async fn what_a_run_left_running_is_killed_when_its_shell_exits() {
+        for containment in [Containment::Cgroup, Containment::ProcessGroup] {
+            let (r, _dir, pidfile) = run_with_pidfile(
+                "sleep 30 & echo $! > {pid}; echo started",
+                None,
+                containment,
+            )
+            .await;
+            assert!(r.success(), "{containment:?}: {r:?}");
+            assert_eq!(r.stdout_tail, "started\n");
+            assert!(
+                process_in_pidfile_ends(&pidfile).await,
+                "{containment:?}: the background child outlived its run"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_setsid_child_dies_with_its_timed_out_run_only_in_a_cgroup() {
+        let cmd = "setsid sleep 30 & echo $! > {pid}; sleep 30";
+        let timeout = Some(Duration::from_millis(500));
+        let (r, _dir, pidfile) = run_with_pidfile(cmd, timeout, Containment::ProcessGroup).await;
+        assert!(r.timed_out);
+        // The escape the README states for process groups: a new session leaves the group.
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
             .unwrap();
+        assert!(
+            alive(pid),
+            "expected the setsid child to escape its process group"
+        );
+        // SAFETY: killing the test's own stray child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+        if super::super::cgroup::cgroups().is_none() {
+            eprintln!("skipped the cgroup half: cgroup v2 is not usable here (see the log)");
+            return;
+        }
+        let (r, _dir, pidfile) = run_with_pidfile(cmd, timeout, Containment::Cgroup).await;
+        assert!(r.timed_out);
+        assert!(
+            process_in_pidfile_ends(&pidfile).await,
+            "the setsid child outlived its timed-out run despite its cgroup"
+        );
+    }
+
+    /// Timers only (paused time): how long a run waits for output after its shell exits or
+    /// times out, with a `setsid` child that holds the pipes open (not killed without a
+    /// cgroup). It was a second per stream after exit, and after a timeout too.
+    #[tokio::test(start_paused = true)]
+    #[allow(clippy::disallowed_methods)] // tokio's paused clock, not the wall clock
+    async fn output_is_drained_for_a_bounded_time_and_a_timeout_is_reported_at_once() {
+        let cmd = "setsid sleep 3 & echo $! > {pid}; echo done";
+        let start = tokio::time::Instant::now();
+        let (r, _dir, _) = run_with_pidfile(cmd, None, Containment::ProcessGroup).await;
         assert!(r.success());
+        let waited = start.elapsed();
+        assert!(
+            waited >= DRAIN_AFTER_EXIT && waited < DRAIN_AFTER_EXIT * 2,
+            "{waited:?}"
+        );
+
+        let cmd = "setsid sleep 3 & echo $! > {pid}; sleep 3";
+        let timeout = Duration::from_millis(500);
+        let start = tokio::time::Instant::now();
+        let (r, _dir, _) = run_with_pidfile(cmd, Some(timeout), Containment::ProcessGroup).await;
+        assert!(r.timed_out);
+        let waited = start.elapsed();
+        assert!(
+            waited >= timeout && waited <= timeout + DRAIN_AFTER_EXIT,
+            "{waited:?}"
+        );
     }
 }

@@ -88,6 +88,10 @@ pub struct NodeConfig {
     /// How much run history this node keeps (count and bytes; the oldest go first), and
     /// saves in `data_dir` when there is one. Default 10,000 runs and 4 MiB.
     pub history: HistoryLimits,
+    /// Put each shell run in a cgroup v2 of its own when cgroups are usable here, so that
+    /// everything it starts (`setsid` children included) is killed with it. Default true;
+    /// false: process groups only (what can escape then is in the README).
+    pub job_cgroups: bool,
     /// Test-only: see `PlannerConfig::broken_ownership_for_tests`. Never set in production.
     #[doc(hidden)]
     pub broken_ownership_for_tests: bool,
@@ -134,6 +138,7 @@ impl NodeConfig {
             min_members: None,
             quorum_takeover_delay: None,
             history: HistoryLimits::default(),
+            job_cgroups: true,
             broken_ownership_for_tests: false,
         }
     }
@@ -323,6 +328,8 @@ pub struct ConfigFile {
     pub history_max_runs: Option<usize>,
     /// `history_max_bytes = 4194304` (0: keep no history).
     pub history_max_bytes: Option<usize>,
+    /// `job_cgroups = false`.
+    pub job_cgroups: Option<bool>,
 }
 
 /// Parses `IP:port`, naming `key` in the error, and saying what is wrong: no port, a port
@@ -441,6 +448,9 @@ impl ConfigFile {
         }
         if let Some(v) = self.history_max_bytes {
             config.history.max_bytes = v;
+        }
+        if let Some(v) = self.job_cgroups {
+            config.job_cgroups = v;
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ use crate::cluster::{Cluster, GossipConfig};
 use crate::core::job::{JobSpec, RawJob};
 use crate::core::planner::{Planner, PlannerError, View};
 use crate::core::types::JobId;
-use crate::exec::{DefaultExecutor, Executor, JobHandler};
+use crate::exec::{Containment, DefaultExecutor, Executor, JobHandler, prepare_containment};
 use crate::history::{History, flush_every};
 use crate::metrics::Metrics;
 use publisher::{Batch, publisher_task};
@@ -219,6 +219,16 @@ impl NodeBuilder {
                 .find(|j| j.exec.command.is_none() && !default_executor.has_handler(&j.name))
         {
             return Err(NodeError::NothingToRun(j.name.clone()));
+        }
+        let mut default_executor = default_executor;
+        default_executor.containment = if config.job_cgroups {
+            Containment::Cgroup
+        } else {
+            Containment::ProcessGroup
+        };
+        if executor.is_none() && jobs.iter().any(|j| j.exec.command.is_some()) {
+            // Says in the log, before anything runs, how job processes are contained.
+            prepare_containment(default_executor.containment);
         }
         let executor: Arc<dyn Executor> = executor.unwrap_or_else(|| Arc::new(default_executor));
         let (store, saved) = match &config.data_dir {
