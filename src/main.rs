@@ -129,7 +129,12 @@ fn main() -> ExitCode {
 fn read_jobs(path: &Path) -> anyhow::Result<Vec<JobSpec>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read jobs file {}", path.display()))?;
-    parse_jobs_toml(&text).with_context(|| format!("jobs file {}", path.display()))
+    let jobs = parse_jobs_toml(&text).with_context(|| format!("jobs file {}", path.display()))?;
+    // A cron job whose years are all past can never fire (issue 13); only here is there a
+    // clock to tell.
+    starling::core::job::check_fires_after(&jobs, SystemClock.now())
+        .with_context(|| format!("jobs file {}", path.display()))?;
+    Ok(jobs)
 }
 
 /// Builds the node config from defaults, then the file, then flags. Returns the jobs path.

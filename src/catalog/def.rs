@@ -10,7 +10,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::core::job::{
     DEFAULT_CATCH_UP_WINDOW, ExecSpec, JobError, JobSpec, Misfire, Overlap, RawJob,
 };
-use crate::core::schedule::{Schedule, parse_timezone};
+use crate::core::schedule::{Dst, Schedule, parse_timezone};
 use crate::core::types::JobId;
 
 /// One job's definition, without its name (the name is the catalog key).
@@ -20,6 +20,8 @@ pub struct JobDef {
     pub schedule: String,
     /// IANA timezone of cron schedules; `None` for UTC.
     pub timezone: Option<String>,
+    /// What a cron schedule does with local times a DST change skips or repeats.
+    pub dst: Dst,
     /// Shell command run by `sh -c`; `None` only for jobs of a node with its own executor
     /// (the simulator) or an in-process handler.
     pub command: Option<String>,
@@ -41,6 +43,7 @@ impl JobDef {
         JobDef {
             schedule: spec.schedule_text.clone(),
             timezone: (spec.timezone != chrono_tz::Tz::UTC).then(|| spec.timezone.name().into()),
+            dst: spec.dst,
             command: spec.exec.command.clone(),
             timeout: spec.exec.timeout,
             retries: spec.exec.retries,
@@ -78,7 +81,7 @@ impl JobDef {
             Some(tz) => parse_timezone(tz).map_err(|e| invalid("timezone", e.to_string()))?,
             None => chrono_tz::Tz::UTC,
         };
-        let schedule = Schedule::parse(&self.schedule, timezone)
+        let schedule = Schedule::parse_with(&self.schedule, timezone, self.dst)
             .map_err(|e| invalid("schedule", format!("`{}`: {e}", self.schedule)))?;
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(invalid("timeout", "must be greater than zero".into()));
@@ -91,6 +94,7 @@ impl JobDef {
             schedule,
             schedule_text: self.schedule.clone(),
             timezone,
+            dst: self.dst,
             misfire: self.misfire,
             catch_up_window: self.catch_up_window,
             overlap: self.overlap,
@@ -110,6 +114,7 @@ impl JobDef {
             name: Some(name.to_string()),
             schedule: Some(self.schedule.clone()),
             timezone: self.timezone.clone(),
+            dst: (self.dst != Dst::default()).then(|| self.dst.to_string()),
             command: self.command.clone(),
             timeout: self.timeout.map(duration),
             retries: (self.retries != 0).then_some(self.retries),
@@ -166,6 +171,7 @@ mod tests {
     fn raw_keys_round_trip_through_a_definition() {
         let full = RawJob {
             timezone: Some("Europe/Paris".into()),
+            dst: Some("strict".into()),
             timeout: Some("10m".into()),
             retries: Some(2),
             misfire: Some("once".into()),

@@ -523,11 +523,13 @@ fn arb_def() -> impl Strategy<Value = JobDef> {
         0u8..3,
         0u64..1_000_000,
         0u8..3,
+        any::<bool>(),
     )
         .prop_map(
-            |(schedule, timezone, command, timeout, retries, m, w, o)| JobDef {
+            |(schedule, timezone, command, timeout, retries, m, w, o, strict)| JobDef {
                 schedule,
                 timezone,
+                dst: if strict { Dst::Strict } else { Dst::Debian },
                 command,
                 timeout: timeout.map(Duration::from_millis),
                 retries,
@@ -539,6 +541,7 @@ fn arb_def() -> impl Strategy<Value = JobDef> {
 }
 
 use crate::core::job::{Misfire, Overlap};
+use crate::core::schedule::Dst;
 
 proptest! {
     #[test]

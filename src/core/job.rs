@@ -6,8 +6,9 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use super::schedule::{Schedule, parse_duration, parse_timezone};
+use super::schedule::{Dst, Schedule, parse_duration, parse_timezone};
 use super::types::JobId;
+use super::types::UnixMillis;
 
 /// Default catch-up window: slots missed by longer than this are skipped and logged.
 pub const DEFAULT_CATCH_UP_WINDOW: Duration = Duration::from_secs(5 * 60);
@@ -110,6 +111,9 @@ pub struct JobSpec {
     pub schedule_text: String,
     /// The timezone cron expressions are read in.
     pub timezone: Tz,
+    /// What a cron schedule does with local times a DST change skips or repeats; part of
+    /// `schedule` too, so keep the two in step.
+    pub dst: Dst,
     /// What to do with missed slots.
     pub misfire: Misfire,
     /// How far back missed slots are still run.
@@ -155,6 +159,9 @@ pub struct RawJob {
     /// IANA timezone for cron schedules (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// `debian` (default) | `strict`: what a cron schedule does with local times a
+    /// daylight-saving change skips or repeats.
+    pub dst: Option<String>,
     /// Shell command run by `sh -c`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
@@ -214,7 +221,11 @@ impl RawJob {
         let schedule_text = self
             .schedule
             .ok_or_else(|| invalid("schedule", "missing".into()))?;
-        let schedule = Schedule::parse(&schedule_text, timezone)
+        let dst = match &self.dst {
+            Some(d) => d.parse().map_err(|e| invalid("dst", e))?,
+            None => Dst::default(),
+        };
+        let schedule = Schedule::parse_with(&schedule_text, timezone, dst)
             .map_err(|e| invalid("schedule", format!("`{schedule_text}`: {e}")))?;
         if let Schedule::Every { interval_ms } = schedule
             && u128::try_from(interval_ms).unwrap_or(0) < MIN_EVERY_INTERVAL.as_millis()
@@ -268,6 +279,7 @@ impl RawJob {
             schedule,
             schedule_text,
             timezone,
+            dst,
             misfire,
             catch_up_window,
             overlap,
@@ -292,6 +304,21 @@ pub fn validate_job_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "contains {c:?}; use letters, digits, `-`, `_`, `.`"
         ));
+    }
+    Ok(())
+}
+
+/// Refuses jobs whose cron schedule has no slot after `now`, such as a year in the past
+/// (issue 13). Kept apart from parsing because the core reads no clock.
+pub fn check_fires_after(jobs: &[JobSpec], now: UnixMillis) -> Result<(), JobError> {
+    for j in jobs {
+        j.schedule
+            .check_fires_after(now)
+            .map_err(|e| JobError::Invalid {
+                job: j.name.to_string(),
+                key: "schedule",
+                message: format!("`{}`: {e}", j.schedule_text),
+            })?;
     }
     Ok(())
 }
@@ -410,6 +437,28 @@ mod tests {
     }
 
     #[test]
+    fn the_dst_key_picks_the_rule_and_bad_values_are_named() {
+        let jobs = parse_jobs_toml(
+            "[[jobs]]\nname = \"a\"\nschedule = \"30 2 * * *\"\ntimezone = \"Europe/Paris\"\ncommand = \"x\"\n\
+             [[jobs]]\nname = \"b\"\nschedule = \"30 2 * * *\"\ntimezone = \"Europe/Paris\"\ncommand = \"x\"\ndst = \"strict\"\n",
+        )
+        .unwrap();
+        assert_eq!((jobs[0].dst, jobs[1].dst), (Dst::Debian, Dst::Strict));
+        // Paris skips 02:30 on 2027-03-28: the default runs it at 03:00, strict does not.
+        let before = UnixMillis(1_806_192_000_000); // 2027-03-28T00:00:00Z
+        let next = |j: &JobSpec| j.schedule.next_after(before).unwrap().to_rfc3339();
+        assert_eq!(next(&jobs[0]), "2027-03-28T01:00:00.000Z");
+        assert_eq!(next(&jobs[1]), "2027-03-29T00:30:00.000Z");
+        let e = err(
+            "[[jobs]]\nname = \"b\"\nschedule = \"@daily\"\ncommand = \"x\"\ndst = \"lenient\"\n",
+        );
+        assert_eq!(
+            e,
+            "job `b`: `dst`: `lenient` is not a DST rule: use `debian` (the default) or `strict`"
+        );
+    }
+
+    #[test]
     fn an_every_interval_below_the_minimum_is_refused() {
         for short in ["1ms", "500ms", "999ms"] {
             let e = JobSpec::parse("fast", &format!("@every {short}"))
@@ -422,6 +471,29 @@ mod tests {
         }
         JobSpec::parse("ok", "@every 1s").unwrap();
         JobSpec::parse("ok", "@every 1500ms").unwrap();
+    }
+
+    #[test]
+    fn a_bad_cron_field_is_named_with_its_job_and_range() {
+        let e = err("[[jobs]]\nname = \"billing\"\nschedule = \"0 0 25 * * *\"\ncommand = \"x\"\n");
+        assert_eq!(
+            e,
+            "job `billing`: `schedule`: `0 0 25 * * *`: field `hour` (`25`): must be 0-23"
+        );
+    }
+
+    #[test]
+    fn a_schedule_spent_before_now_is_refused_naming_the_job() {
+        let jobs = parse_jobs_toml(
+            "[[jobs]]\nname = \"once\"\nschedule = \"0 0 0 1 1 * 2026\"\ncommand = \"x\"\n",
+        )
+        .unwrap();
+        let e = check_fires_after(&jobs, UnixMillis(1_800_000_000_000)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "job `once`: `schedule`: `0 0 0 1 1 * 2026`: never fires after 2027-01-15T08:00:00Z"
+        );
+        assert!(check_fires_after(&jobs, UnixMillis(1_700_000_000_000)).is_ok());
     }
 
     #[test]

@@ -220,8 +220,8 @@ pub struct Planner {
     out: Vec<Action>,
     /// Jobs fired by `poll` whose next timer is not computed yet (see `next_deadline`).
     deferred: Vec<usize>,
-    /// Parsed cron schedules by (text, timezone), shared between jobs.
-    schedules: BTreeMap<(String, &'static str), Schedule>,
+    /// Parsed cron schedules by (text, timezone, DST rule), shared between jobs.
+    schedules: BTreeMap<(String, &'static str, crate::core::schedule::Dst), Schedule>,
     /// Jobs whose owner changed in this node's view, summed over every view change.
     ownership_changes: u64,
 }
@@ -416,10 +416,10 @@ impl Planner {
         if self.index.contains_key(&spec.name) {
             return Err(PlannerError::DuplicateJob(spec.name));
         }
-        // Jobs with the same cron text and timezone share one parsed schedule (a parsed
-        // cron expression is several hundred bytes).
+        // Jobs with the same cron text, timezone and DST rule share one parsed schedule (a
+        // parsed cron expression is several hundred bytes).
         if let Schedule::Cron(_) = spec.schedule {
-            let key = (spec.schedule_text.clone(), spec.timezone.name());
+            let key = (spec.schedule_text.clone(), spec.timezone.name(), spec.dst);
             match self.schedules.get(&key) {
                 Some(shared) => spec.schedule = shared.clone(),
                 None => {

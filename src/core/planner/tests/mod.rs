@@ -13,6 +13,7 @@ fn spec(name: &str, schedule: &str, misfire: Misfire) -> JobSpec {
         schedule: Schedule::parse(schedule, chrono_tz::Tz::UTC).unwrap(),
         schedule_text: schedule.into(),
         timezone: chrono_tz::Tz::UTC,
+        dst: Default::default(),
         misfire,
         catch_up_window: Duration::from_secs(60),
         overlap: crate::core::job::Overlap::Forbid,
