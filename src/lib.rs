@@ -11,6 +11,8 @@
 //! - `catalog`: the cluster-wide job catalog: definitions from jobs files and the API,
 //!   versions (a hybrid logical clock), merge and conflict rules, tombstones, the gossip
 //!   key layout. Pure, like `core`.
+//! - `api`: the HTTP API (axum): any node answers for the cluster; token, limits.
+//! - `client`: the CLI client of the API (`starling jobs|members|runs`).
 //! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records.
 //! - `node`: the runtime that owns the planner: clock, config, builder, handle.
 //! - `exec`: executors: shell commands and in-process async handlers.
@@ -45,7 +47,9 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod catalog;
+pub mod client;
 pub mod cluster;
 pub mod core;
 pub mod encoding;

@@ -1,5 +1,6 @@
 //! The `starling` command: a thin shell over the library.
 
+mod ctl;
 mod demo;
 
 use std::net::SocketAddr;
@@ -46,6 +47,30 @@ enum Cmd {
         /// Comma-separated node ids, e.g. `a,b,c`.
         #[arg(long, value_delimiter = ',', required = true)]
         members: Vec<String>,
+    },
+    /// Manage the cluster's jobs through a node's API (`--api`, token from
+    /// STARLING_API_TOKEN).
+    Jobs {
+        #[command(subcommand)]
+        cmd: ctl::JobsCmd,
+        #[command(flatten)]
+        api: ctl::ApiArgs,
+    },
+    /// The cluster's members, as a node's API sees them.
+    Members {
+        #[command(flatten)]
+        api: ctl::ApiArgs,
+    },
+    /// Run history gathered from the whole cluster, newest first.
+    Runs {
+        /// Only this job's runs.
+        #[arg(long)]
+        job: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        api: ctl::ApiArgs,
     },
     /// Start 3 local peers as child processes, kill one midway, and show who ran what.
     Demo {
@@ -100,6 +125,24 @@ struct RunArgs {
     /// Most bytes of run history kept (0: none). Default 4194304 (4 MiB).
     #[arg(long)]
     history_max_bytes: Option<usize>,
+    /// Serve the HTTP API on this address (IP:port), e.g. 127.0.0.1:7947. Default: no API.
+    #[arg(long)]
+    api: Option<String>,
+    /// File holding the API token (the token itself never goes in a flag). Default: the
+    /// STARLING_API_TOKEN variable; with neither, the API serves reads only.
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
+    /// Without a token, accept API writes from anyone who can reach the port.
+    #[arg(long)]
+    api_insecure_writes: bool,
+}
+
+/// The API settings of `starling run`, from flags and the config file.
+#[derive(Default)]
+struct ApiSettings {
+    listen: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
+    insecure_writes: bool,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +159,9 @@ fn main() -> ExitCode {
         Cmd::Check { file, count } => check(&file, count),
         Cmd::Owners { jobs, members } => owners(&jobs, &members),
         Cmd::Demo { duration, keep } => demo::run(duration, keep),
+        Cmd::Jobs { cmd, api } => ctl::jobs(cmd, api),
+        Cmd::Members { api } => ctl::members(api),
+        Cmd::Runs { job, limit, api } => ctl::runs(job, limit, api),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,10 +183,12 @@ fn read_jobs(path: &Path) -> anyhow::Result<Vec<JobSpec>> {
     Ok(jobs)
 }
 
-/// Builds the node config from defaults, then the file, then flags. Returns the jobs path.
-fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>)> {
+/// Builds the node config from defaults, then the file, then flags. Returns the jobs path
+/// and the API settings.
+fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>, ApiSettings)> {
     let mut config = NodeConfig::new("unset", starling::node::DEFAULT_LISTEN.parse()?);
     let mut jobs = None;
+    let mut api = ApiSettings::default();
     let mut node_id_set = false;
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
@@ -154,6 +202,11 @@ fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>)>
         let base = path.parent().unwrap_or(Path::new("."));
         jobs = file.jobs.map(|j| base.join(j));
         config.data_dir = file.data_dir.map(|d| base.join(d));
+        if let Some(a) = &file.api {
+            api.listen = Some(parse_addr("api", a).context("config file")?);
+        }
+        api.token_file = file.api_token_file.map(|f| base.join(f));
+        api.insecure_writes = file.api_insecure_writes.unwrap_or(false);
     }
     if let Some(v) = &args.node_id {
         config.node_id = NodeId::new(v);
@@ -198,16 +251,59 @@ fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>)>
     if let Some(n) = args.history_max_bytes {
         config.history.max_bytes = n;
     }
+    if let Some(a) = &args.api {
+        api.listen = Some(parse_addr("api", a).context("--api")?);
+    }
+    if let Some(f) = &args.api_token_file {
+        api.token_file = Some(f.clone());
+    }
+    api.insecure_writes |= args.api_insecure_writes;
     if !node_id_set {
         let a: SocketAddr = config.advertise();
         config.node_id = NodeId::new(format!("node-{}-{}", a.ip(), a.port()));
     }
     config.validate()?;
-    Ok((config, jobs))
+    Ok((config, jobs, api))
+}
+
+/// Binds the API's listener and reads its token, if the API is on; sets the address the
+/// node publishes for it.
+fn start_api(
+    settings: &ApiSettings,
+    config: &mut NodeConfig,
+) -> anyhow::Result<Option<(std::net::TcpListener, starling::api::ApiConfig)>> {
+    let Some(listen) = settings.listen else {
+        return Ok(None);
+    };
+    let token = match &settings.token_file {
+        Some(file) => Some(starling::api::Token::from_file(file)?),
+        None => starling::api::Token::from_env()?,
+    };
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("--api: cannot listen on {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let mut advertised = listener.local_addr()?;
+    if advertised.ip().is_unspecified() {
+        advertised.set_ip(config.advertise().ip());
+    }
+    config.api_addr = Some(advertised);
+    let access = match (&token, settings.insecure_writes) {
+        (Some(_), _) => "token required",
+        (None, false) => "no token: reads only",
+        (None, true) => "no token, writes open to anyone who reaches the port",
+    };
+    tracing::info!(listen = %listener.local_addr()?, %advertised, access, "HTTP API on");
+    let api = starling::api::ApiConfig {
+        token,
+        insecure_writes: settings.insecure_writes,
+        ..Default::default()
+    };
+    Ok(Some((listener, api)))
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (config, jobs_path) = build_config(&args)?;
+    let (mut config, jobs_path, api) = build_config(&args)?;
+    let api = start_api(&api, &mut config)?;
     let jobs = match &jobs_path {
         Some(p) => read_jobs(p)?,
         None => {
@@ -217,7 +313,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let node = Node::builder(config).jobs(jobs)?.start().await?;
+        let node = std::sync::Arc::new(Node::builder(config).jobs(jobs)?.start().await?);
+        let server = match api {
+            Some((listener, api)) => Some(starling::api::ApiServer::start(
+                tokio::net::TcpListener::from_std(listener)?,
+                node.clone(),
+                api,
+            )),
+            None => None,
+        };
         wait_for_signal().await?;
         tracing::info!("signal received: leaving the cluster");
         let s = node.stats().await;
@@ -234,7 +338,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             duplicates_detected = s.duplicates_detected,
             "run counters of this node"
         );
-        node.shutdown().await;
+        if let Some(server) = server {
+            server.stop().await;
+        }
+        match std::sync::Arc::try_unwrap(node) {
+            Ok(node) => node.shutdown().await,
+            Err(_) => {
+                tracing::warn!("the API still holds the node: stopping without a graceful leave")
+            }
+        }
         Ok(())
     })
 }

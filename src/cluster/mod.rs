@@ -8,6 +8,7 @@
 //! | `status` | `alive`, or `leaving` once a graceful leave began |
 //! | `version` | the Starling version the node runs |
 //! | `fire:<job>` | the job's fire record: `slot/epoch/first` (the last slot this node started, in Unix milliseconds; its ownership epoch; the first slot of that epoch), then `/<slot>/<node key>` when another node's record placed the epoch's start (see `FireRecord::follows`) |
+//! | `api` | the address of the node's HTTP API, when it has one (`--api`): any node's API gathers the cluster's run history from it |
 //! | `running:<job>` | the slot of `<job>` this node is running, published once a run has lasted a gossip interval; empty when it ended |
 //!
 //! Values stay small: a record is at most five integers, and job names are at most 128
@@ -58,6 +59,8 @@ use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
 pub const KEY_STATUS: &str = "status";
 /// Key holding a node's Starling version.
 pub const KEY_VERSION: &str = "version";
+/// Key holding the address of a node's HTTP API, when it has one.
+pub const KEY_API: &str = "api";
 /// Prefix of fire-record keys: `fire:<job>`.
 pub const KEY_FIRE_PREFIX: &str = "fire:";
 /// Prefix of running-state keys: `running:<job>`.
@@ -412,6 +415,12 @@ impl Cluster {
         self.live.clone()
     }
 
+    /// Sets one of this node's own keys (such as [`KEY_API`]).
+    pub async fn set_key(&self, key: &str, value: &str) {
+        let chitchat = self.handle.chitchat();
+        chitchat.lock().await.self_node_state().set(key, value);
+    }
+
     /// Marks this node as leaving: peers stop counting it as a member.
     pub async fn set_leaving(&self) {
         let chitchat = self.handle.chitchat();
@@ -598,9 +607,20 @@ pub fn newest_generations(
     out
 }
 
-/// Turns chitchat's live set into a [`View`]: per node id keep only the highest generation;
-/// a node whose status is `leaving` is alive but not a member.
-pub fn view_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> View {
+/// The API address ([`KEY_API`]) of every live node that publishes one (its newest
+/// generation's).
+pub fn api_addresses(live: &BTreeMap<ChitchatId, NodeState>) -> BTreeMap<NodeId, SocketAddr> {
+    newest_states(live)
+        .into_iter()
+        .filter_map(|(id, state)| {
+            let addr = state.get(KEY_API)?.parse().ok()?;
+            Some((NodeId::new(id), addr))
+        })
+        .collect()
+}
+
+/// The state of every live node's newest generation, by node id.
+fn newest_states(live: &BTreeMap<ChitchatId, NodeState>) -> BTreeMap<&str, &NodeState> {
     let mut newest: BTreeMap<&str, (u64, &NodeState)> = BTreeMap::new();
     for (id, state) in live {
         let e = newest
@@ -610,9 +630,15 @@ pub fn view_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> View {
             *e = (id.generation_id, state);
         }
     }
+    newest.into_iter().map(|(id, (_, s))| (id, s)).collect()
+}
+
+/// Turns chitchat's live set into a [`View`]: per node id keep only the highest generation;
+/// a node whose status is `leaving` is alive but not a member.
+pub fn view_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> View {
     let mut members = BTreeSet::new();
     let mut alive = BTreeSet::new();
-    for (id, (_, state)) in newest {
+    for (id, state) in newest_states(live) {
         let node = NodeId::new(id);
         if state.get(KEY_STATUS) != Some(STATUS_LEAVING) {
             members.insert(node.clone());

@@ -85,6 +85,9 @@ pub struct NodeConfig {
     /// that is only cut off has seen it lost the quorum and stopped first. Default: 5
     /// gossip intervals. Outside quorum mode a vanished member's jobs move at once.
     pub quorum_takeover_delay: Option<Duration>,
+    /// The address this node's HTTP API is reached at, published in gossip (key `api`) so
+    /// that any node's API can gather the cluster's run history. Default: none (no API).
+    pub api_addr: Option<SocketAddr>,
     /// How much run history this node keeps (count and bytes; the oldest go first), and
     /// saves in `data_dir` when there is one. Default 10,000 runs and 4 MiB.
     pub history: HistoryLimits,
@@ -139,6 +142,7 @@ impl NodeConfig {
             quorum_takeover_delay: None,
             history: HistoryLimits::default(),
             job_cgroups: true,
+            api_addr: None,
             broken_ownership_for_tests: false,
         }
     }
@@ -330,6 +334,12 @@ pub struct ConfigFile {
     pub history_max_bytes: Option<usize>,
     /// `job_cgroups = false`.
     pub job_cgroups: Option<bool>,
+    /// `api = "127.0.0.1:7947"`: serve the HTTP API there (read by `starling run`).
+    pub api: Option<String>,
+    /// `api_token_file = "token"` (relative to the config file's directory).
+    pub api_token_file: Option<PathBuf>,
+    /// `api_insecure_writes = true`: accept writes without a token.
+    pub api_insecure_writes: Option<bool>,
 }
 
 /// Parses `IP:port`, naming `key` in the error, and saying what is wrong: no port, a port

@@ -1,11 +1,15 @@
 //! The handle a running node is driven through, and its counters.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chitchat::{ChitchatId, NodeState};
+
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::cluster::Traffic;
+use crate::cluster::{Traffic, api_addresses};
 use crate::core::planner::View;
 use crate::core::types::{JobId, NodeId};
 use crate::history::History;
@@ -61,6 +65,8 @@ pub struct NodeHandle {
     pub(super) history_flush: Option<tokio::task::JoinHandle<()>>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) traffic: Arc<Traffic>,
+    /// Chitchat's live nodes and their keys.
+    pub(super) live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
 }
 
 impl NodeHandle {
@@ -92,6 +98,12 @@ impl NodeHandle {
         tokio::time::timeout(timeout, rx.wait_for(|v| v.members.len() == n))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The HTTP API address of every live node that has an API (this one included, if it
+    /// has one), as they publish it in gossip.
+    pub fn api_addresses(&self) -> BTreeMap<NodeId, SocketAddr> {
+        api_addresses(&self.live.borrow())
     }
 
     /// This node's run history (its own runs only; the API merges the cluster's).

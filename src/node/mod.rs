@@ -27,7 +27,7 @@ pub use config::{
 };
 pub use handle::{NodeHandle, Stats};
 
-use crate::cluster::{Cluster, GossipConfig};
+use crate::cluster::{Cluster, GossipConfig, KEY_API};
 use crate::core::job::{JobSpec, RawJob};
 use crate::core::planner::{Planner, PlannerError, View};
 use crate::core::types::JobId;
@@ -281,6 +281,10 @@ impl NodeBuilder {
                 addr: config.listen_addr,
                 source,
             })?;
+        if let Some(api) = config.api_addr {
+            cluster.set_key(KEY_API, &api.to_string()).await;
+        }
+        let live = cluster.live_watcher();
         let initial = View::of([config.node_id.clone()]);
         planner.set_view(now, initial.clone());
         let (view_tx, view_rx) = watch::channel(initial);
@@ -376,6 +380,7 @@ impl NodeBuilder {
             history_flush,
             metrics,
             traffic,
+            live,
         })
     }
 }
