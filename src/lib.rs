@@ -69,6 +69,6 @@ pub use crate::core::types::{FireId, FireRecord, JobId, NodeId, UnixMillis};
 pub use crate::exec::{Executor, HandlerError, JobHandler, Outcome, Report, RunContext};
 pub use crate::history::{History, HistoryLimits, RunEntry, RunOutcome, RunRecord};
 pub use crate::node::{
-    Clock, ConfigError, ConfigFile, Node, NodeBuilder, NodeConfig, NodeError, NodeHandle, Stats,
-    SystemClock,
+    Clock, ConfigError, ConfigFile, JobsChange, JobsError, Node, NodeBuilder, NodeConfig,
+    NodeError, NodeHandle, Stats, SystemClock,
 };

@@ -2,6 +2,7 @@
 
 mod ctl;
 mod demo;
+mod signals;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -143,6 +144,23 @@ struct ApiSettings {
     listen: Option<SocketAddr>,
     token_file: Option<PathBuf>,
     insecure_writes: bool,
+}
+
+impl ApiSettings {
+    /// The config keys whose values differ in `other` (all need a restart).
+    fn changed_keys(&self, other: &ApiSettings) -> Vec<&'static str> {
+        [
+            ("api", self.listen != other.listen),
+            ("api_token_file", self.token_file != other.token_file),
+            (
+                "api_insecure_writes",
+                self.insecure_writes != other.insecure_writes,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, differs)| differs.then_some(key))
+        .collect()
+    }
 }
 
 fn main() -> ExitCode {
@@ -301,18 +319,25 @@ fn start_api(
     Ok(Some((listener, api)))
 }
 
+/// The jobs of `path`, or the built-in example jobs when there is none.
+fn load_jobs(path: Option<&Path>) -> anyhow::Result<Vec<JobSpec>> {
+    match path {
+        Some(p) => read_jobs(p),
+        None => parse_jobs_toml(DEFAULT_JOBS).context("built-in example jobs"),
+    }
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (mut config, jobs_path, api) = build_config(&args)?;
-    let api = start_api(&api, &mut config)?;
-    let jobs = match &jobs_path {
-        Some(p) => read_jobs(p)?,
-        None => {
-            tracing::info!("no jobs file given: running the built-in example jobs");
-            parse_jobs_toml(DEFAULT_JOBS).context("built-in example jobs")?
-        }
-    };
+    let (mut config, jobs_path, api_settings) = build_config(&args)?;
+    let api = start_api(&api_settings, &mut config)?;
+    if jobs_path.is_none() {
+        tracing::info!("no jobs file given: running the built-in example jobs");
+    }
+    let jobs = load_jobs(jobs_path.as_deref())?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
+        // Before the node starts: until then a SIGHUP would kill the process.
+        let mut signals = signals::Signals::new()?;
         let node = std::sync::Arc::new(Node::builder(config).jobs(jobs)?.start().await?);
         let server = match api {
             Some((listener, api)) => Some(starling::api::ApiServer::start(
@@ -322,44 +347,24 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             )),
             None => None,
         };
-        wait_for_signal().await?;
-        tracing::info!("signal received: leaving the cluster");
-        let s = node.stats().await;
-        tracing::info!(
-            fired = s.fired,
-            fired_late = s.fired_late,
-            failed = s.failed,
-            missed = s.missed,
-            skipped_by_misfire_policy = s.skipped,
-            skipped_by_overlap = s.overlap_skipped,
-            replaced = s.replaced,
-            abandoned = s.abandoned,
-            repaired = s.repaired,
-            duplicates_detected = s.duplicates_detected,
-            "run counters of this node"
-        );
+        // A reload reads the files the way a start does: flags still win over the file.
+        let load = || {
+            let (config, jobs_path, api) = build_config(&args)?;
+            let restart = api_settings.changed_keys(&api);
+            Ok((config, load_jobs(jobs_path.as_deref())?, restart))
+        };
+        let signal = signals.until_leave(&node, load).await;
         if let Some(server) = server {
             server.stop().await;
         }
         match std::sync::Arc::try_unwrap(node) {
-            Ok(node) => node.shutdown().await,
+            Ok(node) => signals.leave(node, signal).await,
             Err(_) => {
                 tracing::warn!("the API still holds the node: stopping without a graceful leave")
             }
         }
         Ok(())
     })
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }
 
 fn check(path: &Path, count: usize) -> anyhow::Result<()> {

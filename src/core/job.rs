@@ -124,6 +124,21 @@ pub struct JobSpec {
     pub exec: ExecSpec,
 }
 
+impl JobSpec {
+    /// True if `other` defines the same job: same schedule, timezone, policies and way to
+    /// run (the name aside). A reloaded jobs file changes only the jobs for which it is
+    /// false.
+    pub fn same_definition(&self, other: &JobSpec) -> bool {
+        self.schedule_text == other.schedule_text
+            && self.timezone == other.timezone
+            && self.dst == other.dst
+            && self.misfire == other.misfire
+            && self.catch_up_window == other.catch_up_window
+            && self.overlap == other.overlap
+            && self.exec == other.exec
+    }
+}
+
 /// Why a job or jobs file was rejected. Every message names the job and the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {

@@ -147,6 +147,70 @@ impl NodeConfig {
         }
     }
 
+    /// Keys a running node takes from a new config ([`crate::NodeHandle::reconfigure`],
+    /// SIGHUP): they are read afresh for each run or at leave. Every other key needs a
+    /// restart.
+    pub const LIVE_KEYS: [&'static str; 3] =
+        ["drain_timeout", "retry_backoff", "retry_backoff_max"];
+
+    /// The keys (as in the config file) whose values differ between `self` and `other`.
+    pub fn changed_keys(&self, other: &NodeConfig) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut diff = |key: &'static str, differs: bool| {
+            if differs {
+                keys.push(key);
+            }
+        };
+        diff("node_id", self.node_id != other.node_id);
+        diff("listen", self.listen_addr != other.listen_addr);
+        diff("advertise", self.advertise_addr != other.advertise_addr);
+        diff("seeds", self.seeds != other.seeds);
+        diff("cluster_id", self.cluster_id != other.cluster_id);
+        diff(
+            "gossip_interval",
+            self.gossip_interval != other.gossip_interval,
+        );
+        diff(
+            "phi_threshold",
+            self.phi_threshold.to_bits() != other.phi_threshold.to_bits(),
+        );
+        diff(
+            "dead_node_grace_period",
+            self.dead_node_grace_period != other.dead_node_grace_period,
+        );
+        diff("handoff_delay", self.handoff_delay != other.handoff_delay);
+        diff("startup_delay", self.startup_delay != other.startup_delay);
+        diff("leave_delay", self.leave_delay != other.leave_delay);
+        diff(
+            "misfire_threshold",
+            self.misfire_threshold != other.misfire_threshold,
+        );
+        diff("drain_timeout", self.drain_timeout != other.drain_timeout);
+        diff("retry_backoff", self.retry_backoff != other.retry_backoff);
+        diff(
+            "retry_backoff_max",
+            self.retry_backoff_max != other.retry_backoff_max,
+        );
+        diff("data_dir", self.data_dir != other.data_dir);
+        diff("expected_size", self.expected_size != other.expected_size);
+        diff("min_members", self.min_members != other.min_members);
+        diff(
+            "quorum_takeover_delay",
+            self.quorum_takeover_delay != other.quorum_takeover_delay,
+        );
+        diff("job_cgroups", self.job_cgroups != other.job_cgroups);
+        keys
+    }
+
+    /// Takes the [`NodeConfig::LIVE_KEYS`] of `new`; returns the other keys whose values
+    /// differ, which keep their current values until a restart.
+    pub fn apply_live(&mut self, new: &NodeConfig) -> Vec<&'static str> {
+        self.drain_timeout = new.drain_timeout;
+        self.retry_backoff = new.retry_backoff;
+        self.retry_backoff_max = new.retry_backoff_max;
+        self.changed_keys(new)
+    }
+
     /// The smallest view in which this node fires, in quorum mode; `None` outside it.
     pub fn quorum(&self) -> Option<usize> {
         match (self.min_members, self.expected_size) {
@@ -561,6 +625,27 @@ mod tests {
         let e = c.validate().unwrap_err();
         assert_eq!(e.key, "seeds");
         assert!(e.message.contains("port 0"), "{e}");
+    }
+
+    #[test]
+    fn a_new_config_applies_its_live_keys_and_names_the_others() {
+        let mut running = base();
+        let mut new = base();
+        assert!(running.apply_live(&new).is_empty());
+        new.drain_timeout = Duration::from_secs(5);
+        new.retry_backoff_max = Duration::from_secs(10);
+        new.gossip_interval = Duration::from_millis(100);
+        new.seeds = vec!["127.0.0.1:9000".parse().unwrap()];
+        new.job_cgroups = false;
+        let restart = running.apply_live(&new);
+        assert_eq!(restart, vec!["seeds", "gossip_interval", "job_cgroups"]);
+        assert_eq!(running.drain_timeout, Duration::from_secs(5));
+        assert_eq!(running.retry_backoff_max, Duration::from_secs(10));
+        assert_eq!(running.gossip_interval, DEFAULT_GOSSIP_INTERVAL);
+        assert!(running.seeds.is_empty() && running.job_cgroups);
+        for key in NodeConfig::LIVE_KEYS {
+            assert!(!restart.contains(&key));
+        }
     }
 
     #[test]

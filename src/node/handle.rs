@@ -9,7 +9,11 @@ use chitchat::{ChitchatId, NodeState};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::NodeConfig;
+use super::config::ConfigError;
+use super::jobs::{JobsChange, JobsError};
 use crate::cluster::{Traffic, api_addresses};
+use crate::core::job::JobSpec;
 use crate::core::planner::View;
 use crate::core::types::{JobId, NodeId};
 use crate::history::History;
@@ -50,8 +54,11 @@ pub struct Stats {
 }
 
 pub(super) enum Command {
-    Shutdown(oneshot::Sender<()>),
+    /// Leave; answers with the counters as they are after the drain.
+    Shutdown(oneshot::Sender<Stats>),
     Stats(oneshot::Sender<Stats>),
+    ReplaceJobs(Vec<JobSpec>, oneshot::Sender<Result<JobsChange, JobsError>>),
+    Reconfigure(Box<NodeConfig>, oneshot::Sender<Vec<&'static str>>),
 }
 
 /// A running node. Dropping it leaves the node running; call [`NodeHandle::shutdown`].
@@ -134,13 +141,57 @@ impl NodeHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// Makes `jobs` this node's jobs, without a restart: jobs it does not have are added,
+    /// jobs missing from `jobs` are removed (a run in progress goes on to its end), and
+    /// jobs whose definition changed are updated in place, keeping their records, so no
+    /// slot runs twice. Jobs run by in-process handlers ([`NodeBuilder::handler_job`])
+    /// stay as they are, and `jobs` may not name them. The whole set is checked first: on
+    /// error nothing changes.
+    ///
+    /// A job added fires its first slot after the change; a new schedule applies to slots
+    /// after the change. Each node applies its own set: give every node the same one.
+    ///
+    /// [`NodeBuilder::handler_job`]: super::NodeBuilder::handler_job
+    pub async fn replace_jobs(&self, jobs: Vec<JobSpec>) -> Result<JobsChange, JobsError> {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::ReplaceJobs(jobs, tx)).is_err() {
+            return Err(JobsError::Stopped);
+        }
+        rx.await.unwrap_or(Err(JobsError::Stopped))
+    }
+
+    /// Applies the settings of `config` that can change while the node runs
+    /// ([`NodeConfig::LIVE_KEYS`]: `drain_timeout`, `retry_backoff`,
+    /// `retry_backoff_max`) and returns the keys whose new values need a restart, which
+    /// keep their old values. An invalid `config` changes nothing.
+    pub async fn reconfigure(&self, config: NodeConfig) -> Result<Vec<&'static str>, ConfigError> {
+        config.validate()?;
+        let (tx, rx) = oneshot::channel();
+        if self
+            .cmd
+            .send(Command::Reconfigure(Box::new(config), tx))
+            .is_err()
+        {
+            return Ok(Vec::new());
+        }
+        Ok(rx.await.unwrap_or_default())
+    }
+
     /// Graceful leave: stop firing, announce `leaving` for a few gossip rounds so peers take
     /// over without a gap, let running jobs finish (up to the drain timeout), stop gossip.
     pub async fn shutdown(self) {
+        let _ = self.shutdown_with_stats().await;
+    }
+
+    /// [`NodeHandle::shutdown`], returning the node's counters as they are once its
+    /// running jobs have finished (or were killed at the drain timeout).
+    pub async fn shutdown_with_stats(self) -> Stats {
         let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Command::Shutdown(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        let stats = if self.cmd.send(Command::Shutdown(tx)).is_ok() {
+            rx.await.unwrap_or_default()
+        } else {
+            Stats::default()
+        };
         let _ = self.task.await;
         if let Some(flush) = self.history_flush {
             flush.abort();
@@ -149,6 +200,7 @@ impl NodeHandle {
                 tracing::warn!(error = %e, "could not save the run history");
             }
         }
+        stats
     }
 
     /// Stops at once without leaving, as a crash would: gossip stops, running jobs are

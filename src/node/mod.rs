@@ -7,6 +7,7 @@
 mod clock;
 mod config;
 mod handle;
+mod jobs;
 mod publisher;
 mod run;
 mod runtime;
@@ -26,6 +27,7 @@ pub use config::{
     DEFAULT_PHI_THRESHOLD, NodeConfig, parse_addr,
 };
 pub use handle::{NodeHandle, Stats};
+pub use jobs::{JobsChange, JobsError};
 
 use crate::cluster::{Cluster, GossipConfig, KEY_API};
 use crate::core::job::{JobSpec, RawJob};
@@ -34,6 +36,7 @@ use crate::core::types::JobId;
 use crate::exec::{Containment, DefaultExecutor, Executor, JobHandler, prepare_containment};
 use crate::history::{History, flush_every};
 use crate::metrics::Metrics;
+use jobs::Replaceable;
 use publisher::{Batch, publisher_task};
 use run::{RunCounters, RunHandles};
 use runtime::{Runtime, start_scheduler_thread};
@@ -230,6 +233,14 @@ impl NodeBuilder {
             // Says in the log, before anything runs, how job processes are contained.
             prepare_containment(default_executor.containment);
         }
+        let replaceable = Replaceable {
+            handlers: jobs
+                .iter()
+                .filter(|j| default_executor.has_handler(&j.name))
+                .map(|j| j.name.clone())
+                .collect(),
+            needs_command: executor.is_none(),
+        };
         let executor: Arc<dyn Executor> = executor.unwrap_or_else(|| Arc::new(default_executor));
         let (store, saved) = match &config.data_dir {
             Some(dir) => {
@@ -356,6 +367,7 @@ impl NodeBuilder {
                 metrics: metrics.clone(),
             }),
             stats: Stats::default(),
+            replaceable,
             pause_live: pause.is_some(),
             pause: pause.unwrap_or_else(|| watch::channel(false).1),
         };

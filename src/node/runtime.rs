@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::handle::{Command, Stats};
+use super::jobs::Replaceable;
 use super::publisher::{Batch, GateState, GateTarget};
 use super::run::{
     After, LocalRun, NotRun, Prepared, QuorumWait, RUN_ENDED, RUN_STARTED, Retry, RunCounters,
@@ -87,6 +88,8 @@ pub(super) struct Runtime {
     pub(super) own_thread: bool,
     pub(super) counters: Arc<RunCounters>,
     pub(super) stats: Stats,
+    /// Which jobs a new job set replaces (`replace_jobs`, in `jobs.rs`).
+    pub(super) replaceable: Replaceable,
     pub(super) pause: watch::Receiver<bool>,
     /// False once the pause switch's sender is gone (or there never was one).
     pub(super) pause_live: bool,
@@ -227,14 +230,17 @@ impl Runtime {
                 }
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(Command::Stats(tx)) => {
-                        let mut stats = self.stats.clone();
-                        stats.failed = self.counters.failed.load(Ordering::Relaxed);
-                        stats.ownership_changes = self.planner.ownership_changes();
-                        let _ = tx.send(stats);
+                        let _ = tx.send(self.stats());
+                    }
+                    Some(Command::ReplaceJobs(jobs, tx)) => {
+                        let _ = tx.send(self.replace_jobs(jobs));
+                    }
+                    Some(Command::Reconfigure(config, tx)) => {
+                        let _ = tx.send(self.config.apply_live(&config));
                     }
                     Some(Command::Shutdown(tx)) => {
                         self.leave().await;
-                        let _ = tx.send(());
+                        let _ = tx.send(self.stats());
                         return;
                     }
                     // Every handle dropped: keep running (a node is usually driven by its
@@ -243,6 +249,13 @@ impl Runtime {
                 },
             }
         }
+    }
+
+    fn stats(&self) -> Stats {
+        let mut stats = self.stats.clone();
+        stats.failed = self.counters.failed.load(Ordering::Relaxed);
+        stats.ownership_changes = self.planner.ownership_changes();
+        stats
     }
 
     /// On its own thread the loop wakes `PRECISE_WAKE` before a deadline. It then takes
@@ -527,9 +540,12 @@ impl Runtime {
                         attempt: 1,
                         epoch,
                     };
+                    // The name is checked: a slot put aside (`deferred`) may outlive its
+                    // job, and the index its job had may hold a job added since.
                     let Some((overlap, exec)) = self
                         .planner
                         .job_at(index)
+                        .filter(|j| j.name == ctx.job)
                         .map(|j| (j.overlap, j.exec.clone()))
                     else {
                         continue;

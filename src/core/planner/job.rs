@@ -85,10 +85,13 @@ pub(super) struct Job {
     /// When the job was registered here, less the startup and handoff delays (see the
     /// module docs).
     pub(super) registered: UnixMillis,
+    /// Slots at or before this are not run here: the job was added or rescheduled while
+    /// the node ran (see `Planner::skip_until`). `UnixMillis::MIN` otherwise.
+    pub(super) floor: UnixMillis,
     /// The slots and epochs the records show.
     pub(super) seen: Seen,
     /// `max(own, others)` once this node has its own record, else `max(registered,
-    /// others)`.
+    /// others)`; never before `floor`.
     pub(super) cursor: UnixMillis,
     /// Memo of `schedule.next_after(cursor)`, keyed by the cursor it was computed for:
     /// cron evaluation dominates `poll` when a thousand jobs are due at once.
@@ -134,7 +137,11 @@ impl Job {
 
     pub(super) fn update_cursor(&mut self) {
         let base = self.seen.own.unwrap_or(self.registered);
-        self.cursor = self.seen.others.map_or(base, |o| base.max(o));
+        self.cursor = self
+            .seen
+            .others
+            .map_or(base, |o| base.max(o))
+            .max(self.floor);
     }
 
     /// Ends the current stretch: the next run starts a new epoch.

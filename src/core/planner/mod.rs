@@ -416,17 +416,7 @@ impl Planner {
         if self.index.contains_key(&spec.name) {
             return Err(PlannerError::DuplicateJob(spec.name));
         }
-        // Jobs with the same cron text, timezone and DST rule share one parsed schedule (a
-        // parsed cron expression is several hundred bytes).
-        if let Schedule::Cron(_) = spec.schedule {
-            let key = (spec.schedule_text.clone(), spec.timezone.name(), spec.dst);
-            match self.schedules.get(&key) {
-                Some(shared) => spec.schedule = shared.clone(),
-                None => {
-                    self.schedules.insert(key, spec.schedule.clone());
-                }
-            }
-        }
+        self.share_schedule(&mut spec);
         let idx = self.free.pop().unwrap_or(self.jobs.len());
         let seen = self.stray_records.remove(&spec.name).unwrap_or_default();
         self.owners.set_job(idx, &spec.name);
@@ -435,6 +425,7 @@ impl Planner {
         let mut job = Job {
             spec,
             registered: now.saturating_sub(lookback),
+            floor: UnixMillis::MIN,
             seen,
             cursor: now,
             next_memo: None,
@@ -460,7 +451,26 @@ impl Planner {
         Ok(())
     }
 
+    /// Jobs with the same cron text, timezone and DST rule share one parsed schedule (a
+    /// parsed cron expression is several hundred bytes).
+    fn share_schedule(&mut self, spec: &mut JobSpec) {
+        if let Schedule::Cron(_) = spec.schedule {
+            let key = (spec.schedule_text.clone(), spec.timezone.name(), spec.dst);
+            match self.schedules.get(&key) {
+                Some(shared) => spec.schedule = shared.clone(),
+                None => {
+                    self.schedules.insert(key, spec.schedule.clone());
+                }
+            }
+        }
+    }
+
     /// Unregisters a job; returns whether it was registered.
+    ///
+    /// What its records showed is kept (as for a job never registered here), so a job
+    /// added back never reruns a slot it ran before. The slots this node ran count as
+    /// another node's then, so that they do not pull the cursor back as an earlier
+    /// generation's records would: the slots due while it was away are not caught up.
     pub fn remove_job(&mut self, name: &JobId) -> bool {
         let Some(idx) = self.index.remove(name) else {
             return false;
@@ -468,8 +478,59 @@ impl Planner {
         self.set_mine(idx, Mine::No);
         self.owners.clear_job(idx);
         self.abandoned.remove(name);
-        self.jobs[idx] = None;
+        if let Some(j) = self.jobs[idx].take() {
+            let mut seen = j.seen;
+            if let Some(own) = seen.own.take() {
+                seen.record(own, seen.epoch_seen, Some(self.me_key));
+            }
+            self.stray_records.insert(name.clone(), seen);
+        }
         self.free.push(idx);
+        true
+    }
+
+    /// Replaces the definition of registered job `spec.name` (schedule, policies,
+    /// command), keeping what this node knows of it: its records, its cursor, whether it
+    /// owns it and under which epoch. So no slot runs twice across the change, and a run
+    /// in progress counts for its overlap policy. A new schedule or timezone applies to
+    /// slots after `now` only: the new schedule's slots before the change are not run
+    /// (nor reported missed). Returns whether the job was registered.
+    pub fn update_job(&mut self, now: UnixMillis, mut spec: JobSpec) -> bool {
+        let Some(&idx) = self.index.get(&spec.name) else {
+            return false;
+        };
+        let name = spec.name.clone();
+        self.share_schedule(&mut spec);
+        let Some(j) = self.jobs[idx].as_mut() else {
+            return false;
+        };
+        let rescheduled = j.spec.schedule_text != spec.schedule_text
+            || j.spec.timezone != spec.timezone
+            || j.spec.dst != spec.dst;
+        j.spec = spec;
+        if rescheduled {
+            j.next_memo = None;
+            // The stretch fired so far was of the old schedule's slots.
+            j.break_range();
+            self.skip_until(&name, now);
+        }
+        true
+    }
+
+    /// Slots of `name` at or before `at` will not fire here, nor count as missed: a job
+    /// added, or given a new schedule, while the node runs starts after the change.
+    /// Returns whether the job is registered.
+    pub fn skip_until(&mut self, name: &JobId, at: UnixMillis) -> bool {
+        let Some(&idx) = self.index.get(name) else {
+            return false;
+        };
+        let Some(j) = self.jobs[idx].as_mut() else {
+            return false;
+        };
+        j.floor = j.floor.max(at);
+        j.update_cursor();
+        let mine = j.mine;
+        self.reschedule(idx, mine);
         true
     }
 

@@ -6,6 +6,7 @@ use crate::core::schedule::Schedule;
 use crate::core::types::Follows;
 
 mod epochs;
+mod jobset;
 
 fn spec(name: &str, schedule: &str, misfire: Misfire) -> JobSpec {
     JobSpec {
