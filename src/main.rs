@@ -4,17 +4,20 @@ mod ctl;
 mod demo;
 mod signals;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chrono_tz::Tz;
 use clap::{Parser, Subcommand};
-use starling::core::schedule::parse_duration;
+use starling::core::schedule::{Dst, parse_duration, parse_timezone};
 use starling::node::parse_addr;
 use starling::{
-    Clock, ConfigFile, JobSpec, Node, NodeConfig, NodeId, SystemClock, parse_jobs_toml,
+    Clock, ConfigFile, JobSpec, Node, NodeConfig, NodeId, Schedule, SystemClock, UnixMillis,
+    parse_jobs_toml,
 };
 
 /// The jobs `starling run` uses when no jobs file is given.
@@ -35,10 +38,35 @@ enum Cmd {
     /// Validate a jobs file and print each job's next fire times.
     Check {
         /// The jobs file (TOML).
-        file: PathBuf,
+        #[arg(required_unless_present = "jobs", conflicts_with = "jobs")]
+        file: Option<PathBuf>,
+        /// The jobs file (TOML), as `starling run --jobs` takes it.
+        #[arg(long)]
+        jobs: Option<PathBuf>,
         /// How many upcoming fire times to print per job.
         #[arg(long, default_value_t = 3)]
         count: usize,
+    },
+    /// Print a schedule's next fire times, one per line, in RFC 3339 with the timezone's
+    /// offset. Exit status 2 for a bad schedule, timezone or time.
+    Next {
+        /// A cron expression (5, 6 or 7 fields; quote it), a shorthand such as `@daily`,
+        /// `@every <duration>` or `@at <RFC 3339>`. Several words are joined with spaces.
+        #[arg(required = true, num_args = 1..)]
+        schedule: Vec<String>,
+        /// The IANA timezone the schedule is read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Start after this time (RFC 3339). Default: now.
+        #[arg(long)]
+        after: Option<String>,
+        /// How many fire times to print.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        /// What the schedule does with times a DST change skips or repeats: `debian`
+        /// (default) or `strict`, as a job's `dst` key.
+        #[arg(long, default_value = "debian")]
+        dst: String,
     },
     /// Print which member owns each job, computed offline with the function nodes use.
     Owners {
@@ -174,7 +202,32 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Cmd::Run(args) => run(*args),
-        Cmd::Check { file, count } => check(&file, count),
+        Cmd::Check { file, jobs, count } => match file.or(jobs) {
+            Some(path) => check(&path, count),
+            None => Err(anyhow::anyhow!("give a jobs file: `starling check FILE`")),
+        },
+        Cmd::Next {
+            schedule,
+            timezone,
+            after,
+            count,
+            dst,
+        } => {
+            // Exit status 2 for bad input, so scripts can tell it from other failures.
+            return match next(
+                &schedule.join(" "),
+                &timezone,
+                after.as_deref(),
+                count,
+                &dst,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Cmd::Owners { jobs, members } => owners(&jobs, &members),
         Cmd::Demo { duration, keep } => demo::run(duration, keep),
         Cmd::Jobs { cmd, api } => ctl::jobs(cmd, api),
@@ -373,24 +426,71 @@ fn check(path: &Path, count: usize) -> anyhow::Result<()> {
     println!("{} job(s) in {} are valid.", jobs.len(), path.display());
     for j in &jobs {
         println!(
-            "\n{}  schedule `{}`  timezone {}  misfire {:?}  catch-up window {:?}  overlap {}",
-            j.name, j.schedule_text, j.timezone, j.misfire, j.catch_up_window, j.overlap
+            "\n{}  schedule `{}`  timezone {}  dst {}  misfire {:?}  catch-up window {:?}  overlap {}",
+            j.name, j.schedule_text, j.timezone, j.dst, j.misfire, j.catch_up_window, j.overlap
         );
-        let mut t = now;
-        let mut printed = 0;
-        while printed < count {
-            let Some(next) = j.schedule.next_after(t) else {
-                break;
-            };
-            let local = chrono::DateTime::from_timestamp_millis(next.0)
-                .map(|d| d.with_timezone(&j.timezone).to_rfc3339())
-                .unwrap_or_default();
-            println!("  {}  ({local})", next.to_rfc3339());
-            t = next;
-            printed += 1;
-        }
-        if printed == 0 {
+        let slots = upcoming(&j.schedule, j.timezone, now, count);
+        if slots.is_empty() {
             println!("  no upcoming fire time");
+        }
+        for slot in slots {
+            println!("  {slot}");
+        }
+    }
+    Ok(())
+}
+
+/// The next `count` slots after `after`, in RFC 3339 with `tz`'s offset (whole seconds
+/// unless the slot has a fraction).
+fn upcoming(schedule: &Schedule, tz: Tz, after: UnixMillis, count: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut t = after;
+    while out.len() < count {
+        let Some(next) = schedule.next_after(t) else {
+            break;
+        };
+        let Some(utc) = chrono::DateTime::from_timestamp_millis(next.0) else {
+            break;
+        };
+        out.push(
+            utc.with_timezone(&tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+        );
+        t = next;
+    }
+    out
+}
+
+fn next(
+    schedule: &str,
+    timezone: &str,
+    after: Option<&str>,
+    count: usize,
+    dst: &str,
+) -> anyhow::Result<()> {
+    let tz = parse_timezone(timezone).context("--timezone")?;
+    let dst: Dst = dst.parse().map_err(anyhow::Error::msg).context("--dst")?;
+    let after = match after {
+        Some(a) => chrono::DateTime::parse_from_rfc3339(a)
+            .map(|t| UnixMillis(t.timestamp_millis()))
+            .map_err(|e| anyhow::anyhow!("`{a}` is not an RFC 3339 time: {e}"))
+            .context("--after")?,
+        None => SystemClock.now(),
+    };
+    let parsed =
+        Schedule::parse_with(schedule, tz, dst).with_context(|| format!("`{schedule}`"))?;
+    let slots = upcoming(&parsed, tz, after, count);
+    if slots.is_empty() && count > 0 {
+        let when = chrono::DateTime::from_timestamp_millis(after.0)
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_default();
+        bail!("`{schedule}` never fires after {when}");
+    }
+    let mut out = std::io::stdout().lock();
+    for slot in slots {
+        // A closed pipe (`| head -1`) ends the listing quietly.
+        if writeln!(out, "{slot}").is_err() {
+            break;
         }
     }
     Ok(())

@@ -225,10 +225,11 @@ impl Days {
         if self.last_weekday {
             dom |= 1 << last_weekday(year, month);
         }
-        for k in 1..=n {
-            if self.nearest & (1 << k) != 0
-                && let Some(d) = nearest_weekday(year, month, k)
-            {
+        let mut nearest = self.nearest;
+        while nearest != 0 {
+            let k = nearest.trailing_zeros();
+            nearest &= nearest - 1;
+            if let Some(d) = nearest_weekday(year, month, k) {
                 dom |= 1 << d;
             }
         }
@@ -338,6 +339,16 @@ impl Fields {
             .ok()
             .and_then(|y| y.checked_sub(YEARS.0))
             .is_some_and(|i| self.years.contains(i))
+    }
+
+    /// The earliest time of day that matches.
+    pub(super) fn first_time(&self) -> chrono::NaiveTime {
+        chrono::NaiveTime::from_hms_opt(
+            self.hours.trailing_zeros(),
+            self.minutes.trailing_zeros(),
+            self.seconds.trailing_zeros(),
+        )
+        .expect("every time field holds a value")
     }
 
     pub(super) fn has_month(&self, m: u32) -> bool {

@@ -34,7 +34,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeDelta};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat};
 use chrono_tz::Tz;
 
 use self::cron::{Fields, ParseError, YEARS};
@@ -237,22 +237,21 @@ impl Schedule {
 impl CronSchedule {
     /// The first wall-clock time strictly after `x` that matches, read as if it were UTC.
     fn next_local(&self, x: NaiveDateTime) -> Option<NaiveDateTime> {
-        let mut x = x;
-        // The engine finds the time of day; when it does not pick the days, each round
-        // moves to the next day `fields` picks. Two rounds suffice: the engine matches
-        // every day, so the second lands on that day.
-        for _ in 0..4 {
-            let next = self.engine.after(&x.and_utc()).next()?.naive_utc();
-            if !self.picks_days {
-                return Some(next);
-            }
-            let day = self.fields.next_day(next.date())?;
-            if day == next.date() {
-                return Some(next);
-            }
-            x = day.and_hms_opt(0, 0, 0)? - TimeDelta::seconds(1);
+        if !self.picks_days {
+            return Some(self.engine.after(&x.and_utc()).next()?.naive_utc());
         }
-        None
+        // The engine matches every day here: it finds the time of day on a day `fields`
+        // picks; any later day starts at the earliest time of day.
+        let day = self.fields.next_day(x.date())?;
+        if day == x.date() {
+            let next = self.engine.after(&x.and_utc()).next()?.naive_utc();
+            if next.date() == day {
+                return Some(next);
+            }
+            let later = self.fields.next_day(day.succ_opt()?)?;
+            return Some(later.and_time(self.fields.first_time()));
+        }
+        Some(day.and_time(self.fields.first_time()))
     }
 }
 
