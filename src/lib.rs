@@ -13,7 +13,8 @@
 //!   key layout. Pure, like `core`.
 //! - `api`: the HTTP API (axum): any node answers for the cluster; token, limits.
 //! - `client`: the CLI client of the API (`starling jobs|members|runs`).
-//! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records.
+//! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records,
+//!   and the gossip transport that seals every packet.
 //! - `node`: the runtime that owns the planner: clock, config, builder, handle.
 //! - `exec`: executors: shell commands and in-process async handlers.
 //! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
@@ -21,6 +22,8 @@
 //! - `history`: each node's run history: bounded, saved in the data dir, merged by the API.
 //! - `metrics`: Prometheus metrics: run outcomes by job, lateness and duration histograms,
 //!   the node's counters, members, gossip bytes.
+//! - `security`: the cluster keyring and the seal on every gossip packet (the transport
+//!   that applies it is `cluster::transport`).
 //!
 //! # Embedding
 //!
@@ -58,6 +61,7 @@ pub mod history;
 pub mod logs;
 pub mod metrics;
 pub mod node;
+pub mod security;
 
 pub use crate::core::job::{
     ExecSpec, JobError, JobSpec, Misfire, Overlap, RawJob, parse_jobs_toml,

@@ -15,6 +15,7 @@ use chrono_tz::Tz;
 use clap::{Parser, Subcommand};
 use starling::core::schedule::{Dst, parse_duration, parse_timezone};
 use starling::node::parse_addr;
+use starling::security::{CLUSTER_KEY_ENV, ClusterKey, Entropy, KEY_LEN, Keyring, OsEntropy};
 use starling::{
     Clock, ConfigFile, JobSpec, Node, NodeConfig, NodeId, Schedule, SystemClock, UnixMillis,
     parse_jobs_toml,
@@ -101,6 +102,8 @@ enum Cmd {
         #[command(flatten)]
         api: ctl::ApiArgs,
     },
+    /// Print a new random cluster key (base64) for a key file; its id goes to stderr.
+    Keygen,
     /// Start 3 local peers as child processes, kill one midway, and show who ran what.
     Demo {
         /// How long the demo runs.
@@ -164,6 +167,11 @@ struct RunArgs {
     /// Without a token, accept API writes from anyone who can reach the port.
     #[arg(long)]
     api_insecure_writes: bool,
+    /// The cluster keyring: a file with one key per line (the first seals gossip, every
+    /// one opens it). SIGHUP re-reads it. Default: `STARLING_CLUSTER_KEY`, else open
+    /// gossip.
+    #[arg(long)]
+    cluster_key_file: Option<PathBuf>,
 }
 
 /// The API settings of `starling run`, from flags and the config file.
@@ -229,6 +237,7 @@ fn main() -> ExitCode {
             };
         }
         Cmd::Owners { jobs, members } => owners(&jobs, &members),
+        Cmd::Keygen => keygen(),
         Cmd::Demo { duration, keep } => demo::run(duration, keep),
         Cmd::Jobs { cmd, api } => ctl::jobs(cmd, api),
         Cmd::Members { api } => ctl::members(api),
@@ -259,6 +268,7 @@ fn read_jobs(path: &Path) -> anyhow::Result<Vec<JobSpec>> {
 fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>, ApiSettings)> {
     let mut config = NodeConfig::new("unset", starling::node::DEFAULT_LISTEN.parse()?);
     let mut jobs = None;
+    let mut key_file = None;
     let mut api = ApiSettings::default();
     let mut node_id_set = false;
     if let Some(path) = &args.config {
@@ -278,6 +288,7 @@ fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>, 
         }
         api.token_file = file.api_token_file.map(|f| base.join(f));
         api.insecure_writes = file.api_insecure_writes.unwrap_or(false);
+        key_file = file.cluster_key_file.map(|k| base.join(k));
     }
     if let Some(v) = &args.node_id {
         config.node_id = NodeId::new(v);
@@ -333,6 +344,21 @@ fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>, 
         let a: SocketAddr = config.advertise();
         config.node_id = NodeId::new(format!("node-{}-{}", a.ip(), a.port()));
     }
+    if let Some(k) = &args.cluster_key_file {
+        key_file = Some(k.clone());
+    }
+    // Read once: it is removed at start, so a reload (SIGHUP) reads the key file only.
+    let env = match std::env::var(CLUSTER_KEY_ENV) {
+        Ok(v) => Some(zeroize::Zeroizing::new(v)),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{CLUSTER_KEY_ENV} is not valid UTF-8"),
+    };
+    if env.is_some() {
+        // SAFETY: called before the runtime starts, while this is the only thread; the key
+        // must not reach the jobs' environment.
+        unsafe { std::env::remove_var(CLUSTER_KEY_ENV) };
+    }
+    config.cluster_keys = Keyring::load(key_file.as_deref(), env.as_deref().map(|s| s.as_str()))?;
     config.validate()?;
     Ok((config, jobs, api))
 }
@@ -418,6 +444,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+fn keygen() -> anyhow::Result<()> {
+    let mut bytes = [0u8; KEY_LEN];
+    OsEntropy.fill(&mut bytes);
+    let key = ClusterKey::from_bytes(bytes);
+    println!("{}", key.to_base64().as_str());
+    eprintln!("key id {}", key.id());
+    Ok(())
 }
 
 fn check(path: &Path, count: usize) -> anyhow::Result<()> {

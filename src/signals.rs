@@ -99,6 +99,18 @@ async fn reload(node: &NodeHandle, load: &impl Fn() -> anyhow::Result<Loaded>) {
             return;
         }
     };
+    // The cluster keys first: a rotation step (README, Security). Keys given in
+    // STARLING_CLUSTER_KEY were removed from the environment at start: none to re-read.
+    if let Some(keys) = &config.cluster_keys {
+        match node.set_cluster_keys(keys) {
+            Ok(()) => info!(
+                sealing_key = %keys.sealing().id(),
+                keys = ?keys.ids(),
+                "cluster keys reloaded"
+            ),
+            Err(e) => error!(error = %e, "cluster keys not reloaded; keeping the current ones"),
+        }
+    }
     match node.reconfigure(config).await {
         Ok(keys) => restart.extend(keys),
         Err(e) => {

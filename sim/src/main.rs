@@ -5,7 +5,7 @@
 //!
 //! - `entropy`: the seeded `getrandom`/`getentropy` this binary defines for the process.
 //! - `rng`: the simulator's seeded generator.
-//! - `net`: the simulated network (a chitchat `Transport`).
+//! - `net`: the simulated network (the nodes' `Datagrams`; gossip is sealed over it).
 //! - `world`: nodes, clocks, the recording executor, the fault driver.
 //! - `scenario`: named fault schedules drawn from the seed.
 //! - `workload`: the simulated jobs.
@@ -78,6 +78,10 @@ struct Args {
     /// Simulations run at once in a sweep. Default: the number of cores.
     #[arg(long)]
     threads: Option<usize>,
+    /// Run gossip open (no cluster key). By default every node seals its packets with a
+    /// cluster key drawn from the seed, as a production cluster should.
+    #[arg(long)]
+    plain_gossip: bool,
     /// Test-only: every node believes it owns every job, so the checker must fail.
     #[arg(long, hide = true)]
     break_ownership: bool,
@@ -147,6 +151,7 @@ struct Report {
     expected_size: Option<usize>,
     phi: f64,
     gossip_interval_ms: u64,
+    gossip_sealed: bool,
     duplicates_explained_by: std::collections::BTreeMap<String, usize>,
     owners_agree: Option<bool>,
     faults: Vec<String>,
@@ -173,6 +178,9 @@ fn run_flags(a: &Args) -> Vec<String> {
     ];
     if let Some(n) = a.expected_size {
         f.extend(["--expected-size".to_string(), n.to_string()]);
+    }
+    if a.plain_gossip {
+        f.push("--plain-gossip".to_string());
     }
     if a.break_ownership {
         f.push("--break-ownership".to_string());
@@ -226,6 +234,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 expected_size: expected_size(a, scenario),
                 phi_threshold: a.phi,
                 long_runs,
+                sealed: !a.plain_gossip,
             };
             let result = rt.block_on(world::run(config, plan));
             drop(rt);
@@ -281,6 +290,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 expected_size: expected_size(a, scenario),
                 phi: a.phi,
                 gossip_interval_ms: a.gossip_interval.as_millis() as u64,
+                gossip_sealed: !a.plain_gossip,
                 duplicates_explained_by: by,
                 owners_agree: findings.owners_agree,
                 faults: result

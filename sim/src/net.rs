@@ -1,5 +1,6 @@
-//! The simulated network: a chitchat `Transport` whose packets go through one seeded,
-//! ordered delivery queue.
+//! The simulated network: datagrams (Starling's `Datagrams`) that go through one seeded,
+//! ordered delivery queue. The nodes' gossip transport seals and opens them as over UDP,
+//! so the simulator runs the cluster key's seal too.
 //!
 //! Loss, delay and jitter are drawn from the seed. Partitions (one-way blocks between two
 //! addresses) are applied when a packet is sent and again when it is delivered. A stalled
@@ -7,20 +8,18 @@
 //! sequence) order; there is no task per packet.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chitchat::ChitchatEnvelope;
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
+use starling::cluster::{DatagramSocket, Datagrams};
 use tokio::sync::{Notify, mpsc};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::rng::SimRng;
 
-type Inbox = mpsc::UnboundedSender<(SocketAddr, ChitchatEnvelope)>;
+type Inbox = mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>;
 
 /// Network conditions, changed by the fault schedule as the run goes.
 #[derive(Clone, Debug, Default)]
@@ -41,7 +40,7 @@ pub struct Conditions {
 struct Packet {
     from: SocketAddr,
     to: SocketAddr,
-    envelope: ChitchatEnvelope,
+    payload: Vec<u8>,
 }
 
 struct State {
@@ -54,14 +53,12 @@ struct State {
     stats: NetStats,
 }
 
-/// Feeds formatted text into a hasher.
-struct HashWriter<'a>(&'a mut Xxh3);
-
-impl std::fmt::Write for HashWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.update(s.as_bytes());
-        Ok(())
+fn hash_addr(hash: &mut Xxh3, addr: SocketAddr) {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => hash.update(&ip.octets()),
+        std::net::IpAddr::V6(ip) => hash.update(&ip.octets()),
     }
+    hash.update(&addr.port().to_le_bytes());
 }
 
 /// Packet counters.
@@ -123,7 +120,7 @@ impl SimNet {
         self.state.lock().unwrap().stats
     }
 
-    fn send(&self, from: SocketAddr, to: SocketAddr, envelope: ChitchatEnvelope) {
+    fn send(&self, from: SocketAddr, to: SocketAddr, payload: Vec<u8>) {
         let now = self.now_ms();
         let mut st = self.state.lock().unwrap();
         st.stats.sent += 1;
@@ -147,12 +144,12 @@ impl SimNet {
         let at = (now + d as i64).max(held);
         st.seq += 1;
         let seq = st.seq;
-        st.queue.insert((at, seq), Packet { from, to, envelope });
+        st.queue.insert((at, seq), Packet { from, to, payload });
         drop(st);
         self.wake.notify_one();
     }
 
-    fn open(&self, addr: SocketAddr) -> mpsc::UnboundedReceiver<(SocketAddr, ChitchatEnvelope)> {
+    fn open(&self, addr: SocketAddr) -> mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.state.lock().unwrap().inboxes.insert(addr, tx);
         rx
@@ -182,18 +179,17 @@ impl SimNet {
                         st.stats.dropped += 1;
                         continue;
                     }
-                    // Formatted straight into the hasher: no string is built.
-                    let _ = write!(
-                        HashWriter(&mut st.hash),
-                        "{now} {} {} {:?}",
-                        p.from,
-                        p.to,
-                        p.envelope.message
-                    );
+                    // The datagram's bytes, sealed or not: seeded nonces keep them the
+                    // same from run to run.
+                    st.hash.update(&now.to_le_bytes());
+                    hash_addr(&mut st.hash, p.from);
+                    hash_addr(&mut st.hash, p.to);
+                    st.hash.update(&(p.payload.len() as u64).to_le_bytes());
+                    st.hash.update(&p.payload);
                     let delivered = st
                         .inboxes
                         .get(&p.to)
-                        .is_some_and(|tx| tx.send((p.from, p.envelope)).is_ok());
+                        .is_some_and(|tx| tx.send((p.from, p.payload)).is_ok());
                     if delivered {
                         st.stats.delivered += 1;
                     } else {
@@ -217,11 +213,11 @@ impl SimNet {
 }
 
 #[async_trait]
-impl Transport for SimNet {
-    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let rx = SimNet::open(self, listen_addr);
+impl Datagrams for SimNet {
+    async fn bind(&self, addr: SocketAddr) -> anyhow::Result<Box<dyn DatagramSocket>> {
+        let rx = SimNet::open(self, addr);
         Ok(Box::new(SimSocket {
-            addr: listen_addr,
+            addr,
             rx,
             net: self.clone(),
         }))
@@ -230,32 +226,29 @@ impl Transport for SimNet {
 
 struct SimSocket {
     addr: SocketAddr,
-    rx: mpsc::UnboundedReceiver<(SocketAddr, ChitchatEnvelope)>,
+    rx: mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>,
     net: SimNet,
 }
 
 #[async_trait]
-impl Socket for SimSocket {
+impl DatagramSocket for SimSocket {
     fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.addr)
     }
 
-    async fn send(
-        &mut self,
-        to: SocketAddr,
-        envelope: ChitchatEnvelope,
-    ) -> anyhow::Result<SendOutcome> {
-        self.net.send(self.addr, to, envelope);
-        Ok(SendOutcome { num_bytes_sent: 0 })
+    async fn send_to(&mut self, to: SocketAddr, payload: &[u8]) -> anyhow::Result<()> {
+        self.net.send(self.addr, to, payload.to_vec());
+        Ok(())
     }
 
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+    async fn recv_from(&mut self, buf: &mut [u8]) -> anyhow::Result<(usize, SocketAddr)> {
         match self.rx.recv().await {
-            Some((from_addr, envelope)) => Ok(RecvOutcome {
-                from_addr,
-                envelope,
-                num_bytes_received: 0,
-            }),
+            Some((from, payload)) => {
+                // As UDP does, a datagram longer than the buffer is cut.
+                let n = payload.len().min(buf.len());
+                buf[..n].copy_from_slice(&payload[..n]);
+                Ok((n, from))
+            }
             None => anyhow::bail!("simulated socket {} closed", self.addr),
         }
     }

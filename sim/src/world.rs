@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use starling::core::planner::View;
 use starling::exec::BoxFuture;
+use starling::security::{ClusterKey, Entropy, KEY_LEN, Keyring};
 use starling::{
     Clock, ExecSpec, Executor, JobSpec, Node, NodeConfig, NodeHandle, Outcome, RunContext,
     UnixMillis,
@@ -44,6 +45,8 @@ pub struct SimConfig {
     pub phi_threshold: f64,
     /// Run length of the jobs that run longer than the node's usual 50-250 ms, in ms.
     pub long_runs: Arc<std::collections::BTreeMap<String, u64>>,
+    /// Whether the nodes seal gossip with a cluster key (drawn from the seed).
+    pub sealed: bool,
 }
 
 /// One execution of one slot, as the recording executor saw it.
@@ -196,10 +199,26 @@ fn node_addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 1, (i + 1) as u8], 7946))
 }
 
+/// The seal's nonces, drawn from the seed: every node shares the stream, in the one
+/// thread's deterministic order.
+struct SimEntropy(Mutex<SimRng>);
+
+impl Entropy for SimEntropy {
+    fn fill(&self, buf: &mut [u8]) {
+        let mut rng = self.0.lock().unwrap();
+        for chunk in buf.chunks_mut(8) {
+            let r = rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+    }
+}
+
 struct World {
     config: SimConfig,
     base: tokio::time::Instant,
     net: SimNet,
+    keys: Option<Keyring>,
+    entropy: Arc<SimEntropy>,
     nodes: Vec<SimNode>,
     runs: Arc<Mutex<Vec<Run>>>,
     skips: Arc<Mutex<Vec<Skip>>>,
@@ -218,6 +237,7 @@ impl World {
         c.phi_threshold = self.config.phi_threshold;
         c.expected_size = self.config.expected_size;
         c.broken_ownership_for_tests = self.config.broken_ownership;
+        c.cluster_keys = self.keys.clone();
         let (pause_tx, pause_rx) = watch::channel(false);
         let clock = self.nodes[i].clock.clone();
         let exec = Arc::new(Recorder {
@@ -233,7 +253,8 @@ impl World {
             .expect("workload job names are unique")
             .clock(clock)
             .executor(exec)
-            .transport(Arc::new(self.net.clone()))
+            .datagrams(Arc::new(self.net.clone()))
+            .entropy(self.entropy.clone())
             .pause_switch(pause_rx)
             // Every node on the simulator's one deterministic thread.
             .scheduler_thread(false)
@@ -331,6 +352,12 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         },
     );
     tokio::spawn(net.clone().run());
+    let entropy = Arc::new(SimEntropy(Mutex::new(rng.fork(2))));
+    let keys = config.sealed.then(|| {
+        let mut bytes = [0u8; KEY_LEN];
+        entropy.fill(&mut bytes);
+        Keyring::new(vec![ClusterKey::from_bytes(bytes)]).expect("one key")
+    });
     let nodes = (0..config.nodes)
         .map(|i| SimNode {
             handle: None,
@@ -346,6 +373,8 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         config: config.clone(),
         base,
         net,
+        keys,
+        entropy,
         nodes,
         runs: Arc::default(),
         skips: Arc::default(),

@@ -14,6 +14,12 @@
 //! Values stay small: a record is at most five integers, and job names are at most 128
 //! bytes.
 //!
+//! # The transport
+//!
+//! Gossip runs over [`GossipTransport`] (see `transport.rs`): every chitchat envelope is
+//! serialized, sealed with the cluster key when the node has one, and sent as one datagram;
+//! every datagram is opened and verified before chitchat parses it (README, Security).
+//!
 //! # Records leave before runs start
 //!
 //! Every publication gets a sequence number. The adapter wraps the transport: chitchat
@@ -54,6 +60,13 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::core::planner::View;
 use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
+
+mod transport;
+
+pub use transport::{
+    DatagramSocket, Datagrams, GossipSecurity, GossipStats, GossipTransport, LOG_EVERY,
+    UdpDatagrams,
+};
 
 /// Key holding a node's status.
 pub const KEY_STATUS: &str = "status";
@@ -439,8 +452,24 @@ impl Cluster {
         guard.node_states().keys().filter(|id| **id != me).count()
     }
 
-    /// Stops gossip.
+    /// Stops gossip. Logs how much of the cluster this node knew: a node that never
+    /// opened a packet (a wrong or missing cluster key) knows no other node and no key of
+    /// one.
     pub async fn shutdown(self) {
+        {
+            let chitchat = self.handle.chitchat();
+            let guard = chitchat.lock().await;
+            let me = guard.self_chitchat_id();
+            let others = guard.node_states().iter().filter(|(id, _)| *id != me);
+            let (nodes, keys) = others.fold((0, 0), |(n, k), (_, state)| {
+                (n + 1, k + state.key_values().count())
+            });
+            tracing::info!(
+                other_nodes_known = nodes,
+                keys_of_other_nodes = keys,
+                "gossip stopped"
+            );
+        }
         let _ = self.handle.initiate_shutdown();
         let _ = self.handle.termination_watcher().await;
     }

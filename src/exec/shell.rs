@@ -117,7 +117,10 @@ pub async fn run_shell_contained(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // A job never sees the cluster key, even when the node read it from its
+            // environment (issue 16).
+            .env_remove(crate::security::CLUSTER_KEY_ENV);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -11,6 +11,7 @@ use crate::core::planner::PlannerConfig;
 use crate::core::schedule::parse_duration;
 use crate::core::types::NodeId;
 use crate::history::HistoryLimits;
+use crate::security::Keyring;
 
 /// Default gossip interval. With the default phi threshold (16) crash detection takes
 /// about 6-8 intervals (docs/tuning.md).
@@ -95,6 +96,11 @@ pub struct NodeConfig {
     /// everything it starts (`setsid` children included) is killed with it. Default true;
     /// false: process groups only (what can escape then is in the README).
     pub job_cgroups: bool,
+    /// The cluster keys: the first seals every gossip packet, every one opens them, and
+    /// only nodes holding a key of the ring can join or read anything. Default: none (open
+    /// gossip: any host that reaches the gossip port can join; a warning says so at start).
+    /// Read with [`Keyring::load`] from `--cluster-key-file` or `STARLING_CLUSTER_KEY`.
+    pub cluster_keys: Option<Keyring>,
     /// Test-only: see `PlannerConfig::broken_ownership_for_tests`. Never set in production.
     #[doc(hidden)]
     pub broken_ownership_for_tests: bool,
@@ -143,6 +149,7 @@ impl NodeConfig {
             history: HistoryLimits::default(),
             job_cgroups: true,
             api_addr: None,
+            cluster_keys: None,
             broken_ownership_for_tests: false,
         }
     }
@@ -404,6 +411,9 @@ pub struct ConfigFile {
     pub api_token_file: Option<PathBuf>,
     /// `api_insecure_writes = true`: accept writes without a token.
     pub api_insecure_writes: Option<bool>,
+    /// `cluster_key_file = "cluster.key"` (relative to the config file's directory): the
+    /// keyring, one key per line. The key itself never goes in the config file.
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 /// Parses `IP:port`, naming `key` in the error, and saying what is wrong: no port, a port

@@ -12,12 +12,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::NodeConfig;
 use super::config::ConfigError;
 use super::jobs::{JobsChange, JobsError};
-use crate::cluster::{Traffic, api_addresses};
+use crate::cluster::{GossipSecurity, GossipStats, Traffic, api_addresses};
 use crate::core::job::JobSpec;
 use crate::core::planner::View;
 use crate::core::types::{JobId, NodeId};
 use crate::history::History;
 use crate::metrics::{Metrics, Scrape};
+use crate::security::{KeyError, Keyring};
 
 /// Counters a node keeps about its runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,6 +65,7 @@ pub(super) enum Command {
 /// A running node. Dropping it leaves the node running; call [`NodeHandle::shutdown`].
 pub struct NodeHandle {
     pub(super) node_id: NodeId,
+    pub(super) gossip: Arc<GossipSecurity>,
     pub(super) view: watch::Receiver<View>,
     pub(super) cmd: mpsc::UnboundedSender<Command>,
     pub(super) task: tokio::task::JoinHandle<()>,
@@ -177,6 +179,19 @@ impl NodeHandle {
         Ok(rx.await.unwrap_or_default())
     }
 
+    /// The gossip transport's counters: packets and bytes sent and received, and every
+    /// dropped packet by reason (no seal, wrong key, forged, stale, ...).
+    pub fn gossip_stats(&self) -> GossipStats {
+        self.gossip.stats()
+    }
+
+    /// Replaces the cluster keys from the next gossip packet on (a key rotation step: see
+    /// the README's Security section). The node keeps its keys on error; a node started
+    /// without a key cannot be given one ([`KeyError::StartedOpen`]).
+    pub fn set_cluster_keys(&self, keys: &Keyring) -> Result<(), KeyError> {
+        self.gossip.set_keyring(keys)
+    }
+
     /// Graceful leave: stop firing, announce `leaving` for a few gossip rounds so peers take
     /// over without a gap, let running jobs finish (up to the drain timeout), stop gossip.
     pub async fn shutdown(self) {
@@ -200,6 +215,15 @@ impl NodeHandle {
                 tracing::warn!(error = %e, "could not save the run history");
             }
         }
+        let g = self.gossip.stats();
+        tracing::info!(
+            packets_sent = g.packets_sent,
+            bytes_sent = g.bytes_sent,
+            packets_received = g.packets_received,
+            packets_accepted = g.packets_accepted,
+            packets_rejected = g.rejected(),
+            "gossip counters of this node"
+        );
         stats
     }
 

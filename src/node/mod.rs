@@ -2,7 +2,8 @@
 //! and time, and carries out its actions (run a slot, publish a record).
 //!
 //! Time comes only from the [`Clock`]; runs go through an [`Executor`]; gossip goes through
-//! a chitchat `Transport`. The simulator swaps all three and keeps everything else.
+//! [`Datagrams`] (sealed with the cluster key, nonces from an [`Entropy`]). The simulator
+//! swaps all four and keeps everything else.
 
 mod clock;
 mod config;
@@ -17,9 +18,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
-use chitchat::transport::{Transport, UdpTransport};
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use clock::{Clock, SystemClock};
 pub use config::{
@@ -29,7 +29,9 @@ pub use config::{
 pub use handle::{NodeHandle, Stats};
 pub use jobs::{JobsChange, JobsError};
 
-use crate::cluster::{Cluster, GossipConfig, KEY_API};
+use crate::cluster::{
+    Cluster, Datagrams, GossipConfig, GossipSecurity, GossipTransport, KEY_API, UdpDatagrams,
+};
 use crate::core::job::{JobSpec, RawJob};
 use crate::core::planner::{Planner, PlannerError, View};
 use crate::core::types::JobId;
@@ -37,6 +39,7 @@ use crate::exec::{Containment, DefaultExecutor, Executor, JobHandler, prepare_co
 use crate::history::{History, flush_every};
 use crate::metrics::Metrics;
 use jobs::Replaceable;
+use crate::security::{Entropy, OsEntropy};
 use publisher::{Batch, publisher_task};
 use run::{RunCounters, RunHandles};
 use runtime::{Runtime, start_scheduler_thread};
@@ -95,7 +98,8 @@ pub struct NodeBuilder {
     clock: Arc<dyn Clock>,
     executor: Option<Arc<dyn Executor>>,
     default_executor: DefaultExecutor,
-    transport: Arc<dyn Transport>,
+    datagrams: Arc<dyn Datagrams>,
+    entropy: Arc<dyn Entropy>,
     pause: Option<watch::Receiver<bool>>,
     scheduler_thread: bool,
 }
@@ -113,7 +117,8 @@ impl Node {
             clock: Arc::new(SystemClock),
             executor: None,
             default_executor: DefaultExecutor::new(),
-            transport: Arc::new(UdpTransport),
+            datagrams: Arc::new(UdpDatagrams),
+            entropy: Arc::new(OsEntropy),
             pause: None,
             scheduler_thread: true,
         }
@@ -168,9 +173,17 @@ impl NodeBuilder {
         self
     }
 
-    /// Replaces the gossip transport (default: UDP).
-    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
-        self.transport = transport;
+    /// Replaces the datagram network gossip runs over (default: UDP). Packets are sealed
+    /// with `NodeConfig::cluster_keys` whatever the network (the simulator's too).
+    pub fn datagrams(mut self, datagrams: Arc<dyn Datagrams>) -> Self {
+        self.datagrams = datagrams;
+        self
+    }
+
+    /// Replaces the source of the seal's nonces (default: the operating system's; the
+    /// simulator's is seeded).
+    pub fn entropy(mut self, entropy: Arc<dyn Entropy>) -> Self {
+        self.entropy = entropy;
         self
     }
 
@@ -211,7 +224,8 @@ impl NodeBuilder {
             clock,
             executor,
             default_executor,
-            transport,
+            datagrams,
+            entropy,
             pause,
             scheduler_thread,
         } = self;
@@ -285,6 +299,25 @@ impl NodeBuilder {
             phi_threshold: config.phi_threshold,
             dead_node_grace_period: config.dead_node_grace_period,
         };
+        // Packets older than a dead node's state is kept cannot revive it (README, Security).
+        let security = GossipSecurity::new(
+            config.cluster_keys.as_ref(),
+            &config.cluster_id,
+            config.dead_node_grace_period,
+            clock.clone(),
+            entropy,
+        );
+        match &config.cluster_keys {
+            Some(keys) => info!(
+                sealing_key = %keys.sealing().id(),
+                keys = keys.keys().len(),
+                "gossip is sealed with the cluster key"
+            ),
+            None => warn!(
+                "gossip is open: no cluster key is set, so any host that reaches this node's gossip port can join the cluster, read its state and take jobs; set --cluster-key-file or STARLING_CLUSTER_KEY (README, Security)"
+            ),
+        }
+        let transport = Arc::new(GossipTransport::new(datagrams, security.clone()));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let cluster = Cluster::spawn(&gossip, transport, events_tx)
             .await
@@ -385,6 +418,7 @@ impl NodeBuilder {
             .then(|| tokio::spawn(flush_every(history.clone(), HISTORY_SAVE_EVERY)));
         Ok(NodeHandle {
             node_id: config.node_id,
+            gossip: security,
             view: view_rx,
             cmd: cmd_tx,
             task,

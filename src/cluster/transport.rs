@@ -1,0 +1,693 @@
+//! The gossip transport: chitchat envelopes as bytes over datagrams, sealed with the
+//! cluster key when the node has one, and every datagram opened and verified before
+//! chitchat parses anything.
+//!
+//! The datagrams are real UDP ([`UdpDatagrams`]) or the simulator's network, so the
+//! simulator runs the same seal. A datagram that fails to open is dropped, counted in
+//! [`GossipStats`], and logged at most once per [`LOG_EVERY`] per kind of failure, so a
+//! flood of garbage costs a counter increment per packet and no log storm.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
+use chitchat::{ChitchatEnvelope, MAX_UDP_DATAGRAM_PAYLOAD_SIZE};
+use tracing::{debug, warn};
+
+use crate::core::types::UnixMillis;
+use crate::node::Clock;
+use crate::security::{Entropy, KeyError, KeyId, Keyring, OpenError, SEALED_FORMAT, Seal};
+
+/// A datagram network under gossip: real UDP, or the simulator's.
+#[async_trait::async_trait]
+pub trait Datagrams: Send + Sync + 'static {
+    /// Binds a socket to `addr`.
+    async fn bind(&self, addr: SocketAddr) -> anyhow::Result<Box<dyn DatagramSocket>>;
+}
+
+/// One bound datagram socket.
+#[async_trait::async_trait]
+pub trait DatagramSocket: Send + Sync + 'static {
+    /// The address it is bound to.
+    fn local_addr(&self) -> anyhow::Result<SocketAddr>;
+    /// Sends one datagram. An error means the socket is broken or the datagram too large.
+    async fn send_to(&mut self, to: SocketAddr, payload: &[u8]) -> anyhow::Result<()>;
+    /// Receives one datagram into `buf`: its length and sender. Must be cancel-safe
+    /// (chitchat selects on it); an error means the socket is broken.
+    async fn recv_from(&mut self, buf: &mut [u8]) -> anyhow::Result<(usize, SocketAddr)>;
+}
+
+/// Real UDP.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UdpDatagrams;
+
+#[async_trait::async_trait]
+impl Datagrams for UdpDatagrams {
+    async fn bind(&self, addr: SocketAddr) -> anyhow::Result<Box<dyn DatagramSocket>> {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind {addr}/UDP for gossip"))?;
+        Ok(Box::new(UdpSocket(socket)))
+    }
+}
+
+struct UdpSocket(tokio::net::UdpSocket);
+
+#[async_trait::async_trait]
+impl DatagramSocket for UdpSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.0.local_addr()?)
+    }
+
+    async fn send_to(&mut self, to: SocketAddr, payload: &[u8]) -> anyhow::Result<()> {
+        self.0
+            .send_to(payload, to)
+            .await
+            .with_context(|| format!("cannot send a gossip packet to {to}"))?;
+        Ok(())
+    }
+
+    async fn recv_from(&mut self, buf: &mut [u8]) -> anyhow::Result<(usize, SocketAddr)> {
+        loop {
+            match self.0.recv_from(buf).await {
+                Ok(got) => return Ok(got),
+                // As chitchat's own UDP socket: these say nothing about the socket.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::OutOfMemory
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    debug!(error = %e, "transient UDP receive error");
+                }
+                Err(e) => return Err(e).context("gossip socket broken"),
+            }
+        }
+    }
+}
+
+/// How often each kind of dropped packet is logged, at most.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters of a node's gossip transport. Every field only grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    /// Datagrams sent.
+    pub packets_sent: u64,
+    /// Bytes of those datagrams (sealed, when sealing).
+    pub bytes_sent: u64,
+    /// Bytes of the envelopes they carried, before sealing: `bytes_sent` minus this is
+    /// what the seal costs.
+    pub envelope_bytes_sent: u64,
+    /// Envelopes chitchat asked to send that were not sent (too large for a datagram, or
+    /// the socket failed).
+    pub send_failures: u64,
+    /// Datagrams received, whatever they held.
+    pub packets_received: u64,
+    /// Bytes of those datagrams.
+    pub bytes_received: u64,
+    /// Datagrams handed to chitchat (opened and decoded).
+    pub packets_accepted: u64,
+    /// Dropped: a plain chitchat packet at a node with a key (its sender has none).
+    pub rejected_plain: u64,
+    /// Dropped: a sealed packet at a node without a key.
+    pub rejected_sealed: u64,
+    /// Dropped: neither sealed nor chitchat (too short, garbage).
+    pub rejected_malformed: u64,
+    /// Dropped: sealed with a key this node does not hold.
+    pub rejected_unknown_key: u64,
+    /// Dropped: failed authentication (corrupted, forged, or another cluster id).
+    pub rejected_forged: u64,
+    /// Dropped: authentic but dated outside the replay window.
+    pub rejected_stale: u64,
+    /// Dropped: opened (or plain) but not a chitchat message.
+    pub rejected_undecodable: u64,
+}
+
+impl GossipStats {
+    /// Every dropped datagram.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_plain
+            + self.rejected_sealed
+            + self.rejected_malformed
+            + self.rejected_unknown_key
+            + self.rejected_forged
+            + self.rejected_stale
+            + self.rejected_undecodable
+    }
+}
+
+/// Why a datagram was dropped.
+#[derive(Clone, Copy, Debug)]
+enum Dropped {
+    Open(OpenError),
+    SealedAtOpenNode,
+    Undecodable,
+}
+
+impl Dropped {
+    /// Index into the per-kind log limits.
+    fn kind(self) -> usize {
+        match self {
+            Dropped::Open(OpenError::Plain) => 0,
+            Dropped::Open(OpenError::Malformed) => 1,
+            Dropped::Open(OpenError::UnknownKey(_)) => 2,
+            Dropped::Open(OpenError::Forged(_)) => 3,
+            Dropped::Open(OpenError::Stale { .. }) => 4,
+            Dropped::SealedAtOpenNode => 5,
+            Dropped::Undecodable => 6,
+        }
+    }
+}
+
+const KINDS: usize = 7;
+
+#[derive(Default)]
+struct Counters {
+    packets_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    envelope_bytes_sent: AtomicU64,
+    send_failures: AtomicU64,
+    packets_received: AtomicU64,
+    bytes_received: AtomicU64,
+    packets_accepted: AtomicU64,
+    rejected: [AtomicU64; KINDS],
+}
+
+fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// When a kind of drop was last logged, and how many went unlogged since.
+#[derive(Clone, Copy, Default)]
+struct LogLimit {
+    last: Option<UnixMillis>,
+    suppressed: u64,
+}
+
+/// The seal a node's gossip runs with (none: open gossip), its counters, and its clock and
+/// entropy. Shared by the transport and the node's handle, which swaps the keyring on a
+/// reload.
+pub struct GossipSecurity {
+    seal: RwLock<Option<Arc<Seal>>>,
+    cluster_id: String,
+    window: Duration,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+    counters: Counters,
+    logged: Mutex<[LogLimit; KINDS]>,
+}
+
+impl std::fmt::Debug for GossipSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GossipSecurity({:?})", self.current())
+    }
+}
+
+impl GossipSecurity {
+    /// Gossip for `cluster_id`, sealed with `keyring` (open without one). Packets dated
+    /// further than `window` from `clock` are dropped (the replay window).
+    pub fn new(
+        keyring: Option<&Keyring>,
+        cluster_id: &str,
+        window: Duration,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Arc<GossipSecurity> {
+        Arc::new(GossipSecurity {
+            seal: RwLock::new(keyring.map(|k| Arc::new(Seal::new(k, cluster_id, window)))),
+            cluster_id: cluster_id.to_string(),
+            window,
+            clock,
+            entropy,
+            counters: Counters::default(),
+            logged: Mutex::new([LogLimit::default(); KINDS]),
+        })
+    }
+
+    fn current(&self) -> Option<Arc<Seal>> {
+        self.seal.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The id of the key that seals, or `None` when gossip is open.
+    pub fn sealing_key(&self) -> Option<KeyId> {
+        self.current().map(|s| s.sealing_id())
+    }
+
+    /// Replaces the keyring from the next packet on. A node started without a key stays
+    /// open: turning sealing on is a restart (every peer must change at once).
+    pub fn set_keyring(&self, keyring: &Keyring) -> Result<(), KeyError> {
+        let mut seal = self.seal.write().unwrap_or_else(|e| e.into_inner());
+        if seal.is_none() {
+            return Err(KeyError::StartedOpen);
+        }
+        *seal = Some(Arc::new(Seal::new(keyring, &self.cluster_id, self.window)));
+        Ok(())
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> GossipStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let r = |k: usize| get(&c.rejected[k]);
+        GossipStats {
+            packets_sent: get(&c.packets_sent),
+            bytes_sent: get(&c.bytes_sent),
+            envelope_bytes_sent: get(&c.envelope_bytes_sent),
+            send_failures: get(&c.send_failures),
+            packets_received: get(&c.packets_received),
+            bytes_received: get(&c.bytes_received),
+            packets_accepted: get(&c.packets_accepted),
+            rejected_plain: r(0),
+            rejected_malformed: r(1),
+            rejected_unknown_key: r(2),
+            rejected_forged: r(3),
+            rejected_stale: r(4),
+            rejected_sealed: r(5),
+            rejected_undecodable: r(6),
+        }
+    }
+
+    /// Counts a dropped datagram and logs it, at most once per [`LOG_EVERY`] per kind.
+    fn dropped(&self, from: SocketAddr, len: usize, why: Dropped) {
+        add(&self.counters.rejected[why.kind()], 1);
+        let now = self.clock.now();
+        let suppressed = {
+            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            let l = &mut logged[why.kind()];
+            let every = i64::try_from(LOG_EVERY.as_millis()).unwrap_or(i64::MAX);
+            if l.last.is_some_and(|t| now.millis_since(t) < every) {
+                l.suppressed += 1;
+                return;
+            }
+            l.last = Some(now);
+            std::mem::take(&mut l.suppressed)
+        };
+        match why {
+            Dropped::Open(OpenError::Plain) => warn!(
+                %from, bytes = len, suppressed,
+                "dropped a gossip packet without a seal: its sender has no cluster key, and only nodes with a key of this node's keyring can join"
+            ),
+            Dropped::Open(OpenError::Malformed) => warn!(
+                %from, bytes = len, suppressed,
+                "dropped a gossip packet that is not a sealed packet"
+            ),
+            Dropped::Open(OpenError::UnknownKey(id)) => warn!(
+                %from, bytes = len, suppressed, key = %id,
+                "dropped a gossip packet sealed with a key that is not in this node's keyring: a wrong key, or a rotation step not done on this node yet"
+            ),
+            Dropped::Open(OpenError::Forged(id)) => warn!(
+                %from, bytes = len, suppressed, key = %id,
+                "dropped a gossip packet that failed authentication: corrupted, forged, or sealed for another cluster id"
+            ),
+            Dropped::Open(OpenError::Stale { age_ms }) => warn!(
+                %from, bytes = len, suppressed, age_ms, window = ?self.window,
+                "dropped a gossip packet dated outside the replay window: a replayed packet, or clocks further apart than the window (dead_node_grace_period)"
+            ),
+            Dropped::SealedAtOpenNode => warn!(
+                %from, bytes = len, suppressed,
+                "dropped a sealed gossip packet: this node has no cluster key; give it the cluster's key (--cluster-key-file or STARLING_CLUSTER_KEY)"
+            ),
+            Dropped::Undecodable => warn!(
+                %from, bytes = len, suppressed,
+                "dropped a gossip packet that is not a chitchat message"
+            ),
+        }
+    }
+}
+
+/// A chitchat [`Transport`] over [`Datagrams`] that seals and opens every packet (see the
+/// module docs).
+pub struct GossipTransport {
+    datagrams: Arc<dyn Datagrams>,
+    security: Arc<GossipSecurity>,
+}
+
+impl GossipTransport {
+    /// Gossip over `datagrams` with `security`'s seal.
+    pub fn new(datagrams: Arc<dyn Datagrams>, security: Arc<GossipSecurity>) -> GossipTransport {
+        GossipTransport {
+            datagrams,
+            security,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for GossipTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        Ok(Box::new(GossipSocket {
+            inner: self.datagrams.bind(listen_addr).await?,
+            security: self.security.clone(),
+            envelope: Vec::new(),
+            sealed: Vec::new(),
+            datagram: vec![0; 1 << 16].into_boxed_slice(),
+            opened: Vec::new(),
+        }))
+    }
+}
+
+struct GossipSocket {
+    inner: Box<dyn DatagramSocket>,
+    security: Arc<GossipSecurity>,
+    envelope: Vec<u8>,
+    sealed: Vec<u8>,
+    datagram: Box<[u8]>,
+    opened: Vec<u8>,
+}
+
+/// Opens and decodes one datagram received from `from`; `None` if it was dropped (counted
+/// and logged). `opened` is scratch space for the opened bytes.
+fn accept(
+    security: &GossipSecurity,
+    datagram: &[u8],
+    from: SocketAddr,
+    opened: &mut Vec<u8>,
+) -> Option<ChitchatEnvelope> {
+    let len = datagram.len();
+    let plain: &[u8] = match security.current() {
+        Some(seal) => {
+            if let Err(e) = seal.open(datagram, security.clock.now(), opened) {
+                security.dropped(from, len, Dropped::Open(e));
+                return None;
+            }
+            opened
+        }
+        None if datagram.first() == Some(&SEALED_FORMAT) => {
+            security.dropped(from, len, Dropped::SealedAtOpenNode);
+            return None;
+        }
+        None => datagram,
+    };
+    match ChitchatEnvelope::deserialize(&mut &plain[..]) {
+        Ok(envelope) => {
+            add(&security.counters.packets_accepted, 1);
+            Some(envelope)
+        }
+        Err(_) => {
+            security.dropped(from, len, Dropped::Undecodable);
+            None
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Socket for GossipSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        let security = &self.security;
+        let c = &security.counters;
+        self.envelope.clear();
+        envelope.serialize(&mut self.envelope);
+        let payload = match security.current() {
+            Some(seal) => {
+                seal.seal(
+                    &self.envelope,
+                    security.clock.now(),
+                    security.entropy.as_ref(),
+                    &mut self.sealed,
+                );
+                &self.sealed
+            }
+            None => &self.envelope,
+        };
+        if payload.len() > MAX_UDP_DATAGRAM_PAYLOAD_SIZE {
+            add(&c.send_failures, 1);
+            anyhow::bail!(
+                "a gossip message of {} bytes does not fit in a datagram ({MAX_UDP_DATAGRAM_PAYLOAD_SIZE}); too many nodes or too large values",
+                payload.len()
+            );
+        }
+        if let Err(e) = self.inner.send_to(to, payload).await {
+            add(&c.send_failures, 1);
+            return Err(e);
+        }
+        add(&c.packets_sent, 1);
+        add(&c.bytes_sent, payload.len());
+        add(&c.envelope_bytes_sent, self.envelope.len());
+        Ok(SendOutcome {
+            num_bytes_sent: payload.len(),
+        })
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        loop {
+            // The only await: everything after it is synchronous, so this is cancel-safe.
+            let (len, from) = self.inner.recv_from(&mut self.datagram).await?;
+            add(&self.security.counters.packets_received, 1);
+            add(&self.security.counters.bytes_received, len);
+            let datagram = &self.datagram[..len];
+            if let Some(envelope) = accept(&self.security, datagram, from, &mut self.opened) {
+                return Ok(RecvOutcome {
+                    from_addr: from,
+                    envelope,
+                    num_bytes_received: len,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::cluster::{Cluster, GossipConfig};
+    use crate::core::types::NodeId;
+    use crate::node::SystemClock;
+    use crate::security::{ClusterKey, KEY_LEN, OsEntropy};
+
+    fn ring(seed: u8) -> Keyring {
+        Keyring::new(vec![ClusterKey::from_bytes([seed; KEY_LEN])]).unwrap()
+    }
+
+    fn security(keys: Option<&Keyring>) -> Arc<GossipSecurity> {
+        GossipSecurity::new(
+            keys,
+            "tests",
+            Duration::from_secs(60),
+            Arc::new(SystemClock),
+            Arc::new(OsEntropy),
+        )
+    }
+
+    fn free_addr() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free loopback port")
+    }
+
+    async fn node(
+        id: &str,
+        addr: SocketAddr,
+        seeds: Vec<SocketAddr>,
+        keys: Option<&Keyring>,
+    ) -> (Cluster, Arc<GossipSecurity>) {
+        let config = GossipConfig {
+            node_id: NodeId::new(id),
+            generation: 1,
+            listen_addr: addr,
+            advertise_addr: addr,
+            seeds,
+            cluster_id: "tests".into(),
+            gossip_interval: Duration::from_millis(50),
+            phi_threshold: 8.0,
+            dead_node_grace_period: Duration::from_secs(60),
+        };
+        let security = security(keys);
+        let transport = GossipTransport::new(Arc::new(UdpDatagrams), security.clone());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let cluster = Cluster::spawn(&config, Arc::new(transport), tx)
+            .await
+            .unwrap();
+        (cluster, security)
+    }
+
+    fn live_ids(c: &Cluster) -> Vec<String> {
+        let live: BTreeMap<_, _> = c.live_watcher().borrow().clone();
+        live.keys().map(|id| id.node_id.to_string()).collect()
+    }
+
+    /// Over real UDP: two nodes with the key gossip; a node with another key and a node
+    /// with none hear nothing, learn nothing, and are dropped and counted by the others.
+    #[tokio::test]
+    async fn only_nodes_with_the_key_join() {
+        let addrs: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
+        let seeds = |i: usize| -> Vec<SocketAddr> {
+            addrs
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|&(k, _)| k != i)
+                .map(|(_, a)| a)
+                .collect()
+        };
+        let (k1, k2) = (ring(1), ring(2));
+        let (a, a_sec) = node("a", addrs[0], seeds(0), Some(&k1)).await;
+        let (b, _) = node("b", addrs[1], seeds(1), Some(&k1)).await;
+        let (wrong, wrong_sec) = node("wrong", addrs[2], seeds(2), Some(&k2)).await;
+        let (open, open_sec) = node("open", addrs[3], seeds(3), None).await;
+        let mut w = a.live_watcher();
+        tokio::time::timeout(Duration::from_secs(10), w.wait_for(|l| l.len() == 2))
+            .await
+            .expect("a and b never saw each other")
+            .unwrap();
+        // Many rounds for the outsiders to try.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(live_ids(&a), ["a", "b"]);
+        assert_eq!(live_ids(&b), ["a", "b"]);
+        assert_eq!(live_ids(&wrong), ["wrong"]);
+        assert_eq!(live_ids(&open), ["open"]);
+        assert_eq!(wrong.known_peers().await, 0, "not even a dead entry");
+        assert_eq!(open.known_peers().await, 0);
+        let s = a_sec.stats();
+        assert!(s.rejected_unknown_key > 0 && s.rejected_plain > 0, "{s:?}");
+        assert!(s.packets_accepted > 0, "{s:?}");
+        assert!(s.bytes_sent > s.envelope_bytes_sent, "{s:?}");
+        assert_eq!(
+            s.bytes_sent - s.envelope_bytes_sent,
+            s.packets_sent * crate::security::SEAL_OVERHEAD as u64,
+            "the seal's cost is its fixed overhead per packet"
+        );
+        let w = wrong_sec.stats();
+        assert_eq!(w.packets_accepted, 0, "{w:?}");
+        assert!(w.rejected_unknown_key > 0 && w.rejected_plain > 0, "{w:?}");
+        let o = open_sec.stats();
+        assert_eq!(o.packets_accepted, 0, "{o:?}");
+        assert!(o.rejected_sealed > 0, "{o:?}");
+        for c in [a, b, wrong, open] {
+            c.shutdown().await;
+        }
+    }
+
+    /// A key rotation on live nodes, in the three steps of the README: gossip never stops.
+    #[tokio::test]
+    async fn keys_rotate_without_a_gap() {
+        let (aa, ba) = (free_addr(), free_addr());
+        let (old, new) = (ring(1), ring(2));
+        let both = |first: &Keyring, second: &Keyring| {
+            Keyring::new(vec![first.sealing().clone(), second.sealing().clone()]).unwrap()
+        };
+        let (a, a_sec) = node("a", aa, vec![ba], Some(&old)).await;
+        let (b, b_sec) = node("b", ba, vec![aa], Some(&old)).await;
+        let mut w = a.live_watcher();
+        tokio::time::timeout(Duration::from_secs(10), w.wait_for(|l| l.len() == 2))
+            .await
+            .expect("a and b never saw each other")
+            .unwrap();
+        // Each step is taken by one node, then the other, with gossip in between.
+        for step in [both(&old, &new), both(&new, &old), new.clone()] {
+            for sec in [&a_sec, &b_sec] {
+                sec.set_keyring(&step).unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let before = (a_sec.stats(), b_sec.stats());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = (a_sec.stats(), b_sec.stats());
+        assert!(after.0.packets_accepted > before.0.packets_accepted);
+        assert!(after.1.packets_accepted > before.1.packets_accepted);
+        assert_eq!(a_sec.sealing_key(), Some(new.sealing().id()));
+        assert_eq!(
+            after.0.rejected() + after.1.rejected(),
+            0,
+            "a packet was dropped during the rotation: {after:?}"
+        );
+        assert_eq!(live_ids(&a), ["a", "b"]);
+        assert!(matches!(
+            security(None).set_keyring(&new),
+            Err(KeyError::StartedOpen)
+        ));
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    /// Garbage, truncated and replayed-then-tampered datagrams are counted and dropped; the
+    /// log shows at most one line per kind per `LOG_EVERY` (checked by the counter of
+    /// suppressed lines).
+    #[test]
+    fn bad_datagrams_are_counted_by_kind_and_logged_rarely() {
+        let keyed = security(Some(&ring(1)));
+        let open = security(None);
+        let from = free_addr();
+        let mut scratch = Vec::new();
+        let mut sealed = Vec::new();
+        let envelope = ChitchatEnvelope {
+            version: chitchat::ProtocolVersion::V0,
+            message: chitchat::ChitchatMessage::BadCluster,
+        };
+        let plain = envelope.serialize_to_vec();
+        keyed
+            .current()
+            .unwrap()
+            .seal(&plain, SystemClock.now(), &OsEntropy, &mut sealed);
+        assert!(accept(&keyed, &sealed, from, &mut scratch).is_some());
+        assert!(accept(&open, &plain, from, &mut scratch).is_some());
+        for _ in 0..1_000 {
+            assert!(accept(&keyed, &plain, from, &mut scratch).is_none());
+            assert!(accept(&keyed, &sealed[..sealed.len() - 1], from, &mut scratch).is_none());
+            assert!(accept(&keyed, b"junk", from, &mut scratch).is_none());
+            assert!(accept(&open, &sealed, from, &mut scratch).is_none());
+            assert!(accept(&open, b"\x53junk", from, &mut scratch).is_none());
+        }
+        let k = keyed.stats();
+        assert_eq!(
+            (
+                k.packets_accepted,
+                k.rejected_plain,
+                k.rejected_forged,
+                k.rejected_malformed
+            ),
+            (1, 1_000, 1_000, 1_000)
+        );
+        let o = open.stats();
+        assert_eq!(
+            (
+                o.packets_accepted,
+                o.rejected_sealed,
+                o.rejected_undecodable
+            ),
+            (1, 1_000, 1_000)
+        );
+        let logged = keyed.logged.lock().unwrap();
+        assert_eq!(
+            logged[Dropped::Open(OpenError::Plain).kind()].suppressed,
+            999
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+        /// Whatever a datagram holds, receiving it never panics, and with a key nothing
+        /// that was not sealed with it reaches chitchat. Without a key, arbitrary bytes go
+        /// through chitchat's own decoder, which must not panic either.
+        #[test]
+        fn arbitrary_datagrams_never_panic_and_never_pass_the_seal(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2_000),
+        ) {
+            let keyed = security(Some(&ring(1)));
+            let open = security(None);
+            let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            let mut scratch = Vec::new();
+            prop_assert!(accept(&keyed, &bytes, from, &mut scratch).is_none());
+            let _ = accept(&open, &bytes, from, &mut scratch);
+        }
+    }
+}
