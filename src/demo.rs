@@ -89,6 +89,22 @@ pub fn run(duration: Duration, keep: bool) -> anyhow::Result<()> {
     }
     let jobs_path = dir.join("jobs.toml");
     std::fs::write(&jobs_path, jobs)?;
+    // The peers seal their gossip, as a production cluster should (README, Security).
+    let mut key = [0u8; starling::security::KEY_LEN];
+    starling::security::Entropy::fill(&starling::security::OsEntropy, &mut key);
+    let key = starling::security::ClusterKey::from_bytes(key);
+    let key_path = dir.join("cluster.key");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)?
+            .write_all(format!("{}\n", key.to_base64().as_str()).as_bytes())?;
+    }
 
     let ports: Vec<u16> = (0..NODES.len())
         .map(|_| free_port())
@@ -99,7 +115,11 @@ pub fn run(duration: Duration, keep: bool) -> anyhow::Result<()> {
         JOBS.len(),
         duration
     );
-    println!("Working directory: {}\n", dir.display());
+    println!(
+        "Working directory: {}; gossip sealed with cluster key {}.\n",
+        dir.display(),
+        key.id()
+    );
     let t0 = clock.now();
     let mut peers = Vec::new();
     for (i, name) in NODES.iter().enumerate() {
@@ -107,7 +127,9 @@ pub fn run(duration: Duration, keep: bool) -> anyhow::Result<()> {
         cmd.arg("run")
             .args(["--node-id", name])
             .args(["--listen", &format!("127.0.0.1:{}", ports[i])])
-            .args(["--jobs", &jobs_path.to_string_lossy()]);
+            .args(["--jobs", &jobs_path.to_string_lossy()])
+            .args(["--cluster-key-file", &key_path.to_string_lossy()])
+            .env_remove(starling::security::CLUSTER_KEY_ENV);
         for (k, p) in ports.iter().enumerate() {
             if k != i {
                 cmd.args(["--seed", &format!("127.0.0.1:{p}")]);

@@ -12,7 +12,9 @@ use std::time::Duration;
 use starling::{Clock, JobId, NodeId, SystemClock, UnixMillis};
 
 mod common;
-use common::{Proc, free_port, read_runs, sleep_until, spawn_peer, write_jobs};
+use common::{
+    Proc, ceil_second, floor_second, free_port, read_runs, sleep_until, spawn_peer, write_jobs,
+};
 
 const JOBS: usize = 12;
 /// (job, slot) -> the nodes that ran it.
@@ -27,16 +29,6 @@ fn now() -> UnixMillis {
 
 fn after(t: UnixMillis, ms: u64) -> UnixMillis {
     t.saturating_add(Duration::from_millis(ms))
-}
-
-/// The first whole second at or after `t`.
-fn ceil_second(t: UnixMillis) -> i64 {
-    (t.0 + 999).div_euclid(1000) * 1000
-}
-
-/// The last whole second at or before `t`.
-fn floor_second(t: UnixMillis) -> i64 {
-    t.0.div_euclid(1000) * 1000
 }
 
 /// The jobs `node` owns when all three are members, computed as the nodes compute it.

@@ -256,3 +256,395 @@ async fn replayed_packets_neither_roll_state_back_nor_revive_a_dead_node() {
     b.cluster.shutdown().await;
     c.cluster.shutdown().await;
 }
+
+// ---- Process level: the real binary ----
+
+use std::path::{Path, PathBuf};
+
+use common::{Proc, ceil_second, floor_second, peer_command, read_runs, sleep_until, write_jobs};
+
+const JOBS: usize = 9;
+
+fn now() -> UnixMillis {
+    SystemClock.now()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// A key in its file form, and its id as the logs show it.
+fn key_text(seed: u8) -> (String, String) {
+    let k = ClusterKey::from_bytes([seed; KEY_LEN]);
+    (k.to_base64().to_string(), k.id().to_string())
+}
+
+fn write_key_file(path: &Path, keys: &[&str]) {
+    std::fs::write(path, keys.join("\n") + "\n").unwrap();
+}
+
+/// Processes `starling run`, each logging to a file in one kept-on-failure directory.
+struct Procs {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+    ports: Vec<u16>,
+    procs: Vec<Proc>,
+}
+
+impl Procs {
+    fn new() -> Procs {
+        Procs {
+            dir: tempfile::tempdir().unwrap(),
+            names: Vec::new(),
+            ports: Vec::new(),
+            procs: Vec::new(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log(&self, i: usize) -> String {
+        read(&self.path(&format!("{}.log", self.names[i])))
+    }
+
+    /// Starts node `name` seeding every port in `seeds`; `env` adds to its environment.
+    fn spawn(
+        &mut self,
+        name: &str,
+        port: u16,
+        seeds: &[u16],
+        jobs: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
+        let seeds: Vec<u16> = seeds.iter().copied().filter(|&s| s != port).collect();
+        let log = self.path(&format!("{name}.log"));
+        let mut cmd = peer_command(name, port, &seeds, jobs, &log, extra);
+        cmd.env_remove("STARLING_CLUSTER_KEY")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
+        self.names.push(name.to_string());
+        self.ports.push(port);
+        self.procs.push(Proc(Some(cmd.spawn().unwrap())));
+        self.procs.len() - 1
+    }
+
+    /// Waits (bounded) until each of `who` logged `needle` at least `count` times.
+    fn wait_log(&mut self, who: &[usize], needle: &str, count: usize, what: &str) {
+        let deadline = now().saturating_add(Duration::from_secs(20));
+        for _ in 0..400 {
+            if who
+                .iter()
+                .all(|&i| self.log(i).matches(needle).count() >= count)
+            {
+                return;
+            }
+            if let Some(&i) = who.iter().find(|&&i| !self.procs[i].is_running()) {
+                self.fail(&format!("{what}: {} exited", self.names[i]));
+            }
+            if now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.fail(&format!(
+            "{what}: not every one of {who:?} logged {needle:?} x{count}"
+        ));
+    }
+
+    /// The last line of `i`'s log containing `needle`.
+    fn last_line(&self, i: usize, needle: &str) -> String {
+        self.log(i)
+            .lines()
+            .rfind(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn hup(&self, i: usize) {
+        let pid = self.procs[i].0.as_ref().expect("running").id();
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGHUP);
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for i in 0..self.procs.len() {
+            if self.procs[i].0.is_some() {
+                let status = self.procs[i].terminate();
+                if !status.success() {
+                    self.fail(&format!("{} exited with {status}", self.names[i]));
+                }
+            }
+        }
+    }
+
+    /// Fails the test if there are `problems`, found in the slots `from ..= to`.
+    fn fail_if_any(&mut self, problems: &[String], from: i64, to: i64) {
+        if !problems.is_empty() {
+            let msg = format!(
+                "window {} ..= {}:\n{}",
+                UnixMillis(from),
+                UnixMillis(to),
+                problems.join("\n")
+            );
+            self.fail(&msg);
+        }
+    }
+
+    fn fail(&mut self, msg: &str) -> ! {
+        self.dir.disable_cleanup(true);
+        panic!("{msg}\nlogs (kept) in {}", self.dir.path().display());
+    }
+}
+
+/// Every slot of the `JOBS` jobs in `[from, to]` that did not run exactly once, on one of
+/// `members`.
+fn slot_problems(out: &Path, members: &[&str], from: i64, to: i64) -> Vec<String> {
+    let runs = read_runs(out);
+    let mut problems = Vec::new();
+    for j in 0..JOBS {
+        let job = format!("job-{j:02}");
+        for s in (from..=to).step_by(1000) {
+            let nodes = runs.get(&(job.clone(), s)).cloned().unwrap_or_default();
+            if nodes.len() != 1 || !members.contains(&nodes[0].as_str()) {
+                problems.push(format!("{job} {} ran on {nodes:?}", UnixMillis(s)));
+            }
+        }
+    }
+    for ((job, slot), nodes) in &runs {
+        if nodes.iter().any(|n| !members.contains(&n.as_str())) {
+            problems.push(format!("{job} {} ran on {nodes:?}", UnixMillis(*slot)));
+        }
+    }
+    problems
+}
+
+/// Three nodes with the cluster key (one reads it from `STARLING_CLUSTER_KEY`), a fourth
+/// with another key and a fifth with none, all given each other as seeds; meanwhile 100,000
+/// hostile datagrams hit the first node's gossip port. The outsiders never become members,
+/// know no other node and no key of one, and run nothing (they have no job of their own,
+/// and the cluster's jobs never reach them); the cluster runs every slot once; the first
+/// node drops the flood with a handful of log lines; a job of the node that read its key
+/// from the environment does not see it.
+#[test]
+fn outsiders_and_a_flood_of_hostile_datagrams_get_nothing_and_change_nothing() {
+    let mut p = Procs::new();
+    let out = p.path("runs.txt");
+    let jobs = write_jobs(p.dir.path(), JOBS, &out);
+    // A job of `a`, the node that read the key from its environment, prints what it sees.
+    let env_out = p.path("env.txt");
+    let members: Vec<NodeId> = ["a", "b", "c"].iter().map(NodeId::new).collect();
+    let env_job = (0..100)
+        .map(|i| format!("env-{i}"))
+        .find(|j| starling::owner(&JobId::new(j), &members).unwrap().as_str() == "a")
+        .unwrap();
+    let mut text = read(&jobs);
+    text.push_str(&format!(
+        "[[jobs]]\nname = \"{env_job}\"\nschedule = \"@every 1s\"\ncommand = \"echo ${{STARLING_CLUSTER_KEY:-absent}} >> {}\"\n",
+        env_out.display()
+    ));
+    std::fs::write(&jobs, text).unwrap();
+    let empty = p.path("none.toml");
+    std::fs::write(&empty, "").unwrap();
+    let (k1, k1_id) = key_text(1);
+    let (k2, _) = key_text(2);
+    let (k1_file, k2_file) = (p.path("k1.key"), p.path("k2.key"));
+    write_key_file(&k1_file, &[&k1]);
+    write_key_file(&k2_file, &[&k2]);
+    let ports: Vec<u16> = (0..5).map(|_| common::free_port()).collect();
+    let k1_flag = ["--cluster-key-file", k1_file.to_str().unwrap()];
+    let k2_flag = ["--cluster-key-file", k2_file.to_str().unwrap()];
+    let started = now();
+    let a = p.spawn(
+        "a",
+        ports[0],
+        &ports,
+        &jobs,
+        &[],
+        &[("STARLING_CLUSTER_KEY", &k1)],
+    );
+    let b = p.spawn("b", ports[1], &ports, &jobs, &k1_flag, &[]);
+    let c = p.spawn("c", ports[2], &ports, &jobs, &k1_flag, &[]);
+    let d = p.spawn("d", ports[3], &ports, &empty, &k2_flag, &[]);
+    let e = p.spawn("e", ports[4], &ports, &empty, &[], &[]);
+    let all_three = r#"members=["a", "b", "c"] leaving=[]"#;
+    p.wait_log(&[a, b, c], all_three, 1, "startup");
+    let from = ceil_second(now().saturating_add(Duration::from_millis(2_000))).max(ceil_second(
+        started.saturating_add(Duration::from_millis(4_000)),
+    ));
+    sleep_until(UnixMillis(from + 1_000));
+
+    // The flood, at `a`: random bytes, empty datagrams, plain chitchat-looking bytes, and
+    // sealed-looking packets under a's own key id (forged) and an unknown one.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let k1_id_bytes = ClusterKey::from_bytes([1; KEY_LEN]).id().0;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buf = [0u8; 1_400];
+    for i in 0..100_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 1_400) as usize;
+        for (k, byte) in buf[..len].iter_mut().enumerate() {
+            *byte = (x >> (k % 8 * 8)) as u8 ^ k as u8;
+        }
+        match i % 5 {
+            0 => {}
+            1 if len > 1 => buf[..2].copy_from_slice(&[0x53, 0xB0]),
+            2 if len > 5 => {
+                buf[0] = 0xA1;
+                buf[1..5].copy_from_slice(&k1_id_bytes);
+            }
+            3 if len > 0 => buf[0] = 0xA1,
+            _ => {}
+        }
+        let len = if i % 50 == 4 { 0 } else { len };
+        // A full socket buffer drops datagrams, as a real flood does.
+        let _ = socket.send_to(&buf[..len], target);
+    }
+    sleep_until(now().saturating_add(Duration::from_millis(3_000)));
+    let to = floor_second(now()) - 2_000;
+    p.stop_all();
+
+    let mut problems = slot_problems(&out, &["a", "b", "c"], from, to);
+    for i in [a, b, c] {
+        let log = p.log(i);
+        for l in log.lines().filter(|l| l.contains("membership changed")) {
+            if l.contains("\"d\"") || l.contains("\"e\"") {
+                problems.push(format!("{} counted an outsider: {l}", p.names[i]));
+            }
+        }
+        if !log.contains(&format!(
+            "gossip is sealed with the cluster key sealing_key={k1_id}"
+        )) {
+            problems.push(format!("{} did not log its sealing key", p.names[i]));
+        }
+    }
+    for (i, kind) in [(d, "another key"), (e, "no key")] {
+        let log = p.log(i);
+        if log
+            .lines()
+            .any(|l| l.contains("membership changed") && l.contains("\"a\""))
+        {
+            problems.push(format!("the node with {kind} saw a member"));
+        }
+        let stopped = p.last_line(i, "gossip stopped");
+        if !stopped.contains("other_nodes_known=0 keys_of_other_nodes=0") {
+            problems.push(format!("the node with {kind} learned something: {stopped}"));
+        }
+        let counters = p.last_line(i, "gossip counters");
+        if !counters.contains("packets_accepted=0") {
+            problems.push(format!("the node with {kind} accepted packets: {counters}"));
+        }
+    }
+    let seen = read(&env_out);
+    if seen.is_empty() || seen.lines().any(|l| l != "absent") {
+        problems.push(format!(
+            "the job saw STARLING_CLUSTER_KEY: {:?}",
+            seen.lines().next()
+        ));
+    }
+    if !p.log(e).contains("gossip is open") {
+        problems.push("the node without a key did not warn that gossip is open".into());
+    }
+    // The flood was dropped and counted, with few log lines: at most one per kind per 10 s.
+    let counters = p.last_line(a, "gossip counters");
+    let rejected: u64 = counters
+        .split("packets_rejected=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if rejected < 1_000 {
+        problems.push(format!(
+            "a dropped only {rejected} packets of the flood: {counters}"
+        ));
+    }
+    let warned = p
+        .log(a)
+        .lines()
+        .filter(|l| l.contains("dropped a gossip packet"))
+        .count();
+    if warned > 14 {
+        problems.push(format!("a logged {warned} lines about dropped packets"));
+    }
+    for kind in [
+        "without a seal",
+        "not in this node's keyring",
+        "failed authentication",
+    ] {
+        if !p.log(a).contains(kind) {
+            problems.push(format!("a never logged a dropped packet {kind:?}"));
+        }
+    }
+    p.fail_if_any(&problems, from, to);
+}
+
+/// A key rotation on three live processes, by the README's three steps, each one a rewrite
+/// of every node's key file and a SIGHUP: add the new key second, make it first, remove the
+/// old one. Every slot runs once throughout, no packet is ever dropped, and the nodes end
+/// sealing with the new key alone.
+#[test]
+fn keys_rotate_on_live_processes_with_no_missed_slot() {
+    let mut p = Procs::new();
+    let out = p.path("runs.txt");
+    let jobs = write_jobs(p.dir.path(), JOBS, &out);
+    let (old, old_id) = key_text(1);
+    let (new, new_id) = key_text(2);
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let files: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|n| p.path(&format!("{n}.key")))
+        .collect();
+    let started = now();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        write_key_file(&files[i], &[&old]);
+        let flag = ["--cluster-key-file", files[i].to_str().unwrap()];
+        p.spawn(name, ports[i], &ports, &jobs, &flag, &[]);
+    }
+    let all = [0, 1, 2];
+    p.wait_log(&all, r#"members=["a", "b", "c"] leaving=[]"#, 1, "startup");
+    let from = ceil_second(now().saturating_add(Duration::from_millis(2_000))).max(ceil_second(
+        started.saturating_add(Duration::from_millis(4_000)),
+    ));
+    sleep_until(UnixMillis(from + 500));
+    let steps: [&[&str]; 3] = [&[&old, &new], &[&new, &old], &[&new]];
+    for (n, keys) in steps.iter().enumerate() {
+        // One node at a time, as an operator would: the others still run the step before.
+        for i in all {
+            write_key_file(&files[i], keys);
+            p.hup(i);
+            p.wait_log(
+                &[i],
+                "cluster keys reloaded",
+                n + 1,
+                &format!("step {}", n + 1),
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    sleep_until(now().saturating_add(Duration::from_millis(2_500)));
+    let to = floor_second(now()) - 2_000;
+    p.stop_all();
+
+    let mut problems = slot_problems(&out, &["a", "b", "c"], from, to);
+    for i in all {
+        let reloaded = p.last_line(i, "cluster keys reloaded");
+        if !reloaded.contains(&format!("sealing_key={new_id} keys=[KeyId({new_id})]")) {
+            problems.push(format!("{} ended with {reloaded}", p.names[i]));
+        }
+        if !p.log(i).contains(&format!("sealing_key={old_id}")) {
+            problems.push(format!("{} never sealed with the old key", p.names[i]));
+        }
+        let counters = p.last_line(i, "gossip counters");
+        if !counters.contains("packets_rejected=0") {
+            problems.push(format!("{} dropped packets: {counters}", p.names[i]));
+        }
+    }
+    p.fail_if_any(&problems, from, to);
+}

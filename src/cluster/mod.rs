@@ -678,17 +678,17 @@ pub fn view_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> View {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use chitchat::transport::UdpTransport;
 
-    fn free_addr() -> SocketAddr {
+    pub(super) fn free_addr() -> SocketAddr {
         std::net::UdpSocket::bind("127.0.0.1:0")
             .and_then(|s| s.local_addr())
             .expect("a free loopback port")
     }
 
-    fn config(id: &str, addr: SocketAddr, seeds: Vec<SocketAddr>) -> GossipConfig {
+    pub(super) fn config(id: &str, addr: SocketAddr, seeds: Vec<SocketAddr>) -> GossipConfig {
         GossipConfig {
             node_id: NodeId::new(id),
             generation: 1,

@@ -468,8 +468,8 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::cluster::{Cluster, GossipConfig};
-    use crate::core::types::NodeId;
+    use crate::cluster::Cluster;
+    use crate::cluster::tests::{config, free_addr};
     use crate::node::SystemClock;
     use crate::security::{ClusterKey, KEY_LEN, OsEntropy};
 
@@ -480,17 +480,11 @@ mod tests {
     fn security(keys: Option<&Keyring>) -> Arc<GossipSecurity> {
         GossipSecurity::new(
             keys,
-            "tests",
+            "receipts",
             Duration::from_secs(60),
             Arc::new(SystemClock),
             Arc::new(OsEntropy),
         )
-    }
-
-    fn free_addr() -> SocketAddr {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("a free loopback port")
     }
 
     async fn node(
@@ -499,17 +493,7 @@ mod tests {
         seeds: Vec<SocketAddr>,
         keys: Option<&Keyring>,
     ) -> (Cluster, Arc<GossipSecurity>) {
-        let config = GossipConfig {
-            node_id: NodeId::new(id),
-            generation: 1,
-            listen_addr: addr,
-            advertise_addr: addr,
-            seeds,
-            cluster_id: "tests".into(),
-            gossip_interval: Duration::from_millis(50),
-            phi_threshold: 8.0,
-            dead_node_grace_period: Duration::from_secs(60),
-        };
+        let config = config(id, addr, seeds);
         let security = security(keys);
         let transport = GossipTransport::new(Arc::new(UdpDatagrams), security.clone());
         let (tx, _rx) = mpsc::unbounded_channel();

@@ -1,4 +1,4 @@
-//! The seal on every gossip packet: XChaCha20-Poly1305 under a packet key derived by HKDF
+//! The seal on every gossip packet: XChaCha20-Poly1305 (`starling-aead`) under a packet key derived by HKDF
 //! from a cluster key and bound to the cluster id, with the send time inside.
 //!
 //! ```text
@@ -21,10 +21,9 @@
 //!
 //! Nothing here does I/O or reads a clock: time and randomness come in as arguments.
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
+use starling_aead::{Cipher, NONCE_LEN, TAG_LEN};
 use zeroize::Zeroizing;
 
 use super::keyring::{KeyId, Keyring};
@@ -35,9 +34,7 @@ pub const SEALED_FORMAT: u8 = 0xA1;
 /// First byte of a plain chitchat packet (its magic number 45139, little-endian).
 pub const PLAIN_FORMAT: u8 = 0x53;
 const HEADER_LEN: usize = 1 + 4;
-const NONCE_LEN: usize = 24;
 const TIME_LEN: usize = 8;
-const TAG_LEN: usize = 16;
 /// Bytes a seal adds to a packet: format, key id, nonce, time and tag.
 pub const SEAL_OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TIME_LEN + TAG_LEN;
 
@@ -88,7 +85,7 @@ pub enum OpenError {
 
 struct PacketKey {
     id: KeyId,
-    cipher: XChaCha20Poly1305,
+    cipher: Cipher,
 }
 
 /// Seals and opens packets for one cluster id with a keyring's keys.
@@ -120,7 +117,7 @@ impl Seal {
                     .expect("32 bytes is a valid HKDF-SHA256 output length");
                 PacketKey {
                     id: k.id(),
-                    cipher: XChaCha20Poly1305::new((&*okm).into()),
+                    cipher: Cipher::new(&okm),
                 }
             })
             .collect();
@@ -148,11 +145,7 @@ impl Seal {
         out.extend_from_slice(&now.0.to_le_bytes());
         out.extend_from_slice(plain);
         let (aad, rest) = out.split_at_mut(HEADER_LEN);
-        let body = &mut rest[NONCE_LEN..];
-        let tag = key
-            .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, body)
-            .expect("a gossip packet is far below XChaCha20-Poly1305's length limit");
+        let tag = key.cipher.seal(&nonce, aad, &mut rest[NONCE_LEN..]);
         out.extend_from_slice(&tag);
     }
 
@@ -174,12 +167,10 @@ impl Seal {
             .ok_or(OpenError::UnknownKey(id))?;
         let (nonce, rest) = rest.split_at(NONCE_LEN);
         let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let nonce: &[u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN");
+        let tag: &[u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
         out.extend_from_slice(body);
-        if key
-            .cipher
-            .decrypt_in_place_detached(XNonce::from_slice(nonce), header, out, Tag::from_slice(tag))
-            .is_err()
-        {
+        if key.cipher.open(nonce, header, out, tag).is_err() {
             out.clear();
             return Err(OpenError::Forged(id));
         }

@@ -108,6 +108,22 @@ pub fn spawn_peer_with(
     log: &Path,
     extra: &[&str],
 ) -> Proc {
+    Proc(Some(
+        peer_command(name, port, seeds, jobs, log, extra)
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+/// The command [`spawn_peer_with`] runs, to adjust (its environment, say) before spawning.
+pub fn peer_command(
+    name: &str,
+    port: u16,
+    seeds: &[u16],
+    jobs: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(["run", "--node-id", name])
         .args(extra)
@@ -119,7 +135,17 @@ pub fn spawn_peer_with(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap());
-    Proc(Some(cmd.spawn().unwrap()))
+    cmd
+}
+
+/// The first whole second at or after `t`, in Unix milliseconds.
+pub fn ceil_second(t: UnixMillis) -> i64 {
+    (t.0 + 999).div_euclid(1000) * 1000
+}
+
+/// The last whole second at or before `t`, in Unix milliseconds.
+pub fn floor_second(t: UnixMillis) -> i64 {
+    t.0.div_euclid(1000) * 1000
 }
 
 /// (job, slot) -> nodes that ran it, from the lines the jobs appended.
