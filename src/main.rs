@@ -376,6 +376,7 @@ fn start_api(
         Some(file) => Some(starling::api::Token::from_file(file)?),
         None => starling::api::Token::from_env()?,
     };
+    starling::api::check_exposure(listen, token.as_ref())?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("--api: cannot listen on {listen}"))?;
     listener.set_nonblocking(true)?;
@@ -409,6 +410,9 @@ fn load_jobs(path: Option<&Path>) -> anyhow::Result<Vec<JobSpec>> {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let (mut config, jobs_path, api_settings) = build_config(&args)?;
     let api = start_api(&api_settings, &mut config)?;
+    // Read once, above: a reload never reads it again, and no job may see it (issue 16).
+    // SAFETY: called before the runtime starts, while this is the only thread.
+    unsafe { std::env::remove_var(starling::api::TOKEN_ENV) };
     if jobs_path.is_none() {
         tracing::info!("no jobs file given: running the built-in example jobs");
     }

@@ -429,7 +429,7 @@ fn slot_problems(out: &Path, members: &[&str], from: i64, to: i64) -> Vec<String
 /// know no other node and no key of one, and run nothing (they have no job of their own,
 /// and the cluster's jobs never reach them); the cluster runs every slot once; the first
 /// node drops the flood with a handful of log lines; a job of the node that read its key
-/// from the environment does not see it.
+/// from the environment does not see it, nor the API token it read from there.
 #[test]
 fn outsiders_and_a_flood_of_hostile_datagrams_get_nothing_and_change_nothing() {
     let mut p = Procs::new();
@@ -444,7 +444,7 @@ fn outsiders_and_a_flood_of_hostile_datagrams_get_nothing_and_change_nothing() {
         .unwrap();
     let mut text = read(&jobs);
     text.push_str(&format!(
-        "[[jobs]]\nname = \"{env_job}\"\nschedule = \"@every 1s\"\ncommand = \"echo ${{STARLING_CLUSTER_KEY:-absent}} >> {}\"\n",
+        "[[jobs]]\nname = \"{env_job}\"\nschedule = \"@every 1s\"\ncommand = \"echo ${{STARLING_CLUSTER_KEY:-absent}} ${{STARLING_API_TOKEN:-absent}} >> {}\"\n",
         env_out.display()
     ));
     std::fs::write(&jobs, text).unwrap();
@@ -459,13 +459,17 @@ fn outsiders_and_a_flood_of_hostile_datagrams_get_nothing_and_change_nothing() {
     let k1_flag = ["--cluster-key-file", k1_file.to_str().unwrap()];
     let k2_flag = ["--cluster-key-file", k2_file.to_str().unwrap()];
     let started = now();
+    // `a` also serves the API with a token from its environment, which no job may see.
     let a = p.spawn(
         "a",
         ports[0],
         &ports,
         &jobs,
-        &[],
-        &[("STARLING_CLUSTER_KEY", &k1)],
+        &["--api", "127.0.0.1:0"],
+        &[
+            ("STARLING_CLUSTER_KEY", &k1),
+            ("STARLING_API_TOKEN", "api-token-0123456789abcdef"),
+        ],
     );
     let b = p.spawn("b", ports[1], &ports, &jobs, &k1_flag, &[]);
     let c = p.spawn("c", ports[2], &ports, &jobs, &k1_flag, &[]);
@@ -543,9 +547,9 @@ fn outsiders_and_a_flood_of_hostile_datagrams_get_nothing_and_change_nothing() {
         }
     }
     let seen = read(&env_out);
-    if seen.is_empty() || seen.lines().any(|l| l != "absent") {
+    if seen.is_empty() || seen.lines().any(|l| l != "absent absent") {
         problems.push(format!(
-            "the job saw STARLING_CLUSTER_KEY: {:?}",
+            "the job saw STARLING_CLUSTER_KEY or STARLING_API_TOKEN: {:?}",
             seen.lines().next()
         ));
     }
@@ -647,4 +651,39 @@ fn keys_rotate_on_live_processes_with_no_missed_slot() {
         }
     }
     p.fail_if_any(&problems, from, to);
+}
+
+/// `--api` on an address other than loopback, with no token, is refused at start with an
+/// error naming the flag and where a token comes from (checked before binding, so nothing
+/// listens beyond 127.0.0.0/8 here).
+#[test]
+fn an_api_beyond_loopback_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("none.toml");
+    std::fs::write(&empty, "").unwrap();
+    let port = common::free_port().to_string();
+    for api in ["0.0.0.0:0", "10.255.255.1:7947"] {
+        let out = std::process::Command::new(common::BIN)
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--api",
+                api,
+            ])
+            .args(["--jobs", empty.to_str().unwrap()])
+            .env_remove("STARLING_API_TOKEN")
+            .env_remove("STARLING_CLUSTER_KEY")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{api}: started: {err}");
+        assert!(
+            err.contains(&format!("--api {api}"))
+                && err.contains("STARLING_API_TOKEN")
+                && err.contains("api_token_file")
+                && !err.contains("panicked"),
+            "{api}: {err}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The API token: read from `STARLING_API_TOKEN` or a file, never from a flag value (`ps`
 //! would show it), compared in constant time, and never printed.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use axum::http::{HeaderMap, header};
@@ -43,6 +44,26 @@ pub enum TokenError {
         /// What is wrong.
         reason: String,
     },
+    /// The API would listen on a non-loopback address with no token: anyone who reaches
+    /// the port could read the cluster (and, with insecure writes, run commands on it).
+    #[error(
+        "--api {listen}: an address other than loopback needs an API token: set {TOKEN_ENV} or \
+         --api-token-file (config key `api_token_file`), or listen on 127.0.0.1"
+    )]
+    OpenBeyondLoopback {
+        /// The address `--api` asked for.
+        listen: SocketAddr,
+    },
+}
+
+/// Refuses to serve the API on `listen` without a token unless `listen` is a loopback
+/// address (issue 16): a token-less API reads out every member, job and run, and the
+/// unspecified address (`0.0.0.0`) reaches every interface.
+pub fn check_exposure(listen: SocketAddr, token: Option<&Token>) -> Result<(), TokenError> {
+    if token.is_none() && !listen.ip().is_loopback() {
+        return Err(TokenError::OpenBeyondLoopback { listen });
+    }
+    Ok(())
 }
 
 impl Token {
@@ -141,6 +162,30 @@ mod tests {
         assert!(!t.admits(&headers("Basic 0123456789abcdef-secret")));
         assert!(!t.admits(&headers("Bearer")));
         assert!(!t.admits(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn only_loopback_addresses_serve_without_a_token() {
+        let t = Token::new("0123456789abcdef-secret", "f").unwrap();
+        for ok in ["127.0.0.1:7947", "127.3.2.1:0", "[::1]:7947"] {
+            let a: SocketAddr = ok.parse().unwrap();
+            assert_eq!(check_exposure(a, None), Ok(()), "{ok}");
+            assert_eq!(check_exposure(a, Some(&t)), Ok(()), "{ok}");
+        }
+        for open in [
+            "0.0.0.0:7947",
+            "10.0.0.5:7947",
+            "[::]:7947",
+            "[2001:db8::1]:1",
+        ] {
+            let a: SocketAddr = open.parse().unwrap();
+            let e = check_exposure(a, None).unwrap_err().to_string();
+            assert!(
+                e.contains("--api") && e.contains(TOKEN_ENV) && e.contains("api_token_file"),
+                "{e}"
+            );
+            assert_eq!(check_exposure(a, Some(&t)), Ok(()), "{open}");
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
-pub use auth::{MIN_TOKEN_BYTES, TOKEN_ENV, Token, TokenError};
+pub use auth::{MIN_TOKEN_BYTES, TOKEN_ENV, Token, TokenError, check_exposure};
 pub use body::job_from_json;
 pub use error::{ApiError, ErrorBody};
 pub use routes::{NodeAnswer, RunsPage};

@@ -118,9 +118,10 @@ pub async fn run_shell_contained(
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true)
-            // A job never sees the cluster key, even when the node read it from its
-            // environment (issue 16).
-            .env_remove(crate::security::CLUSTER_KEY_ENV);
+            // A job never sees the cluster key or the API token, even when the node read
+            // them from its environment (issue 16).
+            .env_remove(crate::security::CLUSTER_KEY_ENV)
+            .env_remove(crate::api::TOKEN_ENV);
         for (k, v) in env {
             cmd.env(k, v);
         }
