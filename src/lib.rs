@@ -14,8 +14,10 @@
 //! - `api`: the HTTP API (axum): any node answers for the cluster; token, limits.
 //! - `client`: the CLI client of the API (`starling jobs|members|runs`).
 //! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records,
-//!   and the gossip transport that seals every packet.
-//! - `node`: the runtime that owns the planner: clock, config, builder, handle.
+//!   the catalog's keys (`cluster::catalog`), and the gossip transport that seals every packet.
+//! - `node`: the runtime that owns the planner: clock, config, builder, handle, the loop,
+//!   and the catalog task that keeps this node's copy of the catalog and serves the
+//!   handle's catalog operations.
 //! - `exec`: executors: shell commands and in-process async handlers.
 //! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
 //! - `logs`: log hygiene: escaping job output.
@@ -73,6 +75,7 @@ pub use crate::core::types::{FireId, FireRecord, JobId, NodeId, UnixMillis};
 pub use crate::exec::{Executor, HandlerError, JobHandler, Outcome, Report, RunContext};
 pub use crate::history::{History, HistoryLimits, RunEntry, RunOutcome, RunRecord};
 pub use crate::node::{
-    Clock, ConfigError, ConfigFile, JobsChange, JobsError, Node, NodeBuilder, NodeConfig,
-    NodeError, NodeHandle, Stats, SystemClock,
+    CatalogClient, CatalogStats, Clock, ConfigError, ConfigFile, JobInfo, JobsChange, JobsError,
+    MemberInfo, MemberState, Node, NodeBuilder, NodeConfig, NodeError, NodeHandle, Stats,
+    SystemClock,
 };

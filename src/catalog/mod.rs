@@ -128,7 +128,7 @@ fn list(nodes: &[NodeId]) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
-    /// The API (or `NodeHandle::put_job`).
+    /// The API (or `CatalogClient::put_job`).
     Api,
     /// The jobs files of these nodes (those holding the definition that runs).
     File {

@@ -45,6 +45,8 @@
 //! chitchat adds (vendor/README.md), and only while a run waits for receipts. A test over
 //! real UDP (`receipts_prove_a_peer_holds_a_publication`) pins the behaviour.
 
+pub mod catalog;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

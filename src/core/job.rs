@@ -176,6 +176,7 @@ pub struct RawJob {
     pub timezone: Option<String>,
     /// `debian` (default) | `strict`: what a cron schedule does with local times a
     /// daylight-saving change skips or repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst: Option<String>,
     /// Shell command run by `sh -c`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -101,6 +101,11 @@ pub struct NodeConfig {
     /// gossip: any host that reaches the gossip port can join; a warning says so at start).
     /// Read with [`Keyring::load`] from `--cluster-key-file` or `STARLING_CLUSTER_KEY`.
     pub cluster_keys: Option<Keyring>,
+    /// How long the catalog keeps a tombstone (a deleted job, a resume) before forgetting
+    /// it everywhere. A node that comes back after longer than this, with an older copy of
+    /// a deleted job in its data dir, brings that job back. Default 24 h; at least 10
+    /// gossip intervals.
+    pub catalog_tombstone_ttl: Duration,
     /// Test-only: see `PlannerConfig::broken_ownership_for_tests`. Never set in production.
     #[doc(hidden)]
     pub broken_ownership_for_tests: bool,
@@ -150,6 +155,7 @@ impl NodeConfig {
             job_cgroups: true,
             api_addr: None,
             cluster_keys: None,
+            catalog_tombstone_ttl: crate::catalog::DEFAULT_TOMBSTONE_TTL,
             broken_ownership_for_tests: false,
         }
     }
@@ -206,6 +212,10 @@ impl NodeConfig {
             self.quorum_takeover_delay != other.quorum_takeover_delay,
         );
         diff("job_cgroups", self.job_cgroups != other.job_cgroups);
+        diff(
+            "catalog_tombstone_ttl",
+            self.catalog_tombstone_ttl != other.catalog_tombstone_ttl,
+        );
         keys
     }
 
@@ -216,6 +226,14 @@ impl NodeConfig {
         self.retry_backoff = new.retry_backoff;
         self.retry_backoff_max = new.retry_backoff_max;
         self.changed_keys(new)
+    }
+
+    /// The catalog settings these values imply.
+    pub fn catalog(&self) -> crate::catalog::CatalogConfig {
+        crate::catalog::CatalogConfig {
+            tombstone_ttl: self.catalog_tombstone_ttl,
+            ..crate::catalog::CatalogConfig::default()
+        }
     }
 
     /// The smallest view in which this node fires, in quorum mode; `None` outside it.
@@ -344,6 +362,12 @@ impl NodeConfig {
                 ),
             ));
         }
+        if self.catalog_tombstone_ttl < self.gossip_interval * 10 {
+            return Err(config_err(
+                "catalog_tombstone_ttl",
+                "must be at least 10 gossip intervals, so a deletion reaches every node before it is forgotten",
+            ));
+        }
         if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
             return Err(config_err(
                 "retry_backoff",
@@ -414,6 +438,8 @@ pub struct ConfigFile {
     /// `cluster_key_file = "cluster.key"` (relative to the config file's directory): the
     /// keyring, one key per line. The key itself never goes in the config file.
     pub cluster_key_file: Option<PathBuf>,
+    /// `catalog_tombstone_ttl = "24h"`.
+    pub catalog_tombstone_ttl: Option<String>,
 }
 
 /// Parses `IP:port`, naming `key` in the error, and saying what is wrong: no port, a port
@@ -518,6 +544,9 @@ impl ConfigFile {
         if let Some(d) = duration_key("quorum_takeover_delay", &self.quorum_takeover_delay)? {
             config.quorum_takeover_delay = Some(d);
         }
+        if let Some(d) = duration_key("catalog_tombstone_ttl", &self.catalog_tombstone_ttl)? {
+            config.catalog_tombstone_ttl = d;
+        }
         if let Some(v) = &self.data_dir {
             config.data_dir = Some(v.clone());
         }
@@ -611,6 +640,13 @@ mod tests {
         let mut c = base();
         f.apply(&mut c).unwrap();
         assert_eq!((c.history.max_runs, c.history.max_bytes), (5, 0));
+        let mut c = base();
+        c.catalog_tombstone_ttl = Duration::from_secs(1);
+        assert_eq!(c.validate().unwrap_err().key, "catalog_tombstone_ttl");
+        let f = ConfigFile::parse("catalog_tombstone_ttl = \"2h\"\n").unwrap();
+        let mut c = base();
+        f.apply(&mut c).unwrap();
+        assert_eq!(c.catalog().tombstone_ttl, Duration::from_secs(7200));
     }
 
     #[test]

@@ -10,12 +10,14 @@ use chitchat::{ChitchatId, NodeState};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::NodeConfig;
+use super::catalog::{CatalogCmd, CatalogStats, JobInfo, MemberInfo};
 use super::config::ConfigError;
 use super::jobs::{JobsChange, JobsError};
+use crate::catalog::{CatalogError, Conflict};
 use crate::cluster::{GossipSecurity, GossipStats, Traffic, api_addresses};
-use crate::core::job::JobSpec;
+use crate::core::job::{JobSpec, RawJob};
 use crate::core::planner::View;
-use crate::core::types::{JobId, NodeId};
+use crate::core::types::{FireId, JobId, NodeId};
 use crate::history::History;
 use crate::metrics::{Metrics, Scrape};
 use crate::security::{KeyError, Keyring};
@@ -52,13 +54,16 @@ pub struct Stats {
     pub duplicates_detected: u64,
     /// Jobs whose owner changed in this node's view, summed over every membership change.
     pub ownership_changes: u64,
+    /// Run-now requests this node took on (see [`CatalogClient::run_job`]).
+    pub requested_runs: u64,
+    /// Runs cancelled here on request (see [`CatalogClient::cancel_run`]).
+    pub cancelled: u64,
 }
 
 pub(super) enum Command {
     /// Leave; answers with the counters as they are after the drain.
     Shutdown(oneshot::Sender<Stats>),
     Stats(oneshot::Sender<Stats>),
-    ReplaceJobs(Vec<JobSpec>, oneshot::Sender<Result<JobsChange, JobsError>>),
     Reconfigure(Box<NodeConfig>, oneshot::Sender<Vec<&'static str>>),
 }
 
@@ -76,6 +81,8 @@ pub struct NodeHandle {
     pub(super) traffic: Arc<Traffic>,
     /// Chitchat's live nodes and their keys.
     pub(super) live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    pub(super) catalog: CatalogClient,
+    pub(super) catalog_task: tokio::task::JoinHandle<()>,
 }
 
 impl NodeHandle {
@@ -143,20 +150,28 @@ impl NodeHandle {
         rx.await.unwrap_or_default()
     }
 
-    /// Makes `jobs` this node's jobs, without a restart: jobs it does not have are added,
-    /// jobs missing from `jobs` are removed (a run in progress goes on to its end), and
-    /// jobs whose definition changed are updated in place, keeping their records, so no
-    /// slot runs twice. Jobs run by in-process handlers ([`NodeBuilder::handler_job`])
-    /// stay as they are, and `jobs` may not name them. The whole set is checked first: on
-    /// error nothing changes.
+    /// Makes `jobs` this node's jobs-file definitions in the catalog (a reloaded jobs
+    /// file), without a restart: jobs it did not define are added, jobs missing from
+    /// `jobs` leave the catalog unless another node's file defines them (a run in progress
+    /// goes on to its end), and jobs whose definition changed are updated in place on
+    /// every node, keeping their records, so no slot runs twice. The returned change is
+    /// of this node's definitions. Jobs run by in-process handlers
+    /// ([`NodeBuilder::handler_job`]) stay as they are, and `jobs` may not name them. The
+    /// whole set is checked first: on error nothing changes.
     ///
     /// A job added fires its first slot after the change; a new schedule applies to slots
-    /// after the change. Each node applies its own set: give every node the same one.
+    /// after the change. Nodes whose files disagree about a job are reported as a conflict
+    /// (see [`crate::catalog`]): give every node the same file.
     ///
     /// [`NodeBuilder::handler_job`]: super::NodeBuilder::handler_job
     pub async fn replace_jobs(&self, jobs: Vec<JobSpec>) -> Result<JobsChange, JobsError> {
         let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Command::ReplaceJobs(jobs, tx)).is_err() {
+        if self
+            .catalog
+            .cmd
+            .send(CatalogCmd::ReplaceJobs(jobs, tx))
+            .is_err()
+        {
             return Err(JobsError::Stopped);
         }
         rx.await.unwrap_or(Err(JobsError::Stopped))
@@ -230,9 +245,133 @@ impl NodeHandle {
     /// Stops at once without leaving, as a crash would: gossip stops, running jobs are
     /// killed, peers find out through failure detection. For tests and demos.
     pub fn abort(self) {
+        self.catalog_task.abort();
         self.task.abort();
         if let Some(flush) = self.history_flush {
             flush.abort();
         }
+    }
+
+    /// The catalog operations of this node (list, put, delete, pause, resume, run now,
+    /// cancel, members): a cheap handle to clone into other tasks (an HTTP server's state).
+    pub fn catalog(&self) -> CatalogClient {
+        self.catalog.clone()
+    }
+}
+
+/// The cluster-wide job catalog, as seen and changed through one node (see
+/// [`crate::catalog`] for the rules and the README's "Catalog" part). Get one from
+/// [`NodeHandle::catalog`]; clones share the node. Any node answers for the whole
+/// cluster: reads come from the node's own copy of the catalog, and writes spread to every
+/// node by gossip.
+///
+/// Every method returns [`CatalogError::Stopped`] once the node has stopped, with nothing
+/// done.
+#[derive(Clone, Debug)]
+pub struct CatalogClient {
+    pub(super) cmd: mpsc::UnboundedSender<CatalogCmd>,
+}
+
+impl CatalogClient {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, CatalogError>>) -> CatalogCmd,
+    ) -> Result<T, CatalogError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(make(tx)).map_err(|_| CatalogError::Stopped)?;
+        rx.await.map_err(|_| CatalogError::Stopped)?
+    }
+
+    /// Every job in the cluster-wide catalog, and this node's in-process handler jobs, in
+    /// name order: definition, source, version, owner in this node's view, paused,
+    /// conflicts. Answers from this node's copy of the catalog (every node holds all of
+    /// it); a change made elsewhere shows here once gossip brought it, normally within a
+    /// few gossip intervals.
+    pub async fn jobs(&self) -> Result<Vec<JobInfo>, CatalogError> {
+        self.ask(CatalogCmd::List).await
+    }
+
+    /// One job, as [`CatalogClient::jobs`] shows it. [`CatalogError::NotFound`] if the
+    /// catalog has no definition of it (a deleted job included).
+    pub async fn job(&self, name: &str) -> Result<JobInfo, CatalogError> {
+        self.ask(|tx| CatalogCmd::Get(JobId::new(name), tx)).await
+    }
+
+    /// Creates or replaces a job through the catalog (an *API job*), from the jobs
+    /// file's keys; `job.name` is required and `command` too (a shell job is the only kind
+    /// that travels). The new definition wins over any older one (a hybrid logical clock
+    /// orders writes, see [`crate::catalog::version`]), reaches every node by gossip, and
+    /// runs on its owner; an update keeps the job's past runs, so no slot runs twice, and
+    /// its slots from before the update do not run.
+    ///
+    /// Returns once the definition is published here and has been sent to a peer (or two
+    /// gossip intervals passed, or there is no peer). Errors, with nothing written:
+    /// [`CatalogError::Invalid`] names the job and the bad key; [`CatalogError::FileDefined`]
+    /// when a jobs file defines the name (change it there); [`CatalogError::LocalJob`] for
+    /// an in-process handler job of this node; [`CatalogError::TooLarge`] over
+    /// [`crate::catalog::MAX_VALUE_BYTES`] encoded.
+    pub async fn put_job(&self, job: RawJob) -> Result<JobInfo, CatalogError> {
+        self.ask(|tx| CatalogCmd::Put(Box::new(job), tx)).await
+    }
+
+    /// Deletes an API job: a tombstone replaces it everywhere and it stops firing on its
+    /// owner as soon as the owner learns of it (a run in progress finishes). Errors:
+    /// [`CatalogError::NotFound`], [`CatalogError::FileDefined`],
+    /// [`CatalogError::LocalJob`].
+    pub async fn delete_job(&self, name: &str) -> Result<(), CatalogError> {
+        self.ask(|tx| CatalogCmd::Delete(JobId::new(name), tx))
+            .await
+    }
+
+    /// Pauses a job of any source: it fires nothing from the moment its owner learns of it
+    /// until resumed (a run in progress finishes; [`CatalogClient::run_job`] still works).
+    /// [`CatalogError::NotFound`] for an unknown job.
+    pub async fn pause_job(&self, name: &str) -> Result<JobInfo, CatalogError> {
+        self.ask(|tx| CatalogCmd::Pause(JobId::new(name), true, tx))
+            .await
+    }
+
+    /// Resumes a paused job. Slots that came due while it was paused are not caught up:
+    /// it runs its slots after the resume. [`CatalogError::NotFound`] for an unknown job.
+    pub async fn resume_job(&self, name: &str) -> Result<JobInfo, CatalogError> {
+        self.ask(|tx| CatalogCmd::Pause(JobId::new(name), false, tx))
+            .await
+    }
+
+    /// Asks for a job to run once, now, on its owner, outside its schedule. Returns the
+    /// run's fire id (`STARLING_FIRE_ID`), distinct from every slot's. The owner claims the
+    /// request in gossip before it runs it, so it runs once even if ownership moves
+    /// meanwhile (under the same conditions as a slot: a partition may run it on both
+    /// sides). A request no node claims within the catalog's request lifetime (10 min) is
+    /// dropped. [`CatalogError::NotFound`] for an unknown job.
+    pub async fn run_job(&self, name: &str) -> Result<FireId, CatalogError> {
+        self.ask(|tx| CatalogCmd::Run(JobId::new(name), tx)).await
+    }
+
+    /// Asks for the run with fire id `fire_id` (a slot's or a run-now request's) to be
+    /// cancelled, wherever it runs: every node that runs it (normally one) stops it (a
+    /// shell job's whole process group is killed), and a run-now request not started yet
+    /// never starts. Returns once the request is published; it does not wait for the run
+    /// to stop, nor check that one runs.
+    pub async fn cancel_run(&self, fire_id: FireId) -> Result<(), CatalogError> {
+        self.ask(|tx| CatalogCmd::Cancel(fire_id, tx)).await
+    }
+
+    /// Every conflict in the catalog (jobs files that disagree, API definitions shadowed
+    /// by a file), in job order. The same on every node that holds the same catalog.
+    pub async fn conflicts(&self) -> Result<Vec<Conflict>, CatalogError> {
+        self.ask(CatalogCmd::Conflicts).await
+    }
+
+    /// Every node chitchat knows of (newest generation of each): id, address, alive,
+    /// leaving or dead, generation, and how many jobs it owns in this node's view.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, CatalogError> {
+        self.ask(CatalogCmd::Members).await
+    }
+
+    /// Sizes and counters of the catalog, and its hash (equal on nodes holding the same
+    /// catalog).
+    pub async fn stats(&self) -> Result<CatalogStats, CatalogError> {
+        self.ask(CatalogCmd::Stats).await
     }
 }

@@ -1,11 +1,13 @@
-//! Changing a running node's jobs: a new set (a reloaded jobs file, a catalog) diffed
-//! against the jobs it runs, then jobs added, removed or changed in place, without a
-//! restart and without running a slot twice.
+//! Changing a running node's own jobs (a reloaded jobs file): the new set is checked whole,
+//! then becomes this node's jobs-file definitions in the catalog (see
+//! `node::catalog`), so every node adds, removes or changes those jobs in place, without
+//! a restart and without running a slot twice (`Planner::update_job`). A job this node's
+//! file no longer holds leaves the catalog unless another node's file defines it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::runtime::Runtime;
+use crate::catalog::JobDef;
 use crate::core::job::JobSpec;
 use crate::core::types::JobId;
 
@@ -72,6 +74,9 @@ pub enum JobsError {
     /// The node has stopped (or is leaving).
     #[error("the node has stopped")]
     Stopped,
+    /// The catalog refused a job (a definition over the size limit).
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
 }
 
 /// The jobs of a node that a new set replaces: every job but those run by in-process
@@ -84,57 +89,40 @@ pub(super) struct Replaceable {
     pub(super) needs_command: bool,
 }
 
-impl Runtime {
-    /// Makes `jobs` the node's jobs, but for those run by in-process handlers: adds the
-    /// new ones, removes those missing, and updates in place those whose definition
-    /// changed (see [`crate::core::planner::Planner::update_job`]). The whole set is
-    /// checked first; on error nothing changes.
-    ///
-    /// A job added here fires its first slot after now (see
-    /// [`crate::core::planner::Planner::skip_until`]): it did not exist here before.
-    pub(super) fn replace_jobs(&mut self, jobs: Vec<JobSpec>) -> Result<JobsChange, JobsError> {
-        if self.planner.is_leaving() {
-            return Err(JobsError::Stopped);
-        }
+impl Replaceable {
+    /// Checks a new set of this node's jobs whole: no name twice, none of a handler job,
+    /// a command for each unless a custom executor runs them. Returns it by name.
+    pub(super) fn check(&self, jobs: Vec<JobSpec>) -> Result<BTreeMap<JobId, JobSpec>, JobsError> {
         let mut new: BTreeMap<JobId, JobSpec> = BTreeMap::new();
         for spec in jobs {
-            if self.replaceable.handlers.contains(&spec.name) {
+            if self.handlers.contains(&spec.name) {
                 return Err(JobsError::HandlerJob(spec.name));
             }
-            if self.replaceable.needs_command && spec.exec.command.is_none() {
+            if self.needs_command && spec.exec.command.is_none() {
                 return Err(JobsError::NothingToRun(spec.name));
             }
             if let Some(dup) = new.insert(spec.name.clone(), spec) {
                 return Err(JobsError::Duplicate(dup.name));
             }
         }
-        let mut change = JobsChange::default();
-        let mut changed = Vec::new();
-        for old in self.planner.jobs() {
-            if self.replaceable.handlers.contains(&old.name) {
-                continue;
-            }
-            match new.remove(&old.name) {
-                None => change.removed.push(old.name.clone()),
-                Some(spec) if old.same_definition(&spec) => {}
-                Some(spec) => changed.push(spec),
-            }
-        }
-        let now = self.clock.now();
-        for name in &change.removed {
-            self.planner.remove_job(name);
-        }
-        for spec in changed {
-            change.changed.push(spec.name.clone());
-            self.planner.update_job(now, spec);
-        }
-        for (name, spec) in new {
-            // Names were checked against every registered job: this cannot fail.
-            if self.planner.add_job(now, spec).is_ok() {
-                self.planner.skip_until(&name, now);
-                change.added.push(name);
-            }
-        }
-        Ok(change)
+        Ok(new)
     }
+}
+
+/// What changed from this node's jobs-file definitions `old` to `new`.
+pub(super) fn change(old: &BTreeMap<JobId, JobDef>, new: &BTreeMap<JobId, JobDef>) -> JobsChange {
+    let mut change = JobsChange::default();
+    for (name, def) in new {
+        match old.get(name) {
+            None => change.added.push(name.clone()),
+            Some(o) if o != def => change.changed.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    change.removed = old
+        .keys()
+        .filter(|n| !new.contains_key(*n))
+        .cloned()
+        .collect();
+    change
 }

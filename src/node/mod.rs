@@ -5,6 +5,8 @@
 //! [`Datagrams`] (sealed with the cluster key, nonces from an [`Entropy`]). The simulator
 //! swaps all four and keeps everything else.
 
+mod catalog;
+mod catalog_apply;
 mod clock;
 mod config;
 mod handle;
@@ -21,12 +23,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+pub use catalog::{CatalogStats, JobInfo, MemberInfo, MemberState};
 pub use clock::{Clock, SystemClock};
 pub use config::{
     ConfigError, ConfigFile, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN,
     DEFAULT_PHI_THRESHOLD, NodeConfig, parse_addr,
 };
-pub use handle::{NodeHandle, Stats};
+pub use handle::{CatalogClient, NodeHandle, Stats};
 pub use jobs::{JobsChange, JobsError};
 
 use crate::cluster::{
@@ -64,6 +67,9 @@ pub enum NodeError {
     /// The data dir could not be used.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A job could not enter the catalog (e.g. its definition is over the size limit).
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
     /// The scheduler's thread or its runtime could not be created.
     #[error("could not start the scheduler thread: {0}")]
     Scheduler(std::io::Error),
@@ -247,12 +253,15 @@ impl NodeBuilder {
             // Says in the log, before anything runs, how job processes are contained.
             prepare_containment(default_executor.containment);
         }
+        // Handler jobs stay local; every other job enters the catalog as this node's
+        // jobs-file definition (see `crate::catalog`).
+        let handlers: std::collections::BTreeSet<JobId> = jobs
+            .iter()
+            .filter(|j| default_executor.has_handler(&j.name))
+            .map(|j| j.name.clone())
+            .collect();
         let replaceable = Replaceable {
-            handlers: jobs
-                .iter()
-                .filter(|j| default_executor.has_handler(&j.name))
-                .map(|j| j.name.clone())
-                .collect(),
+            handlers: handlers.clone(),
             needs_command: executor.is_none(),
         };
         let executor: Arc<dyn Executor> = executor.unwrap_or_else(|| Arc::new(default_executor));
@@ -264,11 +273,11 @@ impl NodeBuilder {
             None => (None, BTreeMap::new()),
         };
         let now = clock.now();
+        let generation = u64::try_from(now.0).unwrap_or(0);
         let mut planner = Planner::new(config.node_id.clone(), config.planner(), now);
         planner.reserve(jobs.len());
-        for j in jobs {
-            planner.add_job(now, j)?;
-        }
+        let started =
+            catalog::start_catalog(&config, now, generation, jobs, &handlers, &mut planner)?;
         for (job, record) in &saved {
             planner.observe_record(now, job, *record, &config.node_id);
         }
@@ -285,7 +294,7 @@ impl NodeBuilder {
         let scheduler = scheduler_thread.then(start_scheduler_thread).transpose()?;
         let gossip = GossipConfig {
             node_id: config.node_id.clone(),
-            generation: u64::try_from(now.0).unwrap_or(0),
+            generation,
             listen_addr: config.listen_addr,
             advertise_addr: config.advertise(),
             seeds: config
@@ -332,6 +341,40 @@ impl NodeBuilder {
         let initial = View::of([config.node_id.clone()]);
         planner.set_view(now, initial.clone());
         let (view_tx, view_rx) = watch::channel(initial);
+        let (catalog_events, catalog_events_rx) = mpsc::unbounded_channel();
+        let listeners = cluster.subscribe_catalog(catalog_events).await;
+        let (plan_tx, plan_rx) = mpsc::unbounded_channel();
+        let (catalog_tx, catalog_rx) = mpsc::unbounded_channel();
+        let planner_config = config.planner();
+        let mut catalog_task = catalog::CatalogTask {
+            catalog: started.catalog,
+            clock: clock.clone(),
+            publisher: cluster.publisher(),
+            events: catalog_events_rx,
+            _listeners: listeners,
+            cmds: catalog_rx,
+            view: view_tx.subscribe(),
+            to_loop: plan_tx,
+            gossip_interval: config.gossip_interval,
+            adopt_after: now
+                .saturating_add(planner_config.startup_delay)
+                .saturating_add(planner_config.peer_wait),
+            generation,
+            local: started.local,
+            applied: started.applied,
+            held: Default::default(),
+            hashes: Default::default(),
+            unheld_since: Default::default(),
+            conflicted: Default::default(),
+            dirty: Default::default(),
+            sets: Vec::new(),
+            deletes: Vec::new(),
+            file_reads: Default::default(),
+            stats: Default::default(),
+            replaceable,
+        };
+        catalog_task.publish_files(&started.own, &Default::default());
+        let catalog_task = tokio::spawn(catalog_task.run());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (publish, publish_rx) = mpsc::unbounded_channel();
         let has_store = store.is_some();
@@ -400,9 +443,11 @@ impl NodeBuilder {
                 metrics: metrics.clone(),
             }),
             stats: Stats::default(),
-            replaceable,
             pause_live: pause.is_some(),
             pause: pause.unwrap_or_else(|| watch::channel(false).1),
+            plan_rx,
+            catalog_cmd: catalog_tx.clone(),
+            requests: BTreeMap::new(),
         };
         let task = match scheduler {
             Some((thread, done)) => thread.spawn(async move {
@@ -427,6 +472,8 @@ impl NodeBuilder {
             metrics,
             traffic,
             live,
+            catalog: CatalogClient { cmd: catalog_tx },
+            catalog_task,
         })
     }
 }

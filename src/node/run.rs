@@ -18,7 +18,7 @@ use super::publisher::{Batch, GateState};
 use crate::cluster::Publisher;
 use crate::core::job::ExecSpec;
 use crate::core::planner::View;
-use crate::core::types::{JobId, NodeId, UnixMillis};
+use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
 use crate::exec::{BoxFuture, Executor, Outcome, Report, RunContext, backoff};
 use crate::history::{History, RunRecord};
 use crate::metrics::Metrics;
@@ -379,10 +379,10 @@ pub(super) async fn sleep_to(clock: &dyn Clock, until: UnixMillis) {
 /// Abort handles of started runs. A finished run's handle keeps its task's memory, so
 /// they are pruned: when there are twice as many as the last pruning left (at least
 /// `PRUNE_RUNS_AT`). Pruning before a burst, not while spawning it, keeps it off the
-/// burst's path.
+/// burst's path. Each handle is kept with its run's fire id, to cancel a run by it.
 #[derive(Default)]
 pub(super) struct RunHandles {
-    pub(super) handles: Vec<tokio::task::AbortHandle>,
+    pub(super) handles: Vec<(FireId, tokio::task::AbortHandle)>,
     pub(super) prune_at: usize,
 }
 
@@ -390,22 +390,34 @@ pub(super) struct RunHandles {
 pub(super) const PRUNE_RUNS_AT: usize = 1024;
 
 impl RunHandles {
-    pub(super) fn push(&mut self, handle: tokio::task::AbortHandle) {
-        self.handles.push(handle);
+    pub(super) fn push(&mut self, fire_id: FireId, handle: tokio::task::AbortHandle) {
+        self.handles.push((fire_id, handle));
     }
 
     /// Drops the handles of finished runs, if due.
     pub(super) fn prune(&mut self) {
         if self.handles.len() >= self.prune_at.max(PRUNE_RUNS_AT) {
-            self.handles.retain(|r| !r.is_finished());
+            self.handles.retain(|(_, r)| !r.is_finished());
             self.prune_at = self.handles.len() * 2;
         }
     }
 
     pub(super) fn abort(&mut self) {
-        for run in self.handles.drain(..) {
+        for (_, run) in self.handles.drain(..) {
             run.abort();
         }
+    }
+
+    /// Aborts the unfinished runs with fire id `id`; returns whether there was one.
+    pub(super) fn abort_fire_id(&mut self, id: FireId) -> bool {
+        let mut found = false;
+        for (f, run) in &self.handles {
+            if *f == id && !run.is_finished() {
+                run.abort();
+                found = true;
+            }
+        }
+        found
     }
 }
 
@@ -521,7 +533,7 @@ mod tests {
             for h in handles {
                 let handle = h.abort_handle();
                 let _ = h.await;
-                runs.push(handle);
+                runs.push(FireId(0), handle);
             }
             assert!(
                 runs.handles.len() <= 2 * PRUNE_RUNS_AT + burst,
@@ -531,18 +543,21 @@ mod tests {
         }
         // A run still running is kept.
         let running = tokio::spawn(std::future::pending::<()>());
-        runs.push(running.abort_handle());
+        runs.push(FireId(1), running.abort_handle());
         runs.prune();
         for _ in 0..PRUNE_RUNS_AT {
             let h = tokio::spawn(async {});
             let handle = h.abort_handle();
             let _ = h.await;
-            runs.push(handle);
+            runs.push(FireId(0), handle);
         }
         runs.prune();
         assert_eq!(runs.handles.len(), 1);
-        runs.abort();
+        // Cancelled by its fire id; another id finds nothing.
+        assert!(!runs.abort_fire_id(FireId(7)));
+        assert!(runs.abort_fire_id(FireId(1)));
         assert!(running.await.unwrap_err().is_cancelled());
+        runs.abort();
     }
 
     const GRACE: Duration = Duration::from_millis(200);

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use super::catalog::{CatalogCmd, PlanUpdate};
 use super::handle::{Command, Stats};
-use super::jobs::Replaceable;
 use super::publisher::{Batch, GateState, GateTarget};
 use super::run::{
     After, LocalRun, NotRun, Prepared, QuorumWait, RUN_ENDED, RUN_STARTED, Retry, RunCounters,
@@ -23,7 +23,7 @@ use crate::cluster::{
 };
 use crate::core::job::{ExecSpec, Overlap};
 use crate::core::planner::{Action, Planner, View};
-use crate::core::types::{JobId, NodeId, UnixMillis};
+use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
 use crate::exec::{BoxFuture, Executor, RunContext};
 use crate::history::{RunOutcome, RunRecord};
 
@@ -88,11 +88,15 @@ pub(super) struct Runtime {
     pub(super) own_thread: bool,
     pub(super) counters: Arc<RunCounters>,
     pub(super) stats: Stats,
-    /// Which jobs a new job set replaces (`replace_jobs`, in `jobs.rs`).
-    pub(super) replaceable: Replaceable,
     pub(super) pause: watch::Receiver<bool>,
     /// False once the pause switch's sender is gone (or there never was one).
     pub(super) pause_live: bool,
+    /// Changes from the catalog task (see `catalog_apply.rs`).
+    pub(super) plan_rx: mpsc::UnboundedReceiver<PlanUpdate>,
+    /// To the catalog task: run-now runs claim their request through it.
+    pub(super) catalog_cmd: mpsc::UnboundedSender<CatalogCmd>,
+    /// Run-now requests nobody has claimed yet: fire id -> (job, requested at).
+    pub(super) requests: BTreeMap<FireId, (JobId, UnixMillis)>,
 }
 
 /// Starts the scheduler's thread (see [`NodeBuilder::scheduler_thread`]): a
@@ -175,6 +179,7 @@ impl Runtime {
             let now = self.clock.now();
             self.planner.poll(now);
             self.apply_actions(now, false).await;
+            self.start_requests(now);
             self.announce_due(now);
             if now >= next_lonely_check {
                 next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
@@ -222,6 +227,12 @@ impl Runtime {
                     self.on_view(view);
                 }
                 Some(not_run) = self.not_run_rx.recv() => self.on_not_run(not_run),
+                Some(update) = self.plan_rx.recv() => {
+                    self.on_plan(update);
+                    while let Ok(update) = self.plan_rx.try_recv() {
+                        self.on_plan(update);
+                    }
+                }
                 Some(ev) = self.events_rx.recv() => {
                     self.on_event(ev);
                     while let Ok(ev) = self.events_rx.try_recv() {
@@ -231,9 +242,6 @@ impl Runtime {
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(Command::Stats(tx)) => {
                         let _ = tx.send(self.stats());
-                    }
-                    Some(Command::ReplaceJobs(jobs, tx)) => {
-                        let _ = tx.send(self.replace_jobs(jobs));
                     }
                     Some(Command::Reconfigure(config, tx)) => {
                         let _ = tx.send(self.config.apply_live(&config));
@@ -688,7 +696,7 @@ impl Runtime {
             if let Some(handle) = old.handle
                 && !old.shared.has(RUN_ENDED)
             {
-                self.runs.push(handle);
+                self.runs.push(old.ctx.fire_id, handle);
             }
         }
     }
@@ -803,14 +811,15 @@ impl Runtime {
     }
 
     /// Spawns the prepared runs.
-    fn start_runs(&mut self) {
+    pub(super) fn start_runs(&mut self) {
         let mut started = Vec::with_capacity(self.prepared.len());
         for Prepared { guard, wait, input } in self.prepared.drain(..) {
             let shared = guard.shared.clone();
+            let fire_id = input.ctx.fire_id;
             let task = self.spawner.spawn(run_task(guard, wait, input));
-            started.push((task.abort_handle(), shared));
+            started.push((fire_id, task.abort_handle(), shared));
         }
-        for (handle, shared) in started {
+        for (fire_id, handle, shared) in started {
             let local = shared.and_then(|shared| {
                 self.local_runs
                     .get_mut(&shared.job)
@@ -819,7 +828,7 @@ impl Runtime {
             match local {
                 Some(l) => l.handle = Some(handle),
                 // Not the job's latest run any more (a catch-up burst).
-                None => self.runs.push(handle),
+                None => self.runs.push(fire_id, handle),
             }
         }
     }

@@ -88,6 +88,8 @@ pub(super) struct Job {
     /// Slots at or before this are not run here: the job was added or rescheduled while
     /// the node ran (see `Planner::skip_until`). `UnixMillis::MIN` otherwise.
     pub(super) floor: UnixMillis,
+    /// Paused: no slot fires (see `catalog.rs`).
+    pub(super) paused: bool,
     /// The slots and epochs the records show.
     pub(super) seen: Seen,
     /// `max(own, others)` once this node has its own record, else `max(registered,

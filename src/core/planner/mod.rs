@@ -187,6 +187,7 @@ pub enum PlannerError {
     DuplicateJob(JobId),
 }
 
+mod catalog;
 mod job;
 #[cfg(test)]
 mod tests;
@@ -426,6 +427,7 @@ impl Planner {
             spec,
             registered: now.saturating_sub(lookback),
             floor: UnixMillis::MIN,
+            paused: false,
             seen,
             cursor: now,
             next_memo: None,
@@ -805,6 +807,9 @@ impl Planner {
         let Mine::From(from) = mine else {
             return;
         };
+        if j.paused {
+            return;
+        }
         let Some(next) = j.next_slot() else {
             return;
         };
