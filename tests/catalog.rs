@@ -391,3 +391,106 @@ async fn two_files_that_disagree_are_reported_and_one_definition_runs_once_per_s
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_survives_a_crash_of_the_whole_cluster_with_data_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    let data: Vec<std::path::PathBuf> =
+        ["a", "b", "c"].iter().map(|n| dir.path().join(n)).collect();
+    let ps = peers(["a", "b", "c"]);
+    let nodes = [
+        start(&ps[0], &ps, Some(&data[0]), vec![]).await,
+        start(&ps[1], &ps, Some(&data[1]), vec![]).await,
+        start(&ps[2], &ps, Some(&data[2]), vec![]).await,
+    ];
+    all_see(&[&nodes[0], &nodes[1], &nodes[2]], 3).await;
+    let put = nodes[0]
+        .catalog()
+        .put_job(raw("keep", "@every 1s", &append(&out, "v1")))
+        .await
+        .unwrap();
+    for n in &nodes {
+        eventually(5, "every node holds keep", async || {
+            n.catalog().job("keep").await.ok()
+        })
+        .await;
+    }
+    eventually(10, "keep runs", async || {
+        (!by_slot(&out, "keep").is_empty()).then_some(())
+    })
+    .await;
+    // The catalog is saved within a second of a change.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for n in nodes {
+        n.abort();
+    }
+    let crashed = now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The whole cluster comes back (on new ports), with no jobs of its own.
+    let ps = peers(["a", "b", "c"]);
+    let nodes = [
+        start(&ps[0], &ps, Some(&data[0]), vec![]).await,
+        start(&ps[1], &ps, Some(&data[1]), vec![]).await,
+        start(&ps[2], &ps, Some(&data[2]), vec![]).await,
+    ];
+    all_see(&[&nodes[0], &nodes[1], &nodes[2]], 3).await;
+    for n in &nodes {
+        let info = n.catalog().job("keep").await.unwrap();
+        assert_eq!(
+            info.version,
+            put.version,
+            "{} lost the definition",
+            n.node_id()
+        );
+    }
+    eventually(10, "keep runs after the restart", async || {
+        (by_slot(&out, "keep").range(crashed.0 + 2_000..).count() >= 2).then_some(())
+    })
+    .await;
+    // Someone publishes it again, so a node that joins later learns it.
+    eventually(10, "a node publishes keep", async || {
+        let mut held = 0;
+        for n in &nodes {
+            held += n.catalog().stats().await.unwrap().held;
+        }
+        (held >= 1).then_some(())
+    })
+    .await;
+    assert_once_per_slot(&by_slot(&out, "keep"));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_catalog_file_is_moved_aside_and_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("catalog.bin"), b"STRL not really a catalog").unwrap();
+    let ps = peers(["solo", "x", "y"]);
+    let mut c = config(&ps[0], &ps[..1], Some(&data));
+    c.seeds.clear();
+    let node = Node::builder(c).start().await.unwrap();
+    assert_eq!(
+        std::fs::read(data.join("catalog.bin.damaged")).unwrap(),
+        b"STRL not really a catalog"
+    );
+    assert!(node.catalog().jobs().await.unwrap().is_empty());
+    node.catalog()
+        .put_job(raw("fresh", "@every 1h", "true"))
+        .await
+        .unwrap();
+    node.shutdown().await;
+    // The new file holds the new catalog; the damaged one is still aside.
+    assert!(data.join("catalog.bin").exists());
+    assert!(data.join("catalog.bin.damaged").exists());
+    let ps2 = peers(["solo", "x", "y"]);
+    let mut c = config(&ps2[0], &ps2[..1], Some(&data));
+    c.seeds.clear();
+    let node = Node::builder(c).start().await.unwrap();
+    assert!(node.catalog().job("fresh").await.is_ok());
+    node.shutdown().await;
+}

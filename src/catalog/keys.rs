@@ -60,7 +60,7 @@ pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 const VALUE_VERSION: u16 = 1;
 
 /// A register's key: what it is about.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Key {
     /// The API definition of a job.
     Job(JobId),

@@ -120,7 +120,9 @@ name_newtype!(
 ///
 /// Every node computes the same id for the same slot, so a job can use it to
 /// reject a second run of a slot it already handled.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct FireId(pub u64);
 
 impl FireId {

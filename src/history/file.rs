@@ -16,14 +16,11 @@ use tracing::{error, warn};
 use super::{History, HistoryLimits, RunOutcome, RunRecord};
 use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
 use crate::encoding::{decode, encode};
-use crate::node::store::{StoreError, write_atomic};
+use crate::node::store::{StoreError, move_aside, write_atomic};
 
 /// The history file inside the data dir.
 pub const HISTORY_FILE: &str = "history.bin";
 const VERSION: u16 = 1;
-/// Damaged files moved aside are numbered up to this; past it the node keeps its history
-/// in memory only rather than overwrite one.
-const MAX_DAMAGED: u32 = 100;
 
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
@@ -164,23 +161,6 @@ impl History {
         *saved = changes;
         Ok(true)
     }
-}
-
-/// Renames a damaged file to a free `<name>.damaged[.N]`; `None` if none is free or the
-/// rename failed.
-fn move_aside(path: &Path) -> Option<PathBuf> {
-    for n in 1..=MAX_DAMAGED {
-        let to = if n == 1 {
-            path.with_extension("bin.damaged")
-        } else {
-            path.with_extension(format!("bin.damaged.{n}"))
-        };
-        if to.exists() {
-            continue;
-        }
-        return std::fs::rename(path, &to).ok().map(|()| to);
-    }
-    None
 }
 
 /// Saves `history` every `every` while it changes (a task for the node's runtime; the

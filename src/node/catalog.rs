@@ -29,10 +29,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::Clock;
+use super::store::{CatalogFile, Store};
 use crate::catalog::keys::{
     FileSetMarker, KEY_FILE_PREFIX, KEY_FILES, decode_file_entry, decode_marker, decode_register,
     encode_file_entry, encode_marker, encode_register, file_set_digest,
@@ -54,6 +55,9 @@ pub const RECONCILE_INTERVALS: u32 = 10;
 /// How long (in gossip intervals) a register may go unpublished before a node that is not
 /// its preferred member publishes it.
 pub const ADOPT_FALLBACK_INTERVALS: u32 = 10;
+/// How often (in gossip intervals) at most the catalog is written to the data dir while
+/// it changes (and once more at a graceful shutdown).
+pub const SAVE_INTERVALS: u32 = 5;
 
 /// One job as the catalog shows it (what `GET /v1/jobs/{name}` answers).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -169,6 +173,8 @@ pub(super) enum CatalogCmd {
     /// From a run-now run: claim request `id`; the answer is the claim's publication
     /// sequence number, or `None` if somebody claimed it first.
     Claim(FireId, oneshot::Sender<Option<u64>>),
+    /// The node stops: save the catalog, answer, and end.
+    Stop(oneshot::Sender<()>),
 }
 
 /// Adapts a `replace_jobs` answer to [`CatalogTask::publish_then`].
@@ -246,12 +252,17 @@ pub(super) struct CatalogTask {
     pub(super) stats: CatalogStats,
     /// What `replace_jobs` may change.
     pub(super) replaceable: super::jobs::Replaceable,
+    /// The data dir, if any, and whether the catalog changed since it was last saved.
+    pub(super) store: Option<Arc<Store>>,
+    pub(super) unsaved: bool,
 }
 
 impl CatalogTask {
     /// Runs until the node's handle and loop are gone.
     pub(super) async fn run(mut self) {
         let mut next_reconcile = self.clock.now();
+        let save_every = self.gossip_interval * SAVE_INTERVALS;
+        let mut next_save = self.clock.now().saturating_add(save_every);
         loop {
             let now = self.clock.now();
             if now >= next_reconcile {
@@ -259,7 +270,16 @@ impl CatalogTask {
                 self.flush().await;
                 next_reconcile = now.saturating_add(self.gossip_interval * RECONCILE_INTERVALS);
             }
-            let sleep = self.clock.sleep_until(next_reconcile);
+            if now >= next_save {
+                self.save().await;
+                next_save = now.saturating_add(save_every);
+            }
+            let wake = if self.unsaved {
+                next_reconcile.min(next_save)
+            } else {
+                next_reconcile
+            };
+            let sleep = self.clock.sleep_until(wake);
             tokio::select! {
                 _ = sleep => {}
                 ev = self.events.recv() => {
@@ -271,10 +291,15 @@ impl CatalogTask {
                     }
                     self.flush().await;
                 }
-                cmd = self.cmds.recv() => {
-                    let Some(cmd) = cmd else { return };
-                    self.on_cmd(cmd).await;
-                }
+                cmd = self.cmds.recv() => match cmd {
+                    Some(CatalogCmd::Stop(done)) => {
+                        self.save().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_cmd(cmd).await,
+                    None => return,
+                },
                 changed = self.view.changed() => {
                     if changed.is_err() {
                         return;
@@ -331,6 +356,7 @@ impl CatalogTask {
     pub(super) fn take(&mut self, now: UnixMillis, key: Key, r: Register, hash: u64) {
         match self.catalog.observe(now, key.clone(), r) {
             Observed::Newer(_) => {
+                self.unsaved = true;
                 self.hashes.insert(key.clone(), hash);
                 // A newer value replaces ours: stop publishing the old one.
                 if self.held.remove(&key) {
@@ -370,6 +396,7 @@ impl CatalogTask {
 
     /// A write of this node: publish it, and tell the loop.
     fn wrote(&mut self, key: Key, r: &Register) {
+        self.unsaved = true;
         let value = encode_register(r);
         self.hashes.insert(key.clone(), xxh3_64(value.as_bytes()));
         self.sets.push((key.to_gossip(), value));
@@ -581,6 +608,7 @@ impl CatalogTask {
             self.deletes.push(key.to_gossip());
         }
         for key in self.catalog.gc(now) {
+            self.unsaved = true;
             if self.held.remove(&key) {
                 self.deletes.push(key.to_gossip());
             }
@@ -620,6 +648,31 @@ impl CatalogTask {
             }
         }
         self.stats.held = self.held.len();
+    }
+
+    /// Writes the catalog's registers to the data dir, if there is one and they changed.
+    async fn save(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if !self.unsaved {
+            return;
+        }
+        self.unsaved = false;
+        let registers: Vec<(Key, Register)> = self
+            .catalog
+            .registers()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.save_catalog(registers)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.unsaved = true;
+                warn!(error = %e, "could not save the catalog in the data dir; trying again");
+            }
+            Err(e) => warn!(error = %e, "saving the catalog failed"),
+        }
     }
 
     fn info(&self, name: &JobId) -> Option<JobInfo> {
@@ -812,6 +865,9 @@ impl CatalogTask {
                 stats.hash = self.catalog.hash();
                 let _ = reply.send(Ok(stats));
             }
+            CatalogCmd::Stop(done) => {
+                let _ = done.send(());
+            }
             CatalogCmd::ReplaceJobs(specs, reply) => {
                 let new = match self.replaceable.check(specs) {
                     Ok(new) => new,
@@ -863,19 +919,46 @@ pub(super) struct CatalogStart {
     pub(super) own: FileSet,
     pub(super) applied: BTreeMap<JobId, Applied>,
     pub(super) local: BTreeMap<JobId, JobDef>,
+    /// xxh3 of each register's value, as published.
+    pub(super) hashes: BTreeMap<Key, u64>,
+    /// Run-now requests from the data dir nobody has claimed.
+    pub(super) requests: BTreeMap<FireId, (JobId, UnixMillis)>,
 }
 
-/// Builds the starting catalog and registers its jobs, and the handler jobs
-/// (`handlers`), with `planner`.
+/// Builds the starting catalog, from the data dir's catalog file if there is one, and
+/// registers its jobs, and the handler jobs (`handlers`), with `planner`.
 pub(super) fn start_catalog(
     config: &super::NodeConfig,
     now: UnixMillis,
     generation: u64,
     jobs: Vec<JobSpec>,
     handlers: &BTreeSet<JobId>,
+    store: Option<&Store>,
     planner: &mut crate::core::planner::Planner,
 ) -> Result<CatalogStart, super::NodeError> {
     let mut catalog = Catalog::new(config.node_id.clone(), config.catalog());
+    let mut hashes = BTreeMap::new();
+    match store.map(Store::load_catalog) {
+        None | Some(CatalogFile::Missing) => {}
+        Some(CatalogFile::Loaded(registers)) => {
+            let n = registers.len();
+            for (key, r) in registers {
+                let hash = xxh3_64(encode_register(&r).as_bytes());
+                if let Observed::Newer(_) = catalog.observe(now, key.clone(), r) {
+                    hashes.insert(key, hash);
+                }
+            }
+            info!(registers = n, "catalog read from the data dir");
+        }
+        Some(CatalogFile::Damaged { why, moved_to }) => match moved_to {
+            Some(to) => {
+                error!(problem = %why, moved_to = %to.display(), "the catalog file in the data dir is damaged: moved aside; starting without it (peers hold the catalog)");
+            }
+            None => {
+                error!(problem = %why, "the catalog file in the data dir is damaged and could not be moved aside; starting without it, and not writing it");
+            }
+        },
+    }
     let (local, files): (Vec<JobSpec>, Vec<JobSpec>) =
         jobs.into_iter().partition(|j| handlers.contains(&j.name));
     catalog.set_local(local.iter().map(|j| j.name.clone()));
@@ -900,10 +983,16 @@ pub(super) fn start_catalog(
     for j in local {
         planner.add_job(now, j)?;
     }
+    let requests = catalog
+        .unclaimed_requests()
+        .map(|(id, job, at)| (id, (job.clone(), at.time())))
+        .collect();
     Ok(CatalogStart {
         catalog,
         own,
         applied,
         local: local_defs,
+        hashes,
+        requests,
     })
 }

@@ -223,6 +223,13 @@ impl NodeHandle {
             Stats::default()
         };
         let _ = self.task.await;
+        // The catalog task saves the catalog and ends (clients the user kept get
+        // `Stopped` from then on).
+        let (tx, rx) = oneshot::channel();
+        if self.catalog.cmd.send(CatalogCmd::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.catalog_task.await;
         if let Some(flush) = self.history_flush {
             flush.abort();
             let history = self.history.clone();

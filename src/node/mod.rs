@@ -272,12 +272,20 @@ impl NodeBuilder {
             }
             None => (None, BTreeMap::new()),
         };
+        let store = store.map(Arc::new);
         let now = clock.now();
         let generation = u64::try_from(now.0).unwrap_or(0);
         let mut planner = Planner::new(config.node_id.clone(), config.planner(), now);
         planner.reserve(jobs.len());
-        let started =
-            catalog::start_catalog(&config, now, generation, jobs, &handlers, &mut planner)?;
+        let started = catalog::start_catalog(
+            &config,
+            now,
+            generation,
+            jobs,
+            &handlers,
+            store.as_deref(),
+            &mut planner,
+        )?;
         for (job, record) in &saved {
             planner.observe_record(now, job, *record, &config.node_id);
         }
@@ -363,7 +371,7 @@ impl NodeBuilder {
             local: started.local,
             applied: started.applied,
             held: Default::default(),
-            hashes: Default::default(),
+            hashes: started.hashes,
             unheld_since: Default::default(),
             conflicted: Default::default(),
             dirty: Default::default(),
@@ -372,6 +380,8 @@ impl NodeBuilder {
             file_reads: Default::default(),
             stats: Default::default(),
             replaceable,
+            store: store.clone(),
+            unsaved: false,
         };
         catalog_task.publish_files(&started.own, &Default::default());
         let catalog_task = tokio::spawn(catalog_task.run());
@@ -389,7 +399,7 @@ impl NodeBuilder {
         let publisher = publisher_task(
             cluster.publisher(),
             publish_rx,
-            store.map(Arc::new),
+            store,
             saved,
             confirm_timeout,
         );
@@ -447,7 +457,7 @@ impl NodeBuilder {
             pause: pause.unwrap_or_else(|| watch::channel(false).1),
             plan_rx,
             catalog_cmd: catalog_tx.clone(),
-            requests: BTreeMap::new(),
+            requests: started.requests,
         };
         let task = match scheduler {
             Some((thread, done)) => thread.spawn(async move {

@@ -5,6 +5,12 @@
 //! atomically: written to a temporary file, flushed to disk, renamed over the old one, and
 //! the directory flushed. A crash leaves either the old file or the new one. A lock file
 //! (`lock`, held with `flock` while the node runs) stops two nodes sharing the directory.
+//!
+//! The catalog (`catalog.bin`: every register this node knows, see [`crate::catalog`]) is
+//! kept the same way, so a whole cluster restarted from its data dirs still holds the jobs
+//! made through the API. A damaged catalog file is not fatal (peers hold the catalog): it
+//! is reported and moved aside to `catalog.bin.damaged[.N]`, never overwritten, and the
+//! node starts without it.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -14,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{Key, Register};
 use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
 use crate::encoding::{DecodeError, decode, encode};
 
@@ -157,6 +164,86 @@ impl Store {
     }
 }
 
+/// The catalog file inside the data dir.
+pub const CATALOG_FILE: &str = "catalog.bin";
+const CATALOG_VERSION: u16 = 1;
+/// Damaged files moved aside are numbered up to this; past it the node stops writing the
+/// file rather than overwrite one.
+const MAX_DAMAGED: u32 = 100;
+
+#[derive(Serialize, Deserialize)]
+struct CatalogOnDisk {
+    node_id: String,
+    registers: Vec<(Key, Register)>,
+}
+
+/// What [`Store::load_catalog`] found.
+#[derive(Debug)]
+pub enum CatalogFile {
+    /// No catalog file: a first start.
+    Missing,
+    /// The registers saved.
+    Loaded(Vec<(Key, Register)>),
+    /// The file was damaged (or another node's): `why`, and where it was moved (`None`:
+    /// it could not be moved, so the node must not write the file).
+    Damaged {
+        /// What is wrong with it.
+        why: String,
+        /// Where it went.
+        moved_to: Option<PathBuf>,
+    },
+}
+
+impl Store {
+    /// Reads the catalog file (see the module docs for a damaged one).
+    pub fn load_catalog(&self) -> CatalogFile {
+        let path = self.dir.join(CATALOG_FILE);
+        let why = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return CatalogFile::Missing,
+            Err(e) => format!("cannot read it: {e}"),
+            Ok(bytes) => match decode::<CatalogOnDisk>(&bytes, CATALOG_VERSION) {
+                Ok(disk) if disk.node_id == self.node_id.as_str() => {
+                    return CatalogFile::Loaded(disk.registers);
+                }
+                Ok(disk) => format!("it holds the catalog of node `{}`", disk.node_id),
+                Err(e) => e.to_string(),
+            },
+        };
+        CatalogFile::Damaged {
+            why,
+            moved_to: move_aside(&path),
+        }
+    }
+
+    /// Replaces the catalog file with `registers`, atomically and durably. Blocks on disk
+    /// I/O: call it off the async workers.
+    pub fn save_catalog(&self, registers: Vec<(Key, Register)>) -> Result<(), StoreError> {
+        let disk = CatalogOnDisk {
+            node_id: self.node_id.to_string(),
+            registers,
+        };
+        write_atomic(&self.dir, CATALOG_FILE, &encode(&disk, CATALOG_VERSION))
+    }
+}
+
+/// Renames a damaged file to a free `<name>.damaged[.N]`; `None` if none is free or the
+/// rename failed.
+pub fn move_aside(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    for n in 1..=MAX_DAMAGED {
+        let to = if n == 1 {
+            path.with_file_name(format!("{name}.damaged"))
+        } else {
+            path.with_file_name(format!("{name}.damaged.{n}"))
+        };
+        if to.exists() {
+            continue;
+        }
+        return std::fs::rename(path, &to).ok().map(|()| to);
+    }
+    None
+}
+
 /// Replaces `dir/file` with `bytes`, atomically and durably: written to `file.tmp`,
 /// flushed to disk, renamed over `file`, and the directory flushed. A crash leaves either
 /// the old file or the new one.
@@ -177,6 +264,62 @@ pub fn write_atomic(dir: &Path, file: &str, bytes: &[u8]) -> Result<(), StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catalog_survives_a_reopen_and_a_damaged_one_is_moved_aside() {
+        use crate::catalog::{Value, Version};
+        let dir = tempfile::tempdir().unwrap();
+        let me = NodeId::new("n1");
+        let (store, _) = Store::open(dir.path(), &me).unwrap();
+        assert!(matches!(store.load_catalog(), CatalogFile::Missing));
+        let regs = vec![(
+            Key::Pause(JobId::new("j")),
+            Register {
+                version: Version {
+                    millis: 5,
+                    counter: 1,
+                    node: me.clone(),
+                },
+                value: Value::Pause(true),
+            },
+        )];
+        store.save_catalog(regs.clone()).unwrap();
+        drop(store);
+        let (store, _) = Store::open(dir.path(), &me).unwrap();
+        match store.load_catalog() {
+            CatalogFile::Loaded(back) => assert_eq!(back, regs),
+            other => panic!("{other:?}"),
+        }
+        // Torn: the checksum catches it; the bytes are kept aside, not overwritten.
+        let path = dir.path().join(CATALOG_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 3);
+        std::fs::write(&path, &bytes).unwrap();
+        match store.load_catalog() {
+            CatalogFile::Damaged {
+                why,
+                moved_to: Some(to),
+            } => {
+                assert!(why.contains("truncated"), "{why}");
+                assert_eq!(to, dir.path().join("catalog.bin.damaged"));
+                assert_eq!(std::fs::read(&to).unwrap(), bytes);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!path.exists());
+        // A second damaged file does not overwrite the first one set aside.
+        std::fs::write(&path, b"garbage").unwrap();
+        match store.load_catalog() {
+            CatalogFile::Damaged {
+                moved_to: Some(to), ..
+            } => assert_eq!(to, dir.path().join("catalog.bin.damaged.2")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join("catalog.bin.damaged")).unwrap(),
+            bytes
+        );
+    }
 
     fn rec(slot: i64, epoch: u64) -> FireRecord {
         FireRecord::single(UnixMillis(slot), epoch)
