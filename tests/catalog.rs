@@ -128,6 +128,17 @@ async fn all_see(nodes: &[&NodeHandle], n: usize) {
     }
 }
 
+/// Nodes a, b and c without data dirs or jobs, once each sees the three; with a directory
+/// for the test's files.
+async fn three_without_data_dirs() -> (tempfile::TempDir, [NodeHandle; 3]) {
+    let ps = peers(["a", "b", "c"]);
+    let a = start(&ps[0], &ps, None, vec![]).await;
+    let b = start(&ps[1], &ps, None, vec![]).await;
+    let c = start(&ps[2], &ps, None, vec![]).await;
+    all_see(&[&a, &b, &c], 3).await;
+    (tempfile::tempdir().unwrap(), [a, b, c])
+}
+
 fn assert_once_per_slot(runs: &BTreeMap<i64, Vec<Line>>) {
     for (slot, r) in runs {
         assert_eq!(
@@ -142,13 +153,8 @@ fn assert_once_per_slot(runs: &BTreeMap<i64, Vec<Line>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_job_runs_on_its_owner_outlives_its_acceptor_and_stops_when_deleted() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, [a, b, c]) = three_without_data_dirs().await;
     let out = dir.path().join("runs");
-    let ps = peers(["a", "b", "c"]);
-    let a = start(&ps[0], &ps, None, vec![]).await;
-    let b = start(&ps[1], &ps, None, vec![]).await;
-    let c = start(&ps[2], &ps, None, vec![]).await;
-    all_see(&[&a, &b, &c], 3).await;
 
     // 1. Created on a; it runs on its owner.
     let put = a
@@ -230,13 +236,8 @@ async fn an_api_job_runs_on_its_owner_outlives_its_acceptor_and_stops_when_delet
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_now_runs_once_on_the_owner_and_cancel_kills_the_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, [a, b, c]) = three_without_data_dirs().await;
     let out = dir.path().join("runs");
-    let ps = peers(["a", "b", "c"]);
-    let a = start(&ps[0], &ps, None, vec![]).await;
-    let b = start(&ps[1], &ps, None, vec![]).await;
-    let c = start(&ps[2], &ps, None, vec![]).await;
-    all_see(&[&a, &b, &c], 3).await;
 
     // A yearly job: its slots never come during the test.
     let long = format!(
@@ -312,20 +313,9 @@ async fn two_files_that_disagree_are_reported_and_one_definition_runs_once_per_s
     let out = dir.path().join("runs");
     let ps = peers(["a", "b", "c"]);
     // a and b define `drift` differently; c's file lacks it and may still own it.
-    let a = start(
-        &ps[0],
-        &ps,
-        None,
-        vec![file_job("drift", "@every 1s", &append(&out, "A"))],
-    )
-    .await;
-    let b = start(
-        &ps[1],
-        &ps,
-        None,
-        vec![file_job("drift", "@every 1s", &append(&out, "B"))],
-    )
-    .await;
+    let drift = |tag: &str| vec![file_job("drift", "@every 1s", &append(&out, tag))];
+    let a = start(&ps[0], &ps, None, drift("A")).await;
+    let b = start(&ps[1], &ps, None, drift("B")).await;
     let c = start(&ps[2], &ps, None, vec![]).await;
     all_see(&[&a, &b, &c], 3).await;
 
@@ -392,12 +382,8 @@ async fn two_files_that_disagree_are_reported_and_one_definition_runs_once_per_s
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_catalog_survives_a_crash_of_the_whole_cluster_with_data_dirs() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("runs");
-    let data: Vec<std::path::PathBuf> =
-        ["a", "b", "c"].iter().map(|n| dir.path().join(n)).collect();
+/// Nodes a, b and c (on new ports) with data dirs `data`, once each sees the three.
+async fn three_with_data_dirs(data: &[std::path::PathBuf]) -> [NodeHandle; 3] {
     let ps = peers(["a", "b", "c"]);
     let nodes = [
         start(&ps[0], &ps, Some(&data[0]), vec![]).await,
@@ -405,6 +391,16 @@ async fn the_catalog_survives_a_crash_of_the_whole_cluster_with_data_dirs() {
         start(&ps[2], &ps, Some(&data[2]), vec![]).await,
     ];
     all_see(&[&nodes[0], &nodes[1], &nodes[2]], 3).await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_survives_a_crash_of_the_whole_cluster_with_data_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    let data: Vec<std::path::PathBuf> =
+        ["a", "b", "c"].iter().map(|n| dir.path().join(n)).collect();
+    let nodes = three_with_data_dirs(&data).await;
     let put = nodes[0]
         .catalog()
         .put_job(raw("keep", "@every 1s", &append(&out, "v1")))
@@ -429,13 +425,7 @@ async fn the_catalog_survives_a_crash_of_the_whole_cluster_with_data_dirs() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The whole cluster comes back (on new ports), with no jobs of its own.
-    let ps = peers(["a", "b", "c"]);
-    let nodes = [
-        start(&ps[0], &ps, Some(&data[0]), vec![]).await,
-        start(&ps[1], &ps, Some(&data[1]), vec![]).await,
-        start(&ps[2], &ps, Some(&data[2]), vec![]).await,
-    ];
-    all_see(&[&nodes[0], &nodes[1], &nodes[2]], 3).await;
+    let nodes = three_with_data_dirs(&data).await;
     for n in &nodes {
         let info = n.catalog().job("keep").await.unwrap();
         assert_eq!(
