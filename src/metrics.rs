@@ -25,7 +25,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::core::types::JobId;
 use crate::history::RunRecord;
-use crate::node::Stats;
+use crate::node::{CatalogStats, Stats};
 
 /// At most this many jobs get series of their own in `starling_runs_total` (see the module
 /// docs).
@@ -73,8 +73,49 @@ pub struct Scrape {
     pub gossip_bytes: (u64, u64),
     /// Runs and bytes in this node's run history.
     pub history: (usize, usize),
-    /// Extra gauges (name, help, value), e.g. the catalog's, added as they come.
+    /// Extra gauges (name, help, value), such as the catalog's ([`Scrape::catalog`]).
     pub gauges: Vec<(&'static str, &'static str, i64)>,
+    /// Extra counters (name without `_total`, help, value).
+    pub counters: Vec<(&'static str, &'static str, u64)>,
+}
+
+impl Scrape {
+    /// Adds the catalog's sizes, conflicts and hash.
+    pub fn catalog(&mut self, c: &CatalogStats) {
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        let k = &c.counts;
+        self.gauges.extend([
+            ("starling_catalog_jobs", "Jobs in the catalog with a definition that runs (API or jobs file), paused or not", n(k.jobs)),
+            ("starling_catalog_paused_jobs", "Of those, paused", n(k.paused)),
+            ("starling_catalog_api_definitions", "Live API definitions (each a versioned register)", n(k.api)),
+            ("starling_catalog_tombstones", "Deleted API definitions still remembered (until their lifetime ends)", n(k.tombstones)),
+            ("starling_catalog_file_definitions", "Jobs-file definitions, summed over the nodes", n(k.file_entries)),
+            ("starling_catalog_requests", "Run-now and cancel requests and their claims", n(k.requests)),
+            ("starling_catalog_conflicts", "Current conflicts: jobs files that disagree, API definitions a file shadows", n(k.conflicts)),
+            ("starling_catalog_registers", "Versioned catalog registers of every kind (API definitions, tombstones, pauses, requests)", n(k.registers)),
+            ("starling_catalog_newest_version_ms", "Time (Unix ms) of the newest version in the catalog: equal on nodes that hold the same catalog", k.newest_version_ms),
+            ("starling_catalog_published_registers", "Catalog registers this node publishes in its gossip state", n(c.held)),
+            // The same value on every node that holds the same catalog: compare across nodes.
+            ("starling_catalog_hash", "Hash of the catalog (equal on nodes holding the same catalog), as a signed 64-bit integer", c.hash as i64),
+        ]);
+        self.counters.extend([
+            (
+                "starling_catalog_conflicts_detected",
+                "Conflicts that appeared since the node started",
+                c.conflicts_detected,
+            ),
+            (
+                "starling_catalog_values_refused",
+                "Catalog values from gossip that did not decode or were refused",
+                c.refused,
+            ),
+            (
+                "starling_catalog_adopted",
+                "Registers this node began publishing for a node that stopped",
+                c.adopted,
+            ),
+        ]);
+    }
 }
 
 /// A node's metrics. Cheap to update from many tasks at once.
@@ -316,6 +357,9 @@ impl Collector for Scraped {
         )?;
         for (name, help, value) in &s.gauges {
             gauge(&mut e, name, help, *value)?;
+        }
+        for (name, help, value) in &s.counters {
+            counter(&mut e, name, help, None, *value)?;
         }
         Ok(())
     }

@@ -6,6 +6,11 @@
 //! | `GET /healthz` | `{"status": "ok", "node": ...}`; never needs the token |
 //! | `GET /metrics` | Prometheus text format (see [`crate::metrics`]) |
 //! | `GET /v1/runs?job=NAME&limit=N` | run history gathered from every live node with an API |
+//! | `GET /v1/members` | the members in this node's view, with the jobs each owns |
+//! | `GET /v1/jobs`, `GET /v1/jobs/{name}` | the catalog's jobs: definition, source, version, owner, next slots, conflicts (and last runs for one job) |
+//! | `PUT`, `DELETE /v1/jobs/{name}` | create or replace, delete an API job (`jobs.rs`) |
+//! | `POST /v1/jobs/{name}/pause`, `/resume`, `/run` | pause, resume, run once now on its owner |
+//! | `POST /v1/runs/{fire_id}/cancel` | stop a run wherever it runs |
 //!
 //! # Access
 //!
@@ -27,6 +32,7 @@
 mod auth;
 mod body;
 mod error;
+mod jobs;
 mod routes;
 mod server;
 mod views;
@@ -45,7 +51,7 @@ pub use auth::{MIN_TOKEN_BYTES, TOKEN_ENV, Token, TokenError, check_exposure};
 pub use body::job_from_json;
 pub use error::{ApiError, ErrorBody};
 pub use routes::{NodeAnswer, RunsPage};
-pub use views::{JobView, JobsPage, MemberView, MembersPage, RunRequested};
+pub use views::{JobView, JobsPage, MemberView, MembersPage, RunRequested, SourceView};
 
 use crate::node::NodeHandle;
 
@@ -143,6 +149,7 @@ pub fn router(node: Arc<NodeHandle>, mut config: ApiConfig) -> Router {
     }));
     Router::new()
         .merge(routes::routes())
+        .merge(jobs::routes())
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

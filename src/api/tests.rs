@@ -309,3 +309,119 @@ async fn runs_are_gathered_from_every_node_with_an_api() {
         s.stop().await;
     }
 }
+
+/// The write side's errors: each with its stable code and status, a bad field named, an
+/// oversize body (413), a clash with a jobs file (409), a slow body (408).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_checked_bounded_and_answered_with_stable_codes() {
+    let config = ApiConfig {
+        limits: ApiLimits {
+            request_timeout: Duration::from_millis(800),
+            ..ApiLimits::default()
+        },
+        ..with_token()
+    };
+    let file_job = "[[jobs]]\nname = \"from-file\"\nschedule = \"@every 1s\"\ncommand = \"true\"\n";
+    let api = start("a", free_udp(), &[], file_job, config, true).await;
+    let http = reqwest::Client::new();
+    let put = |name: &str, body: String| {
+        http.put(api.url(&format!("/v1/jobs/{name}")))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+    };
+    let good = r#"{"schedule": "@every 1s", "command": "true"}"#.to_string();
+    let response = put("dyn", good.clone()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let job: JobView = response.json().await.unwrap();
+    assert_eq!(
+        (job.name.as_str(), job.owner.as_deref()),
+        ("dyn", Some("a"))
+    );
+    assert_eq!(job.next.len(), 5);
+
+    let (status, e) = error_of(
+        put(
+            "dyn",
+            r#"{"schedule": "@every 1s", "command": "true", "retries": -1}"#.into(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!((status, e.code.as_str()), (400, "invalid_job"));
+    assert!(e.message.contains("`retries`"), "{}", e.message);
+    let (status, e) = error_of(put("from-file", good.clone()).await.unwrap()).await;
+    assert_eq!(
+        (status, e.code.as_str()),
+        (409, "conflict"),
+        "{}",
+        e.message
+    );
+    let (status, e) = error_of(
+        put(
+            "dyn",
+            format!("{{\"command\": \"{}\"}}", "x".repeat(100_000)),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, e.code.as_str()),
+        (413, "too_large"),
+        "{}",
+        e.message
+    );
+    for (method, path, want) in [
+        (reqwest::Method::GET, "/v1/jobs/none", (404, "not_found")),
+        (reqwest::Method::DELETE, "/v1/jobs/none", (404, "not_found")),
+        (
+            reqwest::Method::POST,
+            "/v1/jobs/none/pause",
+            (404, "not_found"),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/runs/xyz/cancel",
+            (400, "bad_request"),
+        ),
+    ] {
+        let response = http
+            .request(method, api.url(path))
+            .bearer_auth(TOKEN)
+            .send();
+        let (status, e) = error_of(response.await.unwrap()).await;
+        assert_eq!((status, e.code.as_str()), want, "{path}: {}", e.message);
+    }
+    let response = http.post(api.url("/v1/runs/xyz/cancel")).bearer_auth(TOKEN);
+    let (_, e) = error_of(response.send().await.unwrap()).await;
+    assert!(e.message.contains("`fire_id`"), "{}", e.message);
+    let response = http.post(api.url("/v1/jobs/dyn/run")).bearer_auth(TOKEN);
+    let run: RunRequested = response.send().await.unwrap().json().await.unwrap();
+    assert_eq!(run.fire_id.len(), 16);
+
+    // A body that stops halfway is answered 408 once the request's time is up.
+    let mut slow = TcpStream::connect(api.addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/jobs/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{\"sched"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("\"timeout\""),
+        "{answer}"
+    );
+    assert_eq!(
+        http.get(api.url("/v1/jobs/slow"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    api.stop().await;
+}

@@ -40,8 +40,8 @@ pub struct JobView {
     pub name: String,
     /// Its definition, as the jobs file's keys (keys at their default left out).
     pub definition: RawJob,
-    /// Where the definition comes from: `{"api": null}`-like tags, see the README.
-    pub source: serde_json::Value,
+    /// Where the definition comes from.
+    pub source: SourceView,
     /// Its version (`millis.counter@node`); absent for in-process handler jobs.
     pub version: Option<String>,
     /// The member that runs it in the answering node's view.
@@ -56,6 +56,33 @@ pub struct JobView {
     pub last_runs: Option<Vec<RunEntry>>,
     /// Disagreements about it (normally none).
     pub conflicts: Vec<serde_json::Value>,
+}
+
+/// Where a job's definition comes from: `"api"`, `{"file": {"nodes": [...]}}` (the nodes
+/// whose jobs files hold the definition that runs), or `"local"` (an in-process handler
+/// job of the answering node).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceView {
+    /// The API.
+    Api,
+    /// Jobs files.
+    File {
+        /// Their nodes.
+        nodes: Vec<String>,
+    },
+    /// An in-process handler job.
+    Local,
+}
+
+impl std::fmt::Display for SourceView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceView::Api => f.write_str("api"),
+            SourceView::File { nodes } => write!(f, "file:{}", nodes.join(",")),
+            SourceView::Local => f.write_str("local"),
+        }
+    }
 }
 
 /// The answer of `GET /v1/jobs`.

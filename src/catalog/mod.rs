@@ -271,6 +271,11 @@ pub struct CatalogCounts {
     pub requests: usize,
     /// Current conflicts.
     pub conflicts: usize,
+    /// Versioned registers of every kind (definitions, tombstones, pauses, requests).
+    pub registers: usize,
+    /// The time (Unix ms) of the newest version among them: equal on nodes that hold the
+    /// same catalog, and moving with every write. 0 when there is none.
+    pub newest_version_ms: i64,
 }
 
 /// The catalog as one node knows it. See the module docs.
@@ -759,8 +764,12 @@ impl Catalog {
 
     /// Counts of what the catalog holds.
     pub fn counts(&self) -> CatalogCounts {
-        let mut c = CatalogCounts::default();
+        let mut c = CatalogCounts {
+            registers: self.registers.len(),
+            ..CatalogCounts::default()
+        };
         for (k, r) in &self.registers {
+            c.newest_version_ms = c.newest_version_ms.max(r.version.millis);
             match (k, &r.value) {
                 (_, Value::Job(Some(_))) => c.api += 1,
                 (_, Value::Job(None)) => c.tombstones += 1,

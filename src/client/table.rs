@@ -32,25 +32,6 @@ fn or_dash(v: Option<&str>) -> String {
     v.filter(|s| !s.is_empty()).unwrap_or("-").to_string()
 }
 
-/// Where a job's definition comes from, in a word or two.
-fn source(job: &JobView) -> String {
-    match &job.source {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Object(m) => match m.iter().next() {
-            Some((kind, serde_json::Value::Object(f))) => match f.get("nodes") {
-                Some(serde_json::Value::Array(nodes)) => {
-                    let nodes: Vec<&str> = nodes.iter().filter_map(|n| n.as_str()).collect();
-                    format!("{kind}:{}", nodes.join(","))
-                }
-                _ => kind.clone(),
-            },
-            Some((kind, _)) => kind.clone(),
-            None => "-".into(),
-        },
-        other => other.to_string(),
-    }
-}
-
 /// `starling members`.
 pub fn print_members(page: &MembersPage) -> String {
     let rows: Vec<Vec<String>> = page
@@ -87,7 +68,7 @@ pub fn print_jobs(page: &JobsPage) -> String {
                 j.name.clone(),
                 or_dash(j.definition.schedule.as_deref()),
                 or_dash(j.owner.as_deref()),
-                source(j),
+                j.source.to_string(),
                 if j.paused { "paused" } else { "active" }.into(),
                 or_dash(j.next.first().map(String::as_str)),
                 if j.conflicts.is_empty() {
@@ -144,7 +125,7 @@ pub fn print_job(job: &JobView) -> String {
     if let Some(r) = d.retries {
         field("retries", r.to_string());
     }
-    field("source", source(job));
+    field("source", job.source.to_string());
     field("version", or_dash(job.version.as_deref()));
     field("owner", or_dash(job.owner.as_deref()));
     field("state", if job.paused { "paused" } else { "active" }.into());

@@ -2,6 +2,7 @@ use super::*;
 use crate::core::types::{FireId, NodeId, UnixMillis};
 use crate::exec::{Outcome, RunContext};
 use crate::history::RunOutcome;
+use crate::node::CatalogStats;
 
 fn record(job: &str, outcome: Outcome, ms: i64) -> RunRecord {
     let ctx = RunContext {
@@ -110,8 +111,20 @@ fn scrape_time_values_are_exposed_as_counters_and_gauges() {
         alive: 4,
         gossip_bytes: (1_000, 2_000),
         history: (12, 3_456),
-        gauges: vec![("starling_catalog_jobs", "Jobs in the catalog", 9)],
+        ..Scrape::default()
     };
+    let mut scrape = scrape;
+    scrape.catalog(&CatalogStats {
+        counts: crate::catalog::CatalogCounts {
+            jobs: 9,
+            conflicts: 1,
+            newest_version_ms: 1_700_000_000_123,
+            ..Default::default()
+        },
+        conflicts_detected: 2,
+        hash: u64::MAX,
+        ..CatalogStats::default()
+    });
     let text = m.render(scrape);
     for (prefix, want) in [
         ("starling_slots_fired_total", 7.0),
@@ -126,6 +139,10 @@ fn scrape_time_values_are_exposed_as_counters_and_gauges() {
         ("starling_history_runs", 12.0),
         ("starling_history_bytes", 3_456.0),
         ("starling_catalog_jobs", 9.0),
+        ("starling_catalog_conflicts", 1.0),
+        ("starling_catalog_conflicts_detected_total", 2.0),
+        ("starling_catalog_hash", -1.0),
+        ("starling_catalog_newest_version_ms", 1_700_000_000_123.0),
     ] {
         assert_eq!(sample(&text, prefix), Some(want), "{prefix} in\n{text}");
     }

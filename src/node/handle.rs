@@ -130,14 +130,17 @@ impl NodeHandle {
     /// The node's metrics in the Prometheus text format, with values read now.
     pub async fn metrics_text(&self) -> String {
         let view = self.view();
-        let scrape = Scrape {
+        let mut scrape = Scrape {
             stats: self.stats().await,
             members: view.members.len(),
             alive: view.alive.len(),
             gossip_bytes: self.traffic.bytes(),
             history: (self.history.len(), self.history.bytes()),
-            gauges: Vec::new(),
+            ..Scrape::default()
         };
+        if let Ok(catalog) = self.catalog.stats().await {
+            scrape.catalog(&catalog);
+        }
         self.metrics.render(scrape)
     }
 
