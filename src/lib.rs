@@ -20,7 +20,7 @@
 //!   handle's catalog operations.
 //! - `exec`: executors: shell commands and in-process async handlers.
 //! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
-//! - `logs`: log hygiene: escaping job output.
+//! - `logs`: log hygiene: escaping job output, rate limiting repeated lines.
 //! - `history`: each node's run history: bounded, saved in the data dir, merged by the API.
 //! - `metrics`: Prometheus metrics: run outcomes by job, lateness and duration histograms,
 //!   the node's counters, members, gossip bytes.

@@ -1,4 +1,9 @@
-//! Log hygiene: text from outside (job output) is escaped so it cannot forge log lines.
+//! Log hygiene: text from outside (job output) is escaped so it cannot forge log lines,
+//! and repeated lines are rate limited ([`RateLimit`]).
+
+mod ratelimit;
+
+pub use ratelimit::{DEFAULT_WINDOW, OneLine, RateLimit};
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use chrono_tz::Tz;
 use clap::{Parser, Subcommand};
 use starling::core::schedule::{Dst, parse_duration, parse_timezone};
+use starling::logs::{OneLine, RateLimit};
 use starling::node::parse_addr;
 use starling::security::{CLUSTER_KEY_ENV, ClusterKey, Entropy, KEY_LEN, Keyring, OsEntropy};
 use starling::{
@@ -201,15 +202,9 @@ impl ApiSettings {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logs = init_logs();
     let result = match cli.command {
-        Cmd::Run(args) => run(*args),
+        Cmd::Run(args) => run(*args, &logs),
         Cmd::Check { file, jobs, count } => match file.or(jobs) {
             Some(path) => check(&path, count),
             None => Err(anyhow::anyhow!("give a jobs file: `starling check FILE`")),
@@ -243,6 +238,7 @@ fn main() -> ExitCode {
         Cmd::Members { api } => ctl::members(api),
         Cmd::Runs { job, limit, api } => ctl::runs(job, limit, api),
     };
+    logs.flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -250,6 +246,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (`info` by default). chitchat's repeated
+/// lines (one per bad datagram) are limited to one per call site per 10 s, counted; the
+/// returned limiter reports what it held back when flushed.
+fn init_logs() -> RateLimit {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let limit = RateLimit::new(starling::logs::DEFAULT_WINDOW);
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .event_format(OneLine(tracing_subscriber::fmt::format().with_ansi(ansi)))
+        .with_filter(limit.clone());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .init();
+    limit
 }
 
 fn read_jobs(path: &Path) -> anyhow::Result<Vec<JobSpec>> {
@@ -407,7 +424,7 @@ fn load_jobs(path: Option<&Path>) -> anyhow::Result<Vec<JobSpec>> {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+fn run(args: RunArgs, logs: &RateLimit) -> anyhow::Result<()> {
     let (mut config, jobs_path, api_settings) = build_config(&args)?;
     let api = start_api(&api_settings, &mut config)?;
     // Read once, above: a reload never reads it again, and no job may see it (issue 16).
@@ -441,7 +458,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             server.stop().await;
         }
         match std::sync::Arc::try_unwrap(node) {
-            Ok(node) => signals.leave(node, signal).await,
+            Ok(node) => signals.leave(node, signal, logs).await,
             Err(_) => {
                 tracing::warn!("the API still holds the node: stopping without a graceful leave")
             }

@@ -1,6 +1,7 @@
 //! Signals of `starling run`: SIGHUP reloads the config and jobs files; SIGINT or SIGTERM
 //! leaves the cluster gracefully, and a second one during the leave exits at once.
 
+use starling::logs::RateLimit;
 use starling::{JobSpec, NodeConfig, NodeHandle, Stats};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
@@ -61,7 +62,7 @@ impl Signals {
     /// Leaves the cluster gracefully (`signal` asked for it), and exits the process at
     /// once, with status 128 + the signal's number, on a second SIGINT or SIGTERM
     /// meanwhile. Logs the node's counters once it has left, after its runs ended.
-    pub async fn leave(mut self, node: NodeHandle, signal: &'static str) {
+    pub async fn leave(mut self, node: NodeHandle, signal: &'static str, logs: &RateLimit) {
         info!(
             signal,
             "leaving the cluster (a second SIGINT or SIGTERM exits at once)"
@@ -80,6 +81,7 @@ impl Signals {
                         // Running jobs die with the process: their shells by the kernel
                         // (parent-death signal), the rest by the reaper.
                         warn!(signal = name, "second signal during the leave: exiting now; running jobs are killed");
+                        logs.flush();
                         std::process::exit(128 + number);
                     }
                 },

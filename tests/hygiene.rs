@@ -479,3 +479,84 @@ async fn replace_jobs_checks_the_whole_set_first_and_leaves_handler_jobs_alone()
     assert_eq!(node.replace_jobs(vec![]).await, Ok(JobsChange::default()));
     node.shutdown().await;
 }
+
+/// A seed that no packet can be sent to (a broadcast address: every send fails) makes
+/// chitchat warn on every gossip round, and a flood of garbage datagrams hits the node
+/// meanwhile. Each is logged once, the rest counted, and every line of the log is one
+/// event (chitchat's warning carries an error chain with line breaks).
+#[test]
+fn repeated_warnings_are_logged_once_and_counted() {
+    const SENT: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write(
+        dir.path(),
+        "jobs.toml",
+        "[[jobs]]\nname = \"quiet\"\nschedule = \"@every 1h\"\ncommand = \"true\"\n",
+    );
+    let log = dir.path().join("n.log");
+    let port = free_port();
+    let mut p = spawn_peer_with(
+        "flooded",
+        port,
+        &[],
+        Path::new(&jobs),
+        &log,
+        &["--seed", "255.255.255.255:7946"],
+    );
+    let (started, text) = wait_for_log(&log, Duration::from_secs(10), |t| {
+        t.contains("node started")
+    });
+    assert!(started, "{text}");
+    // Datagrams that are not gossip packets: arbitrary bytes from a fixed sequence.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..SENT {
+        let mut datagram = vec![0u8; 1 + (x % 200) as usize];
+        for b in &mut datagram {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let _ = sock.send_to(&datagram, ("127.0.0.1", port));
+    }
+    // Gossip rounds go on: 5 a second, each failing to reach the seed.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(p.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let count = |what: &str| {
+        text.lines()
+            .filter(|l| l.contains(what) && !l.contains("repeated log lines"))
+            .count()
+    };
+    // One line per 10 s window; the test took well under one.
+    assert_eq!(count("Failed to gossip with seed node"), 1, "{text}");
+    let counted: usize = text
+        .lines()
+        .filter(|l| l.contains("repeated log lines suppressed") && l.contains("chitchat::server"))
+        .map(|l| {
+            let n = l.split("suppressed=").nth(1).unwrap();
+            n.split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        counted >= 5,
+        "the failed sends were not counted: {counted}\n{text}"
+    );
+    // The flood: the gossip transport's drop warnings are limited too (one per kind).
+    let garbage = count("dropped a gossip packet") + count("invalid-chitchat-payload");
+    assert!(
+        (1..=3).contains(&garbage),
+        "{garbage} lines about garbage:\n{text}"
+    );
+    for line in text.lines() {
+        assert!(
+            line.starts_with("20") && line.contains('Z'),
+            "a log line that is not an event of its own: {line:?}"
+        );
+    }
+}
