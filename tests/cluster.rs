@@ -423,14 +423,32 @@ async fn runs_start_at_their_slot(clock: Option<Arc<dyn Clock>>) {
         for &(slot, start, _) in spans {
             assert!(start >= slot, "a run started before its slot: {spans:?}");
         }
-        assert_every_second(spans);
         assert_no_overlap(spans);
     }
+    assert_every_second(&all[0]);
     assert!(
         all[1].iter().all(|&(slot, _, end)| end >= slot + 995),
         "a run ended early: {all:?}"
     );
-    assert_eq!(stats.overlap_skipped, 0, "{stats:?} {all:?}");
+    // A run meant to end 5 ms before the next slot may, on a loaded machine, end at or
+    // after it: that slot is then rightly skipped under forbid. Only a run that ended at
+    // least 2 ms early may not cost its successor the slot.
+    let mut excused = 0;
+    for pair in all[1].windows(2) {
+        let ((slot, _, end), (next, _, _)) = (pair[0], pair[1]);
+        if next != slot + 1_000 {
+            assert!(
+                next == slot + 2_000 && end >= slot + 998,
+                "a slot is missing although the run before ended in time: {all:?}"
+            );
+            excused += 1;
+        }
+    }
+    // (The last run may also cost a slot after the last one recorded, before shutdown.)
+    assert!(
+        (excused..=excused + 1).contains(&stats.overlap_skipped),
+        "{stats:?} {all:?}"
+    );
 }
 
 /// `forbid` (the default): slots found due together at start-up (the lookback) run one

@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
