@@ -12,6 +12,8 @@
 //!   versions (a hybrid logical clock), merge and conflict rules, tombstones, the gossip
 //!   key layout. Pure, like `core`.
 //! - `api`: the HTTP API (axum): any node answers for the cluster; token, limits.
+//! - `console`: the web console at `GET /` on the API port: one page, its files embedded
+//!   in the binary, and schedules in words.
 //! - `client`: the CLI client of the API (`starling jobs|members|runs`).
 //! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records,
 //!   the catalog's keys (`cluster::catalog`), and the gossip transport that seals every packet.
@@ -56,6 +58,7 @@ pub mod api;
 pub mod catalog;
 pub mod client;
 pub mod cluster;
+pub mod console;
 pub mod core;
 pub mod encoding;
 pub mod exec;

@@ -11,11 +11,13 @@
 //! | `PUT`, `DELETE /v1/jobs/{name}` | create or replace, delete an API job (`jobs.rs`) |
 //! | `POST /v1/jobs/{name}/pause`, `/resume`, `/run` | pause, resume, run once now on its owner |
 //! | `POST /v1/runs/{fire_id}/cancel` | stop a run wherever it runs |
+//! | `GET /` | the web console ([`crate::console`]); its page and files need no token |
+//! | `GET /v1/schedule?schedule=S&timezone=TZ` | a schedule in words and its next slots ([`crate::console`]) |
 //!
 //! # Access
 //!
 //! With a token ([`Token`]: `STARLING_API_TOKEN` or `--api-token-file`), every request
-//! but `/healthz` needs `Authorization: Bearer <token>` (401 otherwise). Without one, the
+//! but `/healthz` and the console's static files needs `Authorization: Bearer <token>` (401 otherwise). Without one, the
 //! API answers reads (`GET`, `HEAD`) and refuses everything else (403 `writes_disabled`),
 //! unless [`ApiConfig::insecure_writes`].
 //!
@@ -124,9 +126,30 @@ struct Shared {
 }
 
 impl ApiState {
-    fn node(&self) -> &NodeHandle {
+    pub(crate) fn node(&self) -> &NodeHandle {
         &self.0.node
     }
+
+    /// Who may read and write through this API.
+    pub(crate) fn access(&self) -> Access {
+        let config = &self.0.config;
+        match (&config.token, config.insecure_writes) {
+            (Some(_), _) => Access::Token,
+            (None, false) => Access::ReadOnly,
+            (None, true) => Access::OpenWrites,
+        }
+    }
+}
+
+/// Who may read and write through an API (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Every request but `/healthz` (and the console's static files) needs the token.
+    Token,
+    /// No token: anyone reads, nobody writes.
+    ReadOnly,
+    /// No token, `insecure_writes`: anyone reads and writes.
+    OpenWrites,
 }
 
 /// The API's router for `node`: every endpoint, the token check and the limits.
@@ -150,6 +173,7 @@ pub fn router(node: Arc<NodeHandle>, mut config: ApiConfig) -> Router {
     Router::new()
         .merge(routes::routes())
         .merge(jobs::routes())
+        .merge(crate::console::routes())
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -210,7 +234,10 @@ impl Drop for ApiServer {
 
 /// The token check (see the module docs).
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/healthz" {
+    // The console's page and files hold no data (the page asks the API with the token
+    // the user enters), and a browser cannot send a token when it opens a page.
+    let path = request.uri().path();
+    if path == "/healthz" || crate::console::is_public(path) {
         return next.run(request).await;
     }
     let config = &state.0.config;

@@ -9,7 +9,7 @@ use chitchat::{ChitchatId, NodeState};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::NodeConfig;
+use super::{Clock, NodeConfig};
 use super::catalog::{CatalogCmd, CatalogStats, JobInfo, MemberInfo};
 use super::config::ConfigError;
 use super::jobs::{JobsChange, JobsError};
@@ -17,7 +17,7 @@ use crate::catalog::{CatalogError, Conflict};
 use crate::cluster::{GossipSecurity, GossipStats, Traffic, api_addresses};
 use crate::core::job::{JobSpec, RawJob};
 use crate::core::planner::View;
-use crate::core::types::{FireId, JobId, NodeId};
+use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
 use crate::history::History;
 use crate::metrics::{Metrics, Scrape};
 use crate::security::{KeyError, Keyring};
@@ -83,6 +83,8 @@ pub struct NodeHandle {
     pub(super) live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     pub(super) catalog: CatalogClient,
     pub(super) catalog_task: tokio::task::JoinHandle<()>,
+    /// The node's clock, for readers outside the loop (the API's schedule previews).
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl NodeHandle {
@@ -120,6 +122,11 @@ impl NodeHandle {
     /// has one), as they publish it in gossip.
     pub fn api_addresses(&self) -> BTreeMap<NodeId, SocketAddr> {
         api_addresses(&self.live.borrow())
+    }
+
+    /// The time on this node's clock (the system clock, or the simulator's).
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now()
     }
 
     /// This node's run history (its own runs only; the API merges the cluster's).

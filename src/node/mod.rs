@@ -415,6 +415,7 @@ impl NodeBuilder {
             "node started"
         );
         let runs_clock = clock.clone();
+        let handle_clock = clock.clone();
         let runtime = Runtime {
             config: config.clone(),
             planner,
@@ -484,6 +485,7 @@ impl NodeBuilder {
             live,
             catalog: CatalogClient { cmd: catalog_tx },
             catalog_task,
+            clock: handle_clock,
         })
     }
 }

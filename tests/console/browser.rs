@@ -1,0 +1,179 @@
+//! A headless Chromium driven over WebDriver: Debian's `chromium` and `chromedriver`, each a
+//! child process killed with the test, and a fresh profile in a temporary directory.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::common::Proc;
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Why the browser tests cannot run here, if they cannot: only when Debian's packages are
+/// absent (`.ci/run` installs them, so in CI they run).
+pub fn missing() -> Option<String> {
+    let absent: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    (!absent.is_empty()).then(|| {
+        format!(
+            "{} not installed (apt-get install -y chromium chromium-driver)",
+            absent.join(" and ")
+        )
+    })
+}
+
+/// Where the tests write their screenshots: `target/console-screenshots/`.
+pub fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target/tmp has a parent")
+        .join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct Browser {
+    pub client: Client,
+    _driver: Proc,
+    _profile: tempfile::TempDir,
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium of `width` × `height`, logging the driver
+    /// to `log`.
+    pub async fn start(log: &Path, width: u32, height: u32) -> Browser {
+        let port = free_tcp_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Proc(Some(driver));
+        let profile = tempfile::tempdir().unwrap();
+        // This machine's network is closed: everything Chromium would fetch in the
+        // background is turned off, or it waits on connections that never come.
+        let args = [
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-dev-shm-usage".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+            format!("--window-size={width},{height}"),
+        ];
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+        });
+        let caps = caps.as_object().unwrap().clone();
+        let url = format!("http://127.0.0.1:{port}");
+        // The driver takes a moment to listen: bounded retries.
+        let mut last = String::new();
+        for _ in 0..100 {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        client,
+                        _driver: driver,
+                        _profile: profile,
+                    };
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no WebDriver session from {CHROMEDRIVER} on port {port}: {last}");
+    }
+
+    /// Runs `script` in the page and returns its value.
+    pub async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Runs an async `script` whose last argument is the callback.
+    pub async fn js_async(&self, script: &str) -> Value {
+        self.client
+            .execute_async(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    /// Types `text` into the element `css` (focusing it first, as a user would).
+    pub async fn type_into(&self, css: &str, text: &str) {
+        self.find(css).await.send_keys(text).await.unwrap();
+    }
+
+    /// Saves a screenshot as `name`.png in [`screenshot_dir`].
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.unwrap();
+        let path = screenshot_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
+    /// Polls `check` every 200 ms until it returns `Some`, for at most `within`; panics
+    /// naming `what` (and the page's own status line) if it never does.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, within: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let rounds = (within.as_millis() / 200).max(1);
+        for _ in 0..rounds {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let status = self.page_status().await;
+        panic!("the page did not show {what} within {within:?}; it says: {status}");
+    }
+
+    /// The page's status line and message, for failure reports.
+    pub async fn page_status(&self) -> String {
+        self.js(
+            "return [document.getElementById('live').textContent, \
+             document.getElementById('message').hidden ? '' : document.getElementById('message-text').textContent, \
+             Array.from(document.querySelectorAll('.note')).filter(n => !n.hidden).map(n => n.textContent).join(' | ')].join(' / ')",
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+}
