@@ -1,7 +1,8 @@
 //! The web console in a real headless Chromium (Debian's `chromium` and `chromedriver`, over
 //! WebDriver with fantoccini), against real processes of the real binary gossiping over
 //! real UDP on loopback. Each test skips, saying why, only when Chromium or chromedriver is
-//! not installed; `.ci/run` installs both.
+//! not installed or cannot start; `.ci/run` installs both and sets
+//! `STARLING_REQUIRE_BROWSER`, which turns a skip into a failure.
 
 #[path = "console/browser.rs"]
 mod browser;
@@ -102,10 +103,6 @@ fn jobs_file(dir: &Path, text: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_page_shows_data_and_offers_no_write() {
-    if let Some(why) = browser::missing() {
-        eprintln!("skipping the console's browser test: {why}");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let jobs = jobs_file(
         dir.path(),
@@ -114,7 +111,10 @@ async fn without_a_token_the_page_shows_data_and_offers_no_write() {
     let (gossip, api) = (free_port(), browser::free_tcp_port());
     let _node = spawn_node(dir.path(), "solo", gossip, api, &[], &jobs, None);
     wait_healthy(api).await;
-    let b = Browser::start(&dir.path().join("chromedriver.log"), 1280, 900).await;
+    let log = dir.path().join("chromedriver.log");
+    let Some(b) = browser::open("the read-only console test", &log, 1280, 900).await else {
+        return;
+    };
     b.client
         .goto(&format!("http://127.0.0.1:{api}/"))
         .await

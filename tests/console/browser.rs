@@ -29,6 +29,28 @@ pub fn missing() -> Option<String> {
     })
 }
 
+/// Set (by `.ci/run`, once the packages are there) to make a browser that is missing or
+/// cannot start a failure instead of a skip.
+pub const REQUIRE: &str = "STARLING_REQUIRE_BROWSER";
+
+/// A headless Chromium for a test, or `None` after printing why the test skips: the
+/// packages are absent, or the browser cannot start here. With [`REQUIRE`] set, either
+/// of those fails the test instead.
+pub async fn open(test: &str, log: &Path, width: u32, height: u32) -> Option<Browser> {
+    let why = match missing() {
+        Some(why) => why,
+        None => match Browser::start(log, width, height).await {
+            Ok(b) => return Some(b),
+            Err(e) => e,
+        },
+    };
+    if std::env::var_os(REQUIRE).is_some() {
+        panic!("{test}: no browser, and {REQUIRE} is set: {why}");
+    }
+    eprintln!("skipping {test}: {why}");
+    None
+}
+
 /// Where the tests write their screenshots: `target/console-screenshots/`.
 pub fn screenshot_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -55,18 +77,18 @@ pub fn free_tcp_port() -> u16 {
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium of `width` × `height`, logging the driver
-    /// to `log`.
-    pub async fn start(log: &Path, width: u32, height: u32) -> Browser {
+    /// to `log`; on failure, says why with the end of that log.
+    pub async fn start(log: &Path, width: u32, height: u32) -> Result<Browser, String> {
         let port = free_tcp_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(log).map_err(|e| e.to_string())?)
             .spawn()
-            .expect("chromedriver starts");
-        let driver = Proc(Some(driver));
-        let profile = tempfile::tempdir().unwrap();
+            .map_err(|e| format!("{CHROMEDRIVER} does not start: {e}"))?;
+        let mut driver = Proc(Some(driver));
+        let profile = tempfile::tempdir().map_err(|e| e.to_string())?;
         // This machine's network is closed: everything Chromium would fetch in the
         // background is turned off, or it waits on connections that never come.
         let args = [
@@ -88,7 +110,8 @@ impl Browser {
         });
         let caps = caps.as_object().unwrap().clone();
         let url = format!("http://127.0.0.1:{port}");
-        // The driver takes a moment to listen: bounded retries.
+        // The driver takes a moment to listen: bounded retries (each attempt that reaches
+        // it waits for Chromium to start).
         let mut last = String::new();
         for _ in 0..100 {
             match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -97,17 +120,27 @@ impl Browser {
                 .await
             {
                 Ok(client) => {
-                    return Browser {
+                    return Ok(Browser {
                         client,
                         _driver: driver,
                         _profile: profile,
-                    };
+                    });
                 }
                 Err(e) => last = e.to_string(),
             }
+            if !driver.is_running() {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no WebDriver session from {CHROMEDRIVER} on port {port}: {last}");
+        driver.kill9();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(format!(
+            "no WebDriver session from {CHROMEDRIVER} on port {port}: {last}; its log ends: {}",
+            tail.join(" / ")
+        ))
     }
 
     /// Runs `script` in the page and returns its value.
