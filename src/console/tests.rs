@@ -32,6 +32,22 @@ fn with_token() -> ApiConfig {
     }
 }
 
+/// `GET /v1/schedule` with `query`, expected to succeed.
+async fn get_preview(
+    http: &reqwest::Client,
+    base: &str,
+    query: &[(&str, &str)],
+) -> SchedulePreview {
+    let r = http
+        .get(format!("{base}/v1/schedule"))
+        .query(query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{query:?}");
+    r.json().await.unwrap()
+}
+
 async fn stop(server: ApiServer, node: Arc<NodeHandle>) {
     server.stop().await;
     if let Ok(node) = Arc::try_unwrap(node) {
@@ -122,20 +138,17 @@ async fn the_page_says_which_access_the_node_gives() {
 async fn a_schedule_preview_gives_words_and_slots_in_the_jobs_zone() {
     let (base, server, node) = serve(ApiConfig::default()).await;
     let http = reqwest::Client::new();
-    let preview: SchedulePreview = http
-        .get(format!("{base}/v1/schedule"))
-        .query(&[
+    let preview = get_preview(
+        &http,
+        &base,
+        &[
             ("schedule", "30 9 * * 1-5"),
             ("timezone", "Europe/Paris"),
             ("after", "2026-03-27T12:00:00Z"),
             ("count", "3"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(preview.words, "at 09:30, Monday to Friday");
     assert_eq!(preview.timezone, "Europe/Paris");
     // Friday 27 March 2026, then Monday 30 March after the change to summer time (UTC+2).
@@ -149,14 +162,7 @@ async fn a_schedule_preview_gives_words_and_slots_in_the_jobs_zone() {
     );
     // Without `after`, slots come after the node's clock.
     let now = node.now();
-    let preview: SchedulePreview = http
-        .get(format!("{base}/v1/schedule?schedule=@every%202s"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preview = get_preview(&http, &base, &[("schedule", "@every 2s")]).await;
     assert_eq!(preview.words, "every 2 seconds");
     assert_eq!(preview.next.len(), 3);
     let first = chrono::DateTime::parse_from_rfc3339(&preview.next[0]).unwrap();
