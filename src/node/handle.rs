@@ -9,10 +9,10 @@ use chitchat::{ChitchatId, NodeState};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Clock, NodeConfig};
 use super::catalog::{CatalogCmd, CatalogStats, JobInfo, MemberInfo};
 use super::config::ConfigError;
 use super::jobs::{JobsChange, JobsError};
+use super::{Clock, NodeConfig};
 use crate::catalog::{CatalogError, Conflict};
 use crate::cluster::{GossipSecurity, GossipStats, Traffic, api_addresses};
 use crate::core::job::{JobSpec, RawJob};
