@@ -13,7 +13,7 @@
 //!   key layout. Pure, like `core`.
 //! - `api`: the HTTP API (axum): any node answers for the cluster; token, limits.
 //! - `console`: the web console at `GET /` on the API port: one page, its files embedded
-//!   in the binary, and schedules in words.
+//!   in the binary, schedules in words, and the gossip keys of its members table.
 //! - `client`: the CLI client of the API (`starling jobs|members|runs`).
 //! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records,
 //!   the catalog's keys (`cluster::catalog`), and the gossip transport that seals every packet.

@@ -13,6 +13,7 @@
 //! | `POST /v1/runs/{fire_id}/cancel` | stop a run wherever it runs |
 //! | `GET /` | the web console ([`crate::console`]); its page and files need no token |
 //! | `GET /v1/schedule?schedule=S&timezone=TZ` | a schedule in words and its next slots ([`crate::console`]) |
+//! | `GET /v1/gossip` | this node's gossip keys and packet counters ([`crate::console`]) |
 //!
 //! # Access
 //!

@@ -66,8 +66,8 @@ use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
 mod transport;
 
 pub use transport::{
-    DatagramSocket, Datagrams, GossipSecurity, GossipStats, GossipTransport, LOG_EVERY,
-    UdpDatagrams,
+    DatagramSocket, Datagrams, GossipKeys, GossipSecurity, GossipStats, GossipTransport, LOG_EVERY,
+    MAX_PEER_KEYS, UdpDatagrams,
 };
 
 /// Key holding a node's status.

@@ -7,6 +7,7 @@
 //! [`GossipStats`], and logged at most once per [`LOG_EVERY`] per kind of failure, so a
 //! flood of garbage costs a counter increment per packet and no log storm.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -190,6 +191,28 @@ struct LogLimit {
     suppressed: u64,
 }
 
+/// Most sender addresses [`GossipKeys::peers`] remembers; the least recently heard goes
+/// first. Only senders holding one of the node's keys get in, so this bounds restarts on new
+/// ports, not an attacker.
+pub const MAX_PEER_KEYS: usize = 1024;
+
+/// Which keys a node's gossip runs with, and which key each peer sealed its packets with:
+/// during a key rotation, it shows which nodes have done which step (README, Security).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GossipKeys {
+    /// The key this node seals with; `None`: its gossip is open (no cluster key).
+    pub sealing: Option<KeyId>,
+    /// Every key this node opens packets with, the sealing key first.
+    pub held: Vec<KeyId>,
+    /// The key of the last packet accepted from each sender address (the address a peer
+    /// gossips from, its listen address). Empty when gossip is open.
+    pub peers: BTreeMap<SocketAddr, KeyId>,
+}
+
+/// Sender address -> (the key of its last accepted packet, when: a sequence number), and
+/// the last sequence number.
+type PeerKeys = (BTreeMap<SocketAddr, (KeyId, u64)>, u64);
+
 /// The seal a node's gossip runs with (none: open gossip), its counters, and its clock and
 /// entropy. Shared by the transport and the node's handle, which swaps the keyring on a
 /// reload.
@@ -201,6 +224,7 @@ pub struct GossipSecurity {
     entropy: Arc<dyn Entropy>,
     counters: Counters,
     logged: Mutex<[LogLimit; KINDS]>,
+    peer_keys: Mutex<PeerKeys>,
 }
 
 impl std::fmt::Debug for GossipSecurity {
@@ -227,6 +251,7 @@ impl GossipSecurity {
             entropy,
             counters: Counters::default(),
             logged: Mutex::new([LogLimit::default(); KINDS]),
+            peer_keys: Mutex::new((BTreeMap::new(), 0)),
         })
     }
 
@@ -237,6 +262,31 @@ impl GossipSecurity {
     /// The id of the key that seals, or `None` when gossip is open.
     pub fn sealing_key(&self) -> Option<KeyId> {
         self.current().map(|s| s.sealing_id())
+    }
+
+    /// This node's keys, and the key each peer was last heard sealing with.
+    pub fn keys(&self) -> GossipKeys {
+        let seal = self.current();
+        let peers = self.peer_keys.lock().unwrap_or_else(|e| e.into_inner());
+        GossipKeys {
+            sealing: seal.as_ref().map(|s| s.sealing_id()),
+            held: seal.map(|s| s.ids()).unwrap_or_default(),
+            peers: peers.0.iter().map(|(a, (k, _))| (*a, *k)).collect(),
+        }
+    }
+
+    /// Notes that `from` sealed an accepted packet with `key`.
+    fn heard(&self, from: SocketAddr, key: KeyId) {
+        let mut guard = self.peer_keys.lock().unwrap_or_else(|e| e.into_inner());
+        let (peers, seq) = &mut *guard;
+        *seq += 1;
+        if peers.len() >= MAX_PEER_KEYS && !peers.contains_key(&from) {
+            let oldest = peers.iter().min_by_key(|(_, (_, at))| *at).map(|(a, _)| *a);
+            if let Some(oldest) = oldest {
+                peers.remove(&oldest);
+            }
+        }
+        peers.insert(from, (key, *seq));
     }
 
     /// Replaces the keyring from the next packet on. A node started without a key stays
@@ -370,23 +420,26 @@ fn accept(
     opened: &mut Vec<u8>,
 ) -> Option<ChitchatEnvelope> {
     let len = datagram.len();
-    let plain: &[u8] = match security.current() {
-        Some(seal) => {
-            if let Err(e) = seal.open(datagram, security.clock.now(), opened) {
+    let (plain, key): (&[u8], _) = match security.current() {
+        Some(seal) => match seal.open(datagram, security.clock.now(), opened) {
+            Ok(key) => (opened, Some(key)),
+            Err(e) => {
                 security.dropped(from, len, Dropped::Open(e));
                 return None;
             }
-            opened
-        }
+        },
         None if datagram.first() == Some(&SEALED_FORMAT) => {
             security.dropped(from, len, Dropped::SealedAtOpenNode);
             return None;
         }
-        None => datagram,
+        None => (datagram, None),
     };
     match ChitchatEnvelope::deserialize(&mut &plain[..]) {
         Ok(envelope) => {
             add(&security.counters.packets_accepted, 1);
+            if let Some(key) = key {
+                security.heard(from, key);
+            }
             Some(envelope)
         }
         Err(_) => {
@@ -555,9 +608,32 @@ mod tests {
         let o = open_sec.stats();
         assert_eq!(o.packets_accepted, 0, "{o:?}");
         assert!(o.rejected_sealed > 0, "{o:?}");
+        // The key status the console shows: a heard b with the key, and nobody else.
+        let k1_id = k1.sealing().id();
+        let keys = a_sec.keys();
+        assert_eq!((keys.sealing, keys.held), (Some(k1_id), vec![k1_id]));
+        assert_eq!(keys.peers, BTreeMap::from([(addrs[1], k1_id)]));
+        assert_eq!(open_sec.keys(), GossipKeys::default());
         for c in [a, b, wrong, open] {
             c.shutdown().await;
         }
+    }
+
+    #[test]
+    fn peer_keys_are_bounded_and_the_least_recently_heard_goes_first() {
+        let sec = security(Some(&ring(1)));
+        let id = ring(1).sealing().id();
+        let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16));
+        for i in 0..MAX_PEER_KEYS {
+            sec.heard(addr(i), id);
+        }
+        // Address 0 is heard again, so 1 is now the least recently heard.
+        sec.heard(addr(0), id);
+        sec.heard(addr(MAX_PEER_KEYS), id);
+        let peers = sec.keys().peers;
+        assert_eq!(peers.len(), MAX_PEER_KEYS);
+        assert!(peers.contains_key(&addr(0)) && peers.contains_key(&addr(MAX_PEER_KEYS)));
+        assert!(!peers.contains_key(&addr(1)));
     }
 
     /// A key rotation on live nodes, in the three steps of the README: gossip never stops.
@@ -588,6 +664,11 @@ mod tests {
         assert!(after.0.packets_accepted > before.0.packets_accepted);
         assert!(after.1.packets_accepted > before.1.packets_accepted);
         assert_eq!(a_sec.sealing_key(), Some(new.sealing().id()));
+        // Each node last heard the other seal with the new key, and holds only it.
+        let new_id = new.sealing().id();
+        assert_eq!(a_sec.keys().peers, BTreeMap::from([(ba, new_id)]));
+        assert_eq!(b_sec.keys().peers, BTreeMap::from([(aa, new_id)]));
+        assert_eq!(b_sec.keys().held, vec![new_id]);
         assert_eq!(
             after.0.rejected() + after.1.rejected(),
             0,

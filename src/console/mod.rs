@@ -13,11 +13,13 @@
 //! | `GET /` | the page (`index.html`, with this node's id and access mode filled in) |
 //! | `GET /console/{app.js,style.css,icon.svg}` | its script, style sheet and icon |
 //! | `GET /v1/schedule?schedule=S&timezone=TZ&dst=D&count=N&after=T` | `S` in words and its next `N` slots (default 3, at most 50) after `T` (RFC 3339; default now), as [`SchedulePreview`]; a bad schedule is a 400 naming the key |
+//! | `GET /v1/gossip` | this node's gossip keys (sealing, held, each peer's) and packet counters, as [`GossipView`], for the members table's key column |
 //!
 //! The page polls `GET /v1/members`, `GET /v1/jobs` and `GET /v1/runs` every 2 s while it
 //! is visible (not in a background tab), and asks `GET /v1/schedule` for a job only when
 //! its cached slots run out; see the README's "Console" section for the request rate.
 
+mod gossip;
 mod words;
 
 use axum::Json;
@@ -30,6 +32,7 @@ use axum::routing::get;
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
+pub use gossip::{GossipView, Packets, PeerKey};
 pub use words::describe;
 
 use crate::api::{Access, ApiError, ApiState};
@@ -64,6 +67,7 @@ pub(crate) fn routes() -> Router<ApiState> {
         )
         .route("/console/icon.svg", get(|| file(ICON_SVG, "image/svg+xml")))
         .route("/v1/schedule", get(schedule))
+        .route("/v1/gossip", get(gossip::gossip))
 }
 
 /// True for the paths of the console's page and files, which need no token.

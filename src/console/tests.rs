@@ -209,3 +209,25 @@ async fn a_bad_schedule_preview_names_the_key_and_what_is_wrong() {
     }
     stop(server, node).await;
 }
+
+#[tokio::test]
+async fn the_gossip_view_needs_the_token_and_says_an_open_node_is_open() {
+    let (base, server, node) = serve(with_token()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/gossip");
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let view: GossipView = http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view.node, "n<1>");
+    assert_eq!(view.sealing_key, None);
+    assert_eq!(view.keys_held, Vec::<String>::new());
+    assert_eq!(view.peers, vec![]);
+    stop(server, node).await;
+}

@@ -14,7 +14,7 @@ use super::config::ConfigError;
 use super::jobs::{JobsChange, JobsError};
 use super::{Clock, NodeConfig};
 use crate::catalog::{CatalogError, Conflict};
-use crate::cluster::{GossipSecurity, GossipStats, Traffic, api_addresses};
+use crate::cluster::{GossipKeys, GossipSecurity, GossipStats, Traffic, api_addresses};
 use crate::core::job::{JobSpec, RawJob};
 use crate::core::planner::View;
 use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
@@ -208,6 +208,12 @@ impl NodeHandle {
     /// dropped packet by reason (no seal, wrong key, forged, stale, ...).
     pub fn gossip_stats(&self) -> GossipStats {
         self.gossip.stats()
+    }
+
+    /// The keys this node's gossip seals and opens with, and the key each peer (by gossip
+    /// address) last sealed its packets with.
+    pub fn gossip_keys(&self) -> GossipKeys {
+        self.gossip.keys()
     }
 
     /// Replaces the cluster keys from the next gossip packet on (a key rotation step: see

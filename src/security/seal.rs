@@ -96,8 +96,7 @@ pub struct Seal {
 
 impl std::fmt::Debug for Seal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<KeyId> = self.keys.iter().map(|k| k.id).collect();
-        write!(f, "Seal({ids:?}, window {} ms)", self.window_ms)
+        write!(f, "Seal({:?}, window {} ms)", self.ids(), self.window_ms)
     }
 }
 
@@ -132,6 +131,11 @@ impl Seal {
         self.keys[0].id
     }
 
+    /// The ids of every key that opens, the sealing key's first.
+    pub fn ids(&self) -> Vec<KeyId> {
+        self.keys.iter().map(|k| k.id).collect()
+    }
+
     /// Seals `plain` (an envelope's bytes) sent at `now` into `out` (cleared first).
     pub fn seal(&self, plain: &[u8], now: UnixMillis, entropy: &dyn Entropy, out: &mut Vec<u8>) {
         let key = &self.keys[0];
@@ -150,8 +154,14 @@ impl Seal {
     }
 
     /// Opens `packet` received at `now`: verifies it and writes the envelope's bytes into
-    /// `out` (cleared first). Never panics, whatever the bytes.
-    pub fn open(&self, packet: &[u8], now: UnixMillis, out: &mut Vec<u8>) -> Result<(), OpenError> {
+    /// `out` (cleared first); returns the id of the key that sealed it. Never panics,
+    /// whatever the bytes.
+    pub fn open(
+        &self,
+        packet: &[u8],
+        now: UnixMillis,
+        out: &mut Vec<u8>,
+    ) -> Result<KeyId, OpenError> {
         out.clear();
         match packet.first() {
             Some(&SEALED_FORMAT) if packet.len() >= SEAL_OVERHEAD => {}
@@ -182,7 +192,7 @@ impl Seal {
             return Err(OpenError::Stale { age_ms });
         }
         out.drain(..TIME_LEN);
-        Ok(())
+        Ok(id)
     }
 }
 
@@ -295,7 +305,10 @@ mod tests {
             Err(OpenError::Stale { age_ms: -600_001 })
         );
         let edge = NOW.saturating_add(WINDOW);
-        sender.open(&packet, edge, &mut out).unwrap();
+        assert_eq!(
+            sender.open(&packet, edge, &mut out),
+            Ok(sender.sealing_id())
+        );
         assert_eq!(out, plain);
     }
 
