@@ -171,8 +171,9 @@ impl Browser {
         self.find(css).await.send_keys(text).await.unwrap();
     }
 
-    /// Saves a screenshot as `name`.png in [`screenshot_dir`].
+    /// Saves a screenshot of the top of the page as `name`.png in [`screenshot_dir`].
     pub async fn screenshot(&self, name: &str) -> PathBuf {
+        self.js("window.scrollTo(0, 0);").await;
         let png = self.client.screenshot().await.unwrap();
         let path = screenshot_dir().join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
@@ -208,5 +209,108 @@ impl Browser {
         .as_str()
         .unwrap_or_default()
         .to_string()
+    }
+}
+
+/// WCAG 2 contrast, computed in the page: colours as the browser resolved them,
+/// backgrounds composited from the element up to the page.
+const CONTRAST_JS: &str = r#"
+const parse = (s) => {
+  const m = /rgba?\(([^)]+)\)/.exec(s || '');
+  if (!m) return null;
+  const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
+  return { rgb: p.slice(0, 3), a: p.length > 3 ? p[3] : 1 };
+};
+const lum = (rgb) => {
+  const [r, g, b] = rgb.map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const ratio = (a, b) => {
+  const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p);
+  return (x + 0.05) / (y + 0.05);
+};
+const background = (e) => {
+  const layers = [];
+  for (let n = e; n && n.nodeType === 1; n = n.parentElement) {
+    if (n instanceof SVGElement && !(n instanceof SVGSVGElement)) continue;
+    const c = parse(getComputedStyle(n).backgroundColor);
+    if (c && c.a > 0) {
+      layers.push(c);
+      if (c.a >= 1) break;
+    }
+  }
+  let rgb = [255, 255, 255];
+  for (const l of layers.reverse()) rgb = rgb.map((v, i) => l.rgb[i] * l.a + v * (1 - l.a));
+  return rgb;
+};
+const name = (e) => e.id ? '#' + e.id : e.tagName.toLowerCase() + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : '');
+"#;
+
+impl Browser {
+    /// Presses and releases `key` on whatever has the focus, as a keyboard would.
+    pub async fn press(&self, key: fantoccini::key::Key) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let value = key.chars().next().unwrap();
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value })
+            .then(KeyAction::Up { value });
+        self.client.perform_actions(keys).await.unwrap();
+    }
+
+    /// Every visible piece of text whose contrast with what is behind it is under WCAG AA
+    /// (4.5:1, or 3:1 for large text), as `element "text" ratio`.
+    pub async fn contrast_failures(&self) -> Vec<String> {
+        let script = format!(
+            "{CONTRAST_JS}
+            const out = [];
+            for (const e of document.querySelectorAll('body *')) {{
+              const text = Array.from(e.childNodes).filter((n) => n.nodeType === 3)
+                .map((n) => n.textContent).join('').trim();
+              if (!text || !e.getClientRects().length || e.closest('.sr-only')) continue;
+              const s = getComputedStyle(e);
+              if (s.visibility !== 'visible') continue;
+              const fg = parse(e instanceof SVGElement ? s.fill : s.color);
+              if (!fg) continue;
+              const bg = background(e);
+              const rgb = fg.rgb.map((v, i) => v * fg.a + bg[i] * (1 - fg.a));
+              const size = parseFloat(s.fontSize);
+              const large = size >= 24 || (size >= 18.66 && Number(s.fontWeight) >= 700);
+              const r = ratio(rgb, bg);
+              if (r < (large ? 3 : 4.5)) out.push(`${{name(e)}} \"${{text.slice(0, 40)}}\" ${{r.toFixed(2)}}:1`);
+            }}
+            return out;"
+        );
+        let v = self.js(&script).await;
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// What has the focus (`#id`, or tag and classes, with its text), and, if its focus
+    /// is not visible (no outline of 2 px or more, or one under 3:1 against what is
+    /// behind it), why not.
+    pub async fn focus(&self) -> (String, Option<String>) {
+        let script = format!(
+            "{CONTRAST_JS}
+            const e = document.activeElement;
+            if (!e || e === document.body) return ['body', null];
+            const s = getComputedStyle(e);
+            const label = name(e) + ' ' + (e.getAttribute('aria-label') || e.textContent || e.value || '').trim().slice(0, 30);
+            const width = parseFloat(s.outlineWidth);
+            if (s.outlineStyle === 'none' || !(width >= 2)) return [label, `outline ${{s.outlineStyle}} ${{s.outlineWidth}}`];
+            const ring = parse(s.outlineColor);
+            const r = ratio(ring.rgb, background(e.parentElement || e));
+            return [label, r < 3 ? `outline contrast ${{r.toFixed(2)}}:1` : null];"
+        );
+        let v = self.js(&script).await;
+        (
+            v[0].as_str().unwrap().to_string(),
+            v[1].as_str().map(str::to_string),
+        )
     }
 }

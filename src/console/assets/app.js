@@ -4,6 +4,10 @@
 
 (() => {
   const POLL_MS = 2000;
+  // Keys change only on a rotation: their view is asked every 5th poll (10 s).
+  const GOSSIP_EVERY = 5;
+  // Runs are kept for the longest window; the timeline shows the chosen one (a failover
+  // of a few seconds is a sliver in 10 minutes, and readable in one).
   const WINDOW_MS = 10 * 60 * 1000;
   const RUNS_LIMIT = 2000;
   const SLOTS_SHOWN = 3;
@@ -46,6 +50,8 @@
     skew: 0, // node clock minus browser clock, ms
     lastOk: 0,
     failing: null, // why the last poll failed
+    gossip: null, // GossipView: this node's keys and packet counters
+    polls: 0, // polls so far; the gossip view is asked every GOSSIP_EVERY polls
     schedules: new Map(), // schedule|tz|dst -> {words, next: [ms], at, error, pending}
     requests: [], // times of this page's requests, for the rate shown in the footer
     timer: null,
@@ -248,12 +254,43 @@
   // ---- members ----
 
   const STATES = ['alive', 'suspected', 'leaving', 'dead'];
+
+  // A member's gossip key as this node sees it (GET /v1/gossip): the key this node seals
+  // with for itself, the key each peer's last packet here was sealed with for the others.
+  // A keyed node only hears peers holding one of its keys, so `open` is the whole cluster.
+  function keyStatus(m) {
+    const g = state.gossip;
+    if (!g) return null;
+    if (!g.sealing_key) return { text: 'open', cls: 'state-leaving', title: 'Gossip is not sealed: no cluster key (README, Security).' };
+    if (m.is_self) {
+      const more = g.keys_held.length > 1 ? ` · opens ${g.keys_held.length} keys` : '';
+      return { text: `sealed · ${g.sealing_key}${more}`, cls: 'state-alive', title: 'This node seals with key ' + g.sealing_key + ' and opens with ' + g.keys_held.join(', ') + '.' };
+    }
+    const peer = g.peers.find((p) => p.address === m.address);
+    if (!peer) return { text: 'not heard directly', cls: 'state-unknown', title: 'No packet from it has reached this node yet; it is known through others.' };
+    if (peer.key === g.sealing_key) return { text: `sealed · ${peer.key}`, cls: 'state-alive', title: 'Its last packet here was sealed with key ' + peer.key + ', this node\'s sealing key.' };
+    return { text: `sealed · ${peer.key} (not this node's)`, cls: 'state-suspected', title: 'Its last packet here was sealed with key ' + peer.key + ', which this node opens but does not seal with: a key rotation in progress.' };
+  }
+
+  function gossipSummary() {
+    const g = state.gossip;
+    if (!g) return '';
+    const p = g.packets;
+    const dropped = p.dropped_plain + p.dropped_sealed + p.dropped_unknown_key + p.dropped_forged + p.dropped_stale + p.dropped_other;
+    const why = [[p.dropped_plain, 'without a seal'], [p.dropped_sealed, 'sealed, at this open node'], [p.dropped_unknown_key, 'with a key not held here'],
+      [p.dropped_forged, 'failing authentication'], [p.dropped_stale, 'outside the replay window'], [p.dropped_other, 'not gossip']]
+      .filter(([n]) => n > 0).map(([n, w]) => `${n} ${w}`);
+    const head = g.sealing_key
+      ? `Gossip is sealed: this node seals with key ${g.sealing_key} and opens ${g.keys_held.length === 1 ? 'only with it' : 'with ' + g.keys_held.join(', ')}.`
+      : 'Gossip is open: no cluster key is set, so any host that reaches the gossip port can join (README, Security).';
+    return `${head} Packets dropped here: ${dropped}${why.length ? ' (' + why.join(', ') + ')' : ''} of ${p.received} received.`;
+  }
+
   function renderMembers() {
     const page = state.members;
     const tbody = $('members').tBodies[0];
     const members = page ? page.members : [];
-    // Key status (gossip sealing, issue 16): shown once members carry it.
-    const keyed = members.some((m) => m.key_status !== undefined && m.key_status !== null);
+    const keyed = state.gossip !== null;
     $('key-col').hidden = !keyed;
     syncRows(tbody, members, (m) => m.id,
       () => el('tr', {}, el('th', { scope: 'row' }), el('td', { class: 'mono' }), el('td'),
@@ -270,11 +307,16 @@
         setText(c[4], String(m.jobs_owned));
         setText(c[5], m.api || '—');
         c[6].hidden = !keyed;
-        if (keyed) setText(c[6], m.key_status || '—');
+        const k = keyStatus(m);
+        if (k && c[6].textContent !== k.text) setChildren(c[6], badge(k.text, k.cls));
+        if (k) c[6].title = k.title;
       });
     const alive = members.filter((m) => m.state === 'alive').length;
     setText($('members-count'), page ? `${alive} alive of ${members.length}` : '');
     showNote('members-note', '');
+    const summary = gossipSummary();
+    $('gossip-note').hidden = !summary;
+    setText($('gossip-note'), summary);
   }
 
   // ---- jobs ----
@@ -535,6 +577,9 @@
     $('confirm-no').focus();
   });
   $('confirm-no').addEventListener('click', () => $('confirm-dialog').close());
+  $('confirm-dialog').addEventListener('close', () => {
+    if (!$('detail').hidden && !$('act-delete').hidden) $('act-delete').focus();
+  });
   $('confirm-yes').addEventListener('click', async () => {
     const n = state.selected;
     $('confirm-dialog').close();
@@ -555,6 +600,10 @@
     $('f-name').focus();
   });
   $('create-cancel').addEventListener('click', () => $('create-dialog').close());
+  // Focus goes back where the dialog was opened from (keyboard users keep their place).
+  $('create-dialog').addEventListener('close', () => {
+    if (!$('new-job').hidden) $('new-job').focus();
+  });
 
   let previewTimer = null;
   const previewSchedule = () => {
@@ -629,7 +678,8 @@
     const width = Math.max(320, box.clientWidth || 900);
     const runs = state.recent;
     const now = nodeNow();
-    const from = now - WINDOW_MS;
+    const span = Number($('tl-window').value) || WINDOW_MS;
+    const from = now - span;
     const memberState = new Map(((state.members && state.members.members) || []).map((m) => [m.id, m.state]));
     const lanes = new Set(memberState.keys());
     for (const r of runs) if (r.last_slot_ms >= from) lanes.add(r.node);
@@ -639,15 +689,15 @@
     const top = 6;
     const axisH = 22;
     const height = top + Math.max(1, ids.length) * laneH + axisH;
-    const x = (t) => labelW + ((t - from) / WINDOW_MS) * (width - labelW - 12);
+    const x = (t) => labelW + ((t - from) / span) * (width - labelW - 12);
     const root = svg('svg', { width: String(width), height: String(height), viewBox: `0 0 ${width} ${height}`, 'aria-hidden': 'true', focusable: 'false' });
-    // Minute grid and labels.
-    const firstMinute = Math.ceil(from / 60000) * 60000;
-    for (let t = firstMinute; t <= now; t += 60000) {
+    // A grid line a minute (10 s in the one-minute window), labelled.
+    const step = span > 60000 ? 60000 : 10000;
+    for (let t = Math.ceil(from / step) * step; t <= now; t += step) {
       const gx = x(t);
       root.append(svg('line', { x1: gx, x2: gx, y1: top, y2: height - axisH, class: 'grid' }));
       const label = svg('text', { x: gx, y: height - 6, class: 'axis', 'text-anchor': 'middle' });
-      label.textContent = formatter(HERE_TZ, false).format(t).slice(0, 5);
+      label.textContent = formatter(HERE_TZ, false).format(t).slice(0, step < 60000 ? 8 : 5);
       root.append(label);
     }
     const summary = [];
@@ -683,11 +733,13 @@
       summary.push(`${id} (${st}): ${count} run${count === 1 ? '' : 's'}${lastMs ? ', last ' + fmtHere(lastMs) : ''}`);
     });
     box.replaceChildren(root);
-    box.setAttribute('aria-label', summary.length ? 'Runs in the last 10 minutes, per node. ' + summary.join('; ') + '.' : 'No runs in the last 10 minutes.');
+    const last = span > 60000 ? 'the last 10 minutes' : 'the last minute';
+    box.setAttribute('aria-label', summary.length ? `Runs in ${last}, per node. ` + summary.join('; ') + '.' : `No runs in ${last}.`);
     const missing = ((state.runs && state.runs.nodes) || []).filter((n) => !n.answered);
     showNote('timeline-note', missing.map((n) => `New runs of ${n.node} are missing: ${n.error}.`).join(' '));
   }
   window.addEventListener('resize', () => renderTimeline());
+  $('tl-window').addEventListener('change', () => renderTimeline());
 
   // The page keeps every run it has seen in the window: a node that died takes its history
   // with it, and its lane should show where it stopped, not go blank.
@@ -752,11 +804,14 @@
       state.timer = setTimeout(poll, POLL_MS);
       return;
     }
-    const [members, jobs, runs] = await Promise.allSettled([
+    const askGossip = state.polls++ % GOSSIP_EVERY === 0 || state.gossip === null;
+    const [members, jobs, runs, gossip] = await Promise.allSettled([
       api('GET', '/v1/members'),
       api('GET', '/v1/jobs'),
       api('GET', '/v1/runs?limit=' + state.runsLimit),
+      askGossip ? api('GET', '/v1/gossip') : Promise.resolve(state.gossip),
     ]);
+    if (gossip.status === 'fulfilled') state.gossip = gossip.value;
     const failures = [members, jobs, runs].filter((r) => r.status === 'rejected').map((r) => r.reason);
     if (members.status === 'fulfilled') state.members = members.value;
     if (jobs.status === 'fulfilled') state.jobs = jobs.value;
