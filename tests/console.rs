@@ -19,22 +19,10 @@ use common::{BIN, Proc, free_port};
 use fantoccini::key::Key;
 
 /// A `starling run` node with an API on `api`; `token`: the API token it reads from
-/// `STARLING_API_TOKEN`, or none (reads only).
-fn spawn_node(
-    dir: &Path,
-    name: &str,
-    gossip: u16,
-    api: u16,
-    seeds: &[u16],
-    jobs: &Path,
-    token: Option<&str>,
-) -> Proc {
-    spawn_node_with(dir, name, gossip, api, seeds, jobs, token, None)
-}
-
-/// [`spawn_node`], with gossip sealed by `cluster_key` (`STARLING_CLUSTER_KEY`) if given.
+/// `STARLING_API_TOKEN`, or none (reads only); gossip sealed by `cluster_key`
+/// (`STARLING_CLUSTER_KEY`) if given.
 #[allow(clippy::too_many_arguments)]
-fn spawn_node_with(
+fn spawn_node(
     dir: &Path,
     name: &str,
     gossip: u16,
@@ -129,7 +117,7 @@ async fn without_a_token_the_page_shows_data_and_offers_no_write() {
         "[[jobs]]\nname = \"tick\"\nschedule = \"@every 1s\"\ncommand = \"echo tick\"\n",
     );
     let (gossip, api) = (free_port(), browser::free_tcp_port());
-    let _node = spawn_node(dir.path(), "solo", gossip, api, &[], &jobs, None);
+    let _node = spawn_node(dir.path(), "solo", gossip, api, &[], &jobs, None, None);
     wait_healthy(api).await;
     let log = dir.path().join("chromedriver.log");
     let Some(b) = browser::open("the read-only console test", &log, 1280, 900).await else {
@@ -250,7 +238,7 @@ async fn the_page_works_from_the_keyboard_and_its_text_is_readable() {
         "[[jobs]]\nname = \"tick\"\nschedule = \"@every 1s\"\ncommand = \"echo tick\"\n",
     );
     let (gossip, api) = (free_port(), browser::free_tcp_port());
-    let _node = spawn_node_with(
+    let _node = spawn_node(
         dir.path(),
         "keys",
         gossip,
@@ -429,7 +417,7 @@ async fn the_console_shows_a_failover_and_pauses_a_job() {
     let mut nodes: Vec<Proc> = (0..3)
         .map(|i| {
             let seeds: Vec<u16> = (0..3).filter(|&k| k != i).map(|k| gossip[k]).collect();
-            spawn_node_with(
+            spawn_node(
                 dir.path(),
                 names[i],
                 gossip[i],
