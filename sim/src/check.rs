@@ -125,7 +125,7 @@ enum Who {
 }
 
 /// Intervals (ms since start) during which two nodes could not hear each other.
-struct Deafness {
+pub(crate) struct Deafness {
     /// (from, to, who, reason)
     spans: Vec<(i64, i64, Who, Reason)>,
     /// (node, crash time)
@@ -133,7 +133,7 @@ struct Deafness {
 }
 
 impl Deafness {
-    fn from_faults(applied: &[Applied], end: i64, b: Bounds) -> Deafness {
+    pub(crate) fn from_faults(applied: &[Applied], end: i64, b: Bounds) -> Deafness {
         let mut spans = Vec::new();
         let mut crashes = Vec::new();
         let mut open_partitions: Vec<(i64, Vec<usize>, Vec<usize>)> = Vec::new();
@@ -189,7 +189,7 @@ impl Deafness {
     }
 
     /// Why nodes `x` and `y` could not hear each other at some time in [from, to].
-    fn explain(&self, x: usize, y: usize, from: i64, to: i64) -> Option<Reason> {
+    pub(crate) fn explain(&self, x: usize, y: usize, from: i64, to: i64) -> Option<Reason> {
         self.spans
             .iter()
             .filter(|(s, e, _, _)| *s <= to && *e >= from)
@@ -204,7 +204,7 @@ impl Deafness {
     /// Why `later` could run a slot `earlier` had already started: the earlier runner
     /// crashed right after starting it (before its record left) and `later` started after
     /// the crash; or the two nodes could not hear each other in between.
-    fn explain_pair(&self, earlier: &Run, later: &Run, b: Bounds) -> Option<Reason> {
+    pub(crate) fn explain_pair(&self, earlier: &Run, later: &Run, b: Bounds) -> Option<Reason> {
         let lost_record = self.crashes.iter().any(|&(n, t)| {
             n == earlier.node
                 && t >= earlier.started
@@ -248,8 +248,15 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
     let deaf = Deafness::from_faults(&result.applied, end_ms, b);
     let from = EPOCH.0 + CHECK_FROM_MS;
     let to = EPOCH.0 + end_ms - CHECK_TAIL_MS;
+    // The workload's jobs only: the `catalog` scenario's dynamic jobs are checked by
+    // `crate::catalog`.
+    let names: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     let mut by_slot: BTreeMap<(&str, i64), Vec<&Run>> = BTreeMap::new();
-    for r in &result.runs {
+    for r in result
+        .runs
+        .iter()
+        .filter(|r| names.contains(r.job.as_str()))
+    {
         if r.slot >= from && r.slot <= to {
             by_slot.entry((&r.job, r.slot)).or_default().push(r);
             f.executions += 1;

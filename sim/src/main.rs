@@ -10,8 +10,10 @@
 //! - `scenario`: named fault schedules drawn from the seed.
 //! - `workload`: the simulated jobs.
 //! - `check`: the checker (missed slots, duplicates and their explanations, lateness).
+//! - `catalog`: the `catalog` scenario's operations, samples and checks.
 //! - `svg`: the timeline picture.
 
+mod catalog;
 mod check;
 mod entropy;
 mod net;
@@ -47,7 +49,8 @@ struct Args {
     #[arg(long, value_parser = parse_range)]
     seeds: Option<(u64, u64)>,
     /// The scenario: steady, crash, restart, rolling, join, partition, partition-quorum,
-    /// flap, skew, chaos, or `all` (each in turn, then a results table in Markdown).
+    /// flap, skew, chaos, catalog, or `all` (each in turn, then a results table in
+    /// Markdown).
     #[arg(long, default_value = "steady", value_parser = parse_scenarios)]
     scenario: Scenarios,
     /// Number of nodes.
@@ -159,6 +162,9 @@ struct Report {
     packets_dropped: u64,
     entropy_drawn_before_seed: u64,
     findings: Findings,
+    /// The `catalog` scenario's findings.
+    #[serde(default)]
+    catalog: Option<catalog::CatalogFindings>,
     replay: String,
 }
 
@@ -240,6 +246,8 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
             drop(rt);
             let bounds = Bounds::for_gossip(a.gossip_interval.as_millis() as i64);
             let findings = check::check(&jobs, &result, end_ms, bounds);
+            let catalog =
+                (scenario == Scenario::Catalog).then(|| catalog::check(&result, end_ms, bounds));
             let mut by = std::collections::BTreeMap::new();
             for d in &findings.duplicates {
                 if let Some(r) = d.explained_by {
@@ -281,7 +289,9 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 lateness_max_ms: findings.lateness_ms.2,
                 trace_hash: format!("{:016x}", result.trace_hash),
                 net_hash: format!("{:016x}", result.net_hash),
-                passed: findings.passed() && entropy::drawn_before_seed() == 0,
+                passed: findings.passed()
+                    && catalog.as_ref().is_none_or(|c| c.passed())
+                    && entropy::drawn_before_seed() == 0,
                 skipped_by_policy: findings.skipped_by_policy,
                 skipped_by_overlap: findings.skipped_by_overlap,
                 duplicates_detected: result.duplicates_detected,
@@ -302,6 +312,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 packets_dropped: result.net_stats.dropped,
                 entropy_drawn_before_seed: entropy::drawn_before_seed(),
                 findings,
+                catalog,
                 replay: replay_command(a, scenario, seed),
             };
             (report, svg)
@@ -435,9 +446,45 @@ fn summarize(scenario: Scenario, reports: &[Report]) -> String {
     println!(
         "summary {scenario}: {runs} run(s), {failed} failed; missed {missed}; duplicates {dup} (explained {expl}, unexplained {unexplained}; nodes detected {detected}); skipped by overlap {overlap}; abandoned {abandoned} (repaired {repaired}); worst lateness p99 {p99}ms; {speed:.0} simulated s per wall s"
     );
+    let catalogs: Vec<&catalog::CatalogFindings> =
+        reports.iter().filter_map(|r| r.catalog.as_ref()).collect();
+    if !catalogs.is_empty() {
+        let sum = |f: fn(&catalog::CatalogFindings) -> usize| {
+            catalogs.iter().map(|c| f(c)).sum::<usize>()
+        };
+        let judged = catalogs.iter().filter(|c| c.diverged.is_some()).count();
+        let diverged = catalogs.iter().filter(|c| c.diverged == Some(true)).count();
+        println!(
+            "catalog {scenario}: {} operations, {} acknowledged; lost {}; runs judged converged {judged}, diverged {diverged}; late runs after a pause or delete {}; dynamic slot runs {}, duplicates {} (unexplained {}); run-now requests {} acknowledged, {} ran, {} twice unexplained",
+            sum(|c| c.ops),
+            sum(|c| c.acked),
+            sum(|c| c.lost.len()),
+            sum(|c| c.late_runs.len()),
+            sum(|c| c.slot_runs),
+            sum(|c| c.duplicates.len()),
+            sum(|c| c.unexplained()),
+            sum(|c| c.requests),
+            sum(|c| c.requests_ran),
+            sum(|c| c.requests_twice.len()),
+        );
+    }
     format!(
         "| {scenario} | {runs} | {failed} | {slots} | {missed} | {dup} | {unexplained} | {detected} | {overlap} | {p99} ms | {max} ms | {speed:.0} |"
     )
+}
+
+/// Prints the first 5 unexplained duplicates of a failed seed.
+fn print_unexplained(seed: u64, duplicates: &[check::Duplicate]) {
+    for d in duplicates
+        .iter()
+        .filter(|d| d.explained_by.is_none())
+        .take(5)
+    {
+        println!(
+            "  seed {seed}: unexplained duplicate {} slot {} on nodes {:?}",
+            d.job, d.slot, d.nodes
+        );
+    }
 }
 
 fn main() -> ExitCode {
@@ -546,17 +593,24 @@ fn main() -> ExitCode {
                 r.seed, m.job, m.slot
             );
         }
-        for d in r
-            .findings
-            .duplicates
-            .iter()
-            .filter(|d| d.explained_by.is_none())
-            .take(5)
-        {
-            println!(
-                "  seed {}: unexplained duplicate {} slot {} on nodes {:?}",
-                r.seed, d.job, d.slot, d.nodes
-            );
+        print_unexplained(r.seed, &r.findings.duplicates);
+        if let Some(c) = &r.catalog {
+            for l in c.lost.iter().take(5) {
+                println!("  seed {}: catalog write lost: {l}", r.seed);
+            }
+            if c.diverged == Some(true) {
+                println!(
+                    "  seed {}: live nodes hold different catalogs at the end",
+                    r.seed
+                );
+            }
+            for l in c.late_runs.iter().take(5) {
+                println!("  seed {}: {l}", r.seed);
+            }
+            print_unexplained(r.seed, &c.duplicates);
+            for l in c.requests_twice.iter().take(5) {
+                println!("  seed {}: {l}", r.seed);
+            }
         }
         if r.owners_agree == Some(false) {
             println!(

@@ -45,6 +45,59 @@ pub enum Fault {
     },
 }
 
+/// A change to the catalog, made through a node's handle (the `catalog` scenario).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CatalogOp {
+    /// Create or update dynamic job `job` with schedule number `schedule` of
+    /// [`DYNAMIC_SCHEDULES`].
+    Put {
+        /// Index of the dynamic job.
+        job: usize,
+        /// Index into [`DYNAMIC_SCHEDULES`].
+        schedule: usize,
+    },
+    /// Delete it.
+    Delete(usize),
+    /// Pause it.
+    Pause(usize),
+    /// Resume it.
+    Resume(usize),
+    /// Run it once now.
+    RunNow(usize),
+}
+
+impl CatalogOp {
+    /// The dynamic job it is about.
+    pub fn job(&self) -> usize {
+        match self {
+            CatalogOp::Put { job, .. } => *job,
+            CatalogOp::Delete(j)
+            | CatalogOp::Pause(j)
+            | CatalogOp::Resume(j)
+            | CatalogOp::RunNow(j) => *j,
+        }
+    }
+}
+
+/// One catalog operation, asked of node `node` (or the next one up, if it is down).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// The node asked.
+    pub node: usize,
+    /// What is asked.
+    pub op: CatalogOp,
+}
+
+/// How many jobs the `catalog` scenario creates and changes through the handles.
+pub const DYNAMIC_JOBS: usize = 6;
+/// Their schedules.
+pub const DYNAMIC_SCHEDULES: [&str; 4] = ["@every 1s", "@every 2s", "*/3 * * * * *", "@every 5s"];
+
+/// The name of dynamic job `i`.
+pub fn dynamic_job(i: usize) -> String {
+    format!("dyn-{i}")
+}
+
 /// What a scenario does to a run.
 #[derive(Clone, Debug, Default)]
 pub struct FaultPlan {
@@ -58,6 +111,8 @@ pub struct FaultPlan {
     pub start_ms: Vec<i64>,
     /// Packet loss outside bursts.
     pub base_loss: f64,
+    /// Catalog operations in time order (ms since start).
+    pub ops: Vec<(i64, Op)>,
 }
 
 /// The named scenarios.
@@ -83,11 +138,14 @@ pub enum Scenario {
     Skew,
     /// A random mix of all of the above.
     Chaos,
+    /// Jobs created, changed, paused, resumed, deleted and run now through the nodes'
+    /// handles, under crashes, restarts, partitions and stalls.
+    Catalog,
 }
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Restart,
@@ -98,6 +156,7 @@ impl Scenario {
         Scenario::Flap,
         Scenario::Skew,
         Scenario::Chaos,
+        Scenario::Catalog,
     ];
 
     /// The scenario's name on the command line.
@@ -113,6 +172,7 @@ impl Scenario {
             Scenario::Flap => "flap",
             Scenario::Skew => "skew",
             Scenario::Chaos => "chaos",
+            Scenario::Catalog => "catalog",
         }
     }
 }
@@ -267,9 +327,57 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
                 t = p.faults.iter().map(|f| f.0).max().unwrap_or(t) + rng.range(5_000, 15_000);
             }
         }
+        Scenario::Catalog => {
+            let mut t = WARMUP_MS;
+            while t < last {
+                let n = rng.below(nodes as u64) as usize;
+                match rng.below(4) {
+                    0 if nodes > 1 => {
+                        p.faults.push((t, Fault::Crash(n)));
+                        p.faults
+                            .push((t + rng.range(1_000, 10_000), Fault::Restart(n)));
+                    }
+                    1 => push_partition(&mut p, nodes, rng, t, t + 1, true),
+                    2 => p.faults.push((
+                        t,
+                        Fault::Stall {
+                            node: n,
+                            ms: rng.range(200, 3_000) as u64,
+                        },
+                    )),
+                    _ => {}
+                }
+                t = p.faults.iter().map(|f| f.0).max().unwrap_or(t) + rng.range(5_000, 15_000);
+            }
+            p.ops = catalog_ops(nodes, WARMUP_MS / 2, last, rng);
+        }
     }
     p.faults.sort_by_key(|f| f.0);
     p
+}
+
+/// Catalog operations from `from` to `to` (ms), one every 0.5-2.5 s, on random nodes:
+/// mostly creations and updates, then pauses, resumes, deletions and run-now requests.
+fn catalog_ops(nodes: usize, from: i64, to: i64, rng: &mut SimRng) -> Vec<(i64, Op)> {
+    let mut ops = Vec::new();
+    let mut t = from;
+    while t < to {
+        let job = rng.below(DYNAMIC_JOBS as u64) as usize;
+        let op = match rng.below(20) {
+            0..=6 => CatalogOp::Put {
+                job,
+                schedule: rng.below(DYNAMIC_SCHEDULES.len() as u64) as usize,
+            },
+            7..=9 => CatalogOp::Delete(job),
+            10..=12 => CatalogOp::Pause(job),
+            13..=15 => CatalogOp::Resume(job),
+            _ => CatalogOp::RunNow(job),
+        };
+        let node = rng.below(nodes as u64) as usize;
+        ops.push((t, Op { node, op }));
+        t += rng.range(500, 2_500);
+    }
+    ops
 }
 
 fn push_partition(

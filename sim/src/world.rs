@@ -10,15 +10,16 @@ use starling::core::planner::View;
 use starling::exec::BoxFuture;
 use starling::security::{ClusterKey, Entropy, KEY_LEN, Keyring};
 use starling::{
-    Clock, ExecSpec, Executor, JobSpec, Node, NodeConfig, NodeHandle, Outcome, RunContext,
-    UnixMillis,
+    CatalogClient, Clock, ExecSpec, Executor, JobSpec, Node, NodeConfig, NodeHandle, Outcome,
+    RunContext, UnixMillis,
 };
 use tokio::sync::watch;
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::catalog::{FinalCatalog, OpRecord, Sample};
 use crate::net::{Conditions, SimNet};
 use crate::rng::SimRng;
-use crate::scenario::{Fault, FaultPlan};
+use crate::scenario::{Fault, FaultPlan, Op};
 
 /// Sim time 0 on every node's clock (before skew): 2026-03-08T06:59:00Z, one minute
 /// before New York springs forward, so timezone jobs cross a DST change.
@@ -62,6 +63,8 @@ pub struct Run {
     pub started: i64,
     /// When it would end if nothing cancels it (ms since sim start).
     pub ends: i64,
+    /// Its fire id: the slot's, or a run-now request's.
+    pub fire_id: u64,
 }
 
 /// A slot a node skipped because the job's previous run was still running (`forbid`).
@@ -109,6 +112,12 @@ pub struct SimResult {
     pub net_hash: u64,
     /// Packets sent, delivered, dropped.
     pub net_stats: crate::net::NetStats,
+    /// Catalog operations, as they went (`catalog` scenario).
+    pub ops: Vec<OpRecord>,
+    /// What each node's catalog held of the dynamic jobs, every 2 s.
+    pub samples: Vec<Sample>,
+    /// Each live node's catalog at the end (`catalog` scenario).
+    pub final_catalogs: Vec<FinalCatalog>,
 }
 
 /// A node's clock: paused tokio time since the start, plus the epoch and a skew that the
@@ -163,6 +172,7 @@ impl Executor for Recorder {
             slot: ctx.scheduled_at.0,
             started,
             ends: started + run_ms as i64,
+            fire_id: ctx.fire_id.0,
         });
         let d = Duration::from_millis(run_ms);
         Box::pin(async move {
@@ -183,6 +193,8 @@ impl Executor for Recorder {
 
 struct SimNode {
     handle: Option<NodeHandle>,
+    /// The node's catalog client while it runs.
+    catalog: Option<CatalogClient>,
     /// A graceful leave still in progress.
     leaving: Option<tokio::task::JoinHandle<()>>,
     clock: Arc<SimClock>,
@@ -224,6 +236,8 @@ struct World {
     skips: Arc<Mutex<Vec<Skip>>>,
     applied: Vec<Applied>,
     trace: Xxh3,
+    ops: Arc<Mutex<Vec<OpRecord>>>,
+    samples: Vec<Sample>,
 }
 
 impl World {
@@ -261,6 +275,7 @@ impl World {
             .start()
             .await
             .expect("a simulated node starts");
+        self.nodes[i].catalog = Some(handle.catalog());
         self.nodes[i].handle = Some(handle);
         self.nodes[i].pause = pause_tx;
     }
@@ -273,6 +288,7 @@ impl World {
     async fn apply(&mut self, at: i64, fault: Fault) {
         match &fault {
             Fault::Crash(i) => {
+                self.nodes[*i].catalog = None;
                 if let Some(h) = self.nodes[*i].handle.take() {
                     h.abort();
                 }
@@ -287,6 +303,7 @@ impl World {
                 }
             }
             Fault::Leave(i) => {
+                self.nodes[*i].catalog = None;
                 if let Some(h) = self.nodes[*i].handle.take() {
                     // Graceful leave takes simulated time; let it run on its own.
                     self.nodes[*i].leaving = Some(tokio::spawn(h.shutdown()));
@@ -334,7 +351,54 @@ impl World {
         }
         self.record(at, fault);
     }
+
+    /// Starts a catalog operation on node `op.node`, or the next one up; it records itself
+    /// when it ends.
+    fn start_op(&mut self, at: i64, op: Op) {
+        let n = self.nodes.len();
+        let Some(node) = (0..n)
+            .map(|k| (op.node + k) % n)
+            .find(|&k| self.nodes[k].catalog.is_some())
+        else {
+            return;
+        };
+        let client = self.nodes[node].catalog.clone().expect("found up");
+        let log = self.ops.clone();
+        let base = self.base;
+        tokio::spawn(async move {
+            let r = crate::catalog::execute(client, &op.op).await;
+            let acked = sim_ms(base);
+            let (version, fire_id, error, acked) = match r {
+                Ok((v, id)) => (v, id, None, Some(acked)),
+                Err(e) => (None, None, Some(e), None),
+            };
+            log.lock().unwrap().push(OpRecord {
+                at,
+                acked,
+                node,
+                op: op.op,
+                version,
+                fire_id,
+                error,
+            });
+        });
+    }
+
+    /// Samples what every running node's catalog holds of the dynamic jobs.
+    async fn sample(&mut self, at: i64) {
+        for (node, n) in self.nodes.iter().enumerate() {
+            let Some(client) = &n.catalog else {
+                continue;
+            };
+            if let Some(versions) = crate::catalog::versions(client).await {
+                self.samples.push(Sample { at, node, versions });
+            }
+        }
+    }
 }
+
+/// How often the `catalog` scenario samples the nodes' catalogs, ms.
+const SAMPLE_EVERY_MS: i64 = 2_000;
 
 /// Runs one simulation to the end. Call inside a current-thread runtime with paused time.
 pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
@@ -361,6 +425,7 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
     let nodes = (0..config.nodes)
         .map(|i| SimNode {
             handle: None,
+            catalog: None,
             leaving: None,
             clock: Arc::new(SimClock::new(
                 base,
@@ -380,6 +445,8 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         skips: Arc::default(),
         applied: Vec::new(),
         trace: Xxh3::new(),
+        ops: Arc::default(),
+        samples: Vec::new(),
     };
     let mut starts: Vec<(i64, usize)> = (0..config.nodes)
         .filter(|i| !plan.late_joiners.contains(i))
@@ -393,14 +460,43 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         }
         world.start_node(i).await;
     }
-    for (at, fault) in plan.faults.iter().cloned() {
+    // Faults, catalog operations and catalog samples, in time order (a fault first at
+    // equal times).
+    let end = config.duration.as_millis() as i64;
+    let mut faults = plan.faults.iter().cloned().peekable();
+    let mut ops = plan.ops.iter().cloned().peekable();
+    let sampling = !plan.ops.is_empty();
+    let mut next_sample = if sampling { SAMPLE_EVERY_MS } else { i64::MAX };
+    loop {
+        let next_fault = faults.peek().map_or(i64::MAX, |f| f.0);
+        let next_op = ops.peek().map_or(i64::MAX, |o| o.0);
+        let at = next_fault.min(next_op).min(next_sample);
+        if at >= end || at == i64::MAX {
+            break;
+        }
+        let wait = at - sim_ms(base);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        if next_fault == at {
+            let (at, fault) = faults.next().expect("peeked");
+            world.apply(at, fault).await;
+        } else if next_op == at {
+            let (at, op) = ops.next().expect("peeked");
+            world.start_op(at, op);
+        } else {
+            world.sample(at).await;
+            next_sample += SAMPLE_EVERY_MS;
+        }
+    }
+    // Faults planned at or after the end still apply (none are, by the scenarios).
+    for (at, fault) in faults {
         let wait = at - sim_ms(base);
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
         world.apply(at, fault).await;
     }
-    let end = config.duration.as_millis() as i64;
     let wait = end - sim_ms(base);
     if wait > 0 {
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
@@ -420,10 +516,50 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
             repaired += stats.repaired;
         }
     }
+    let mut final_catalogs = Vec::new();
+    if sampling {
+        for (node, n) in world.nodes.iter().enumerate() {
+            let Some(client) = &n.catalog else {
+                continue;
+            };
+            let (Some(versions), Ok(stats)) =
+                (crate::catalog::versions(client).await, client.stats().await)
+            else {
+                continue;
+            };
+            final_catalogs.push(FinalCatalog {
+                node,
+                hash: stats.hash,
+                versions,
+            });
+        }
+    }
     for n in &mut world.nodes {
+        n.catalog = None;
         if let Some(h) = n.handle.take() {
             h.abort();
         }
+    }
+    let mut op_records = std::mem::take(&mut *world.ops.lock().unwrap());
+    op_records.sort_by_key(|o| (o.at, o.node));
+    for o in &op_records {
+        world.trace.update(
+            format!(
+                "op {} {:?} {} {:?} {:?} {:?}\n",
+                o.at,
+                o.acked,
+                o.node,
+                o.op,
+                o.version.as_ref().map(|v| v.to_string()),
+                o.error
+            )
+            .as_bytes(),
+        );
+    }
+    for c in &final_catalogs {
+        world
+            .trace
+            .update(format!("catalog {} {:016x}\n", c.node, c.hash).as_bytes());
     }
     let runs = std::mem::take(&mut *world.runs.lock().unwrap());
     for r in &runs {
@@ -448,5 +584,8 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         trace_hash: world.trace.digest(),
         net_hash: world.net.hash(),
         net_stats: world.net.stats(),
+        ops: op_records,
+        samples: world.samples,
+        final_catalogs,
     }
 }

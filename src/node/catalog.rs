@@ -74,6 +74,8 @@ pub struct JobInfo {
     pub owner: Option<NodeId>,
     /// Paused: it fires nothing until resumed.
     pub paused: bool,
+    /// The version of its last pause or resume, if any.
+    pub pause_version: Option<Version>,
     /// Disagreements about it (empty normally).
     pub conflicts: Vec<Conflict>,
 }
@@ -156,9 +158,10 @@ type Reply<T> = oneshot::Sender<Result<T, CatalogError>>;
 /// A request to the catalog task.
 pub(super) enum CatalogCmd {
     List(Reply<Vec<JobInfo>>),
+    Registers(Reply<Vec<(Key, Register)>>),
     Get(JobId, Reply<JobInfo>),
     Put(Box<RawJob>, Reply<JobInfo>),
-    Delete(JobId, Reply<()>),
+    Delete(JobId, Reply<Version>),
     Pause(JobId, bool, Reply<JobInfo>),
     Run(JobId, Reply<FireId>),
     Cancel(FireId, Reply<()>),
@@ -686,6 +689,10 @@ impl CatalogTask {
                 version: None,
                 owner,
                 paused: self.catalog.is_paused(name),
+                pause_version: self
+                    .catalog
+                    .register(&Key::Pause(name.clone()))
+                    .map(|r| r.version.clone()),
                 conflicts: Vec::new(),
             });
         }
@@ -697,6 +704,7 @@ impl CatalogTask {
             version: Some(r.version),
             owner,
             paused: r.paused,
+            pause_version: r.pause_version,
             conflicts: self.catalog.conflicts(name),
         })
     }
@@ -773,6 +781,14 @@ impl CatalogTask {
             CatalogCmd::List(reply) => {
                 let _ = reply.send(Ok(self.list()));
             }
+            CatalogCmd::Registers(reply) => {
+                let registers = self
+                    .catalog
+                    .registers()
+                    .map(|(k, r)| (k.clone(), r.clone()))
+                    .collect();
+                let _ = reply.send(Ok(registers));
+            }
             CatalogCmd::Get(name, reply) => {
                 let _ = reply.send(self.info(&name).ok_or(CatalogError::NotFound(name)));
             }
@@ -803,7 +819,8 @@ impl CatalogTask {
                         self.wrote(key.clone(), r);
                     }
                     info!(job = %name, "catalog: job deleted");
-                    self.publish_then(reply, ()).await;
+                    let version = writes[0].1.version.clone();
+                    self.publish_then(reply, version).await;
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));

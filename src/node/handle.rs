@@ -13,7 +13,7 @@ use super::catalog::{CatalogCmd, CatalogStats, JobInfo, MemberInfo};
 use super::config::ConfigError;
 use super::jobs::{JobsChange, JobsError};
 use super::{Clock, NodeConfig};
-use crate::catalog::{CatalogError, Conflict};
+use crate::catalog::{CatalogError, Conflict, Key, Register, Version};
 use crate::cluster::{GossipKeys, GossipSecurity, GossipStats, Traffic, api_addresses};
 use crate::core::job::{JobSpec, RawJob};
 use crate::core::planner::View;
@@ -338,10 +338,10 @@ impl CatalogClient {
     }
 
     /// Deletes an API job: a tombstone replaces it everywhere and it stops firing on its
-    /// owner as soon as the owner learns of it (a run in progress finishes). Errors:
-    /// [`CatalogError::NotFound`], [`CatalogError::FileDefined`],
-    /// [`CatalogError::LocalJob`].
-    pub async fn delete_job(&self, name: &str) -> Result<(), CatalogError> {
+    /// owner as soon as the owner learns of it (a run in progress finishes). Returns the
+    /// deletion's version. Errors: [`CatalogError::NotFound`],
+    /// [`CatalogError::FileDefined`], [`CatalogError::LocalJob`].
+    pub async fn delete_job(&self, name: &str) -> Result<Version, CatalogError> {
         self.ask(|tx| CatalogCmd::Delete(JobId::new(name), tx))
             .await
     }
@@ -390,6 +390,13 @@ impl CatalogClient {
     /// leaving or dead, generation, and how many jobs it owns in this node's view.
     pub async fn members(&self) -> Result<Vec<MemberInfo>, CatalogError> {
         self.ask(CatalogCmd::Members).await
+    }
+
+    /// Every register this node's copy of the catalog holds (API definitions and their
+    /// tombstones, pauses, run and cancel requests, claims), in key order: for debugging,
+    /// and for the simulator's checks.
+    pub async fn registers(&self) -> Result<Vec<(Key, Register)>, CatalogError> {
+        self.ask(CatalogCmd::Registers).await
     }
 
     /// Sizes and counters of the catalog, and its hash (equal on nodes holding the same

@@ -303,9 +303,13 @@ impl Planner {
         }
     }
 
-    /// True if this node currently fires `name` (owned, handoff complete).
+    /// True if this node currently fires `name` (owned, handoff complete, and past the
+    /// startup delay and the peer wait, as for slots: a restarted node that has heard one
+    /// peer may think it owns a job its real owner still runs; the simulator's `catalog`
+    /// scenario ran a run-now request on both, seeds 97, 103 and 161).
     pub fn fires(&self, name: &JobId, now: UnixMillis) -> bool {
-        self.index.get(name).is_some_and(
+        now >= self.start_at()
+            && self.index.get(name).is_some_and(
             |&i| matches!(self.jobs[i].as_ref().map(|j| j.mine), Some(Mine::From(t)) if t <= now),
         )
     }
