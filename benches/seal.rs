@@ -19,7 +19,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use starling::cluster::GossipStats;
-use starling::security::{ClusterKey, KEY_LEN, Keyring, OsEntropy, Seal};
+use starling::security::{ClusterKey, CountedNonces, KEY_LEN, Keyring, Seal};
 use starling::{HandlerError, JobSpec, Node, NodeConfig, NodeHandle, RunContext, UnixMillis};
 
 #[allow(clippy::disallowed_methods)] // a benchmark measures wall time
@@ -68,8 +68,10 @@ fn seal_open_ns(size: usize) -> f64 {
     let now = UnixMillis(1_800_000_000_000);
     let plain: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let (mut sealed, mut opened) = (Vec::new(), Vec::new());
+    // The nonces a node uses.
+    let nonces = CountedNonces::from_os();
     ns_per(2_000, || {
-        seal.seal(black_box(&plain), now, &OsEntropy, &mut sealed);
+        seal.seal(black_box(&plain), now, &nonces, &mut sealed);
         seal.open(black_box(&sealed), now, &mut opened).unwrap();
     })
 }

@@ -270,7 +270,13 @@ fn init_logs() -> RateLimit {
 }
 
 fn read_jobs(path: &Path) -> anyhow::Result<Vec<JobSpec>> {
-    let text = std::fs::read_to_string(path)
+    use std::io::Read;
+    let max = starling::core::limits::MAX_JOBS_FILE_BYTES;
+    let mut text = String::new();
+    // Reads one byte past the limit at most, so the parser refuses an oversize file
+    // without this reading all of it.
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max as u64 + 1).read_to_string(&mut text))
         .with_context(|| format!("cannot read jobs file {}", path.display()))?;
     let jobs = parse_jobs_toml(&text).with_context(|| format!("jobs file {}", path.display()))?;
     // A cron job whose years are all past can never fire (issue 13); only here is there a

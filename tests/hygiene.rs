@@ -57,7 +57,7 @@ fn check_refuses_an_overlong_command_and_a_too_short_interval() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
-        e.contains("job `huge`") && e.contains("`command`") && e.contains("65536 bytes"),
+        e.contains("job `huge`") && e.contains("`command`") && e.contains("8192 bytes"),
         "{}",
         &e[..e.len().min(400)]
     );

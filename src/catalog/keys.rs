@@ -54,7 +54,7 @@ pub const SUBSCRIBED_PREFIXES: [&str; 6] = [
 
 /// Longest key plus value, in bytes, the catalog publishes or accepts. A datagram carries
 /// 65,507 bytes; this leaves room for the digest and other keys of the same round.
-pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+pub const MAX_VALUE_BYTES: usize = crate::core::limits::MAX_DEFINITION_BYTES;
 
 /// The format version of gossip values.
 const VALUE_VERSION: u16 = 1;

@@ -618,3 +618,39 @@ fn resolution_reads_every_node_once() {
         .map(|r| (r.name.clone(), r))
         .collect();
 }
+
+/// Every definition the parser accepts fits in gossip, from the API and from a file: the
+/// bounds of `core::limits` on each field add up to less than `MAX_VALUE_BYTES` (issue 16).
+#[test]
+fn a_largest_definition_fits_in_gossip() {
+    use crate::core::limits::{MAX_COMMAND_BYTES, MAX_JOB_NAME_BYTES, MAX_SCHEDULE_BYTES};
+    let list = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let mut schedule = format!("{} {} {} * * * 2030-2031", list(60), list(60), list(24));
+    assert!(schedule.len() <= MAX_SCHEDULE_BYTES, "{}", schedule.len());
+    // Pad the year field up to the limit with repeats of a year (still a valid list).
+    while schedule.len() + 5 <= MAX_SCHEDULE_BYTES {
+        schedule.push_str(",2030");
+    }
+    let name = "n".repeat(MAX_JOB_NAME_BYTES);
+    let raw = RawJob {
+        name: Some(name.clone()),
+        schedule: Some(schedule),
+        timezone: Some("America/Argentina/ComodRivadavia".into()),
+        dst: Some("strict".into()),
+        // Four-byte characters: the most bytes per character a command can have.
+        command: Some("\u{1F600}".repeat(MAX_COMMAND_BYTES / 4)),
+        timeout: Some("1h 1m 1s 1ms".into()),
+        retries: Some(crate::core::limits::MAX_RETRIES),
+        misfire: Some("once".into()),
+        catch_up_window: Some("23h 59m 59s 999ms".into()),
+        overlap: Some("replace".into()),
+    };
+    let (id, big) = JobDef::from_raw(raw).expect("the largest valid definition parses");
+    let mut c = catalog("a");
+    c.put(NOW, id.clone(), big.clone())
+        .expect("the largest definition fits as an API job");
+    let mut c = catalog("b");
+    c.set_own_files(NOW, 1, [(id, big)])
+        .expect("the largest definition fits as a file job");
+    assert_eq!(name.len(), MAX_JOB_NAME_BYTES);
+}

@@ -158,6 +158,9 @@ pub enum JobError {
     /// Two jobs share a name.
     #[error("job `{0}` is declared more than once; job names must be unique")]
     Duplicate(String),
+    /// Too many jobs, or a jobs file too large (README, Limits).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// The fields of one `[[jobs]]` entry, as written. Also the body of `PUT /v1/jobs/{name}`,
@@ -205,29 +208,25 @@ struct JobsFile {
     jobs: Vec<RawJob>,
 }
 
-/// Longest accepted job name, in bytes (names travel in every gossip record).
-pub const MAX_JOB_NAME: usize = 128;
+pub use super::limits::{MAX_COMMAND_BYTES, MIN_EVERY_INTERVAL};
 
-/// Longest accepted `command`, in bytes. Linux refuses a single `execve` argument longer
-/// than 128 KiB (`MAX_ARG_STRLEN`) with "Argument list too long", whatever `ARG_MAX` says,
-/// so a longer command would pass `check` and then fail on every run (issue 14). Half of
-/// that leaves room; a longer script belongs in a file the command runs.
-pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
-
-/// Shortest accepted `@every` interval. Cron's finest grain is a second too; a shorter
-/// interval asks for more runs than gossip can carry records for, and `@every 1ms` made a
-/// node fall seconds behind (issue 14).
-pub const MIN_EVERY_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest accepted job name, in bytes (see [`super::limits`]).
+pub const MAX_JOB_NAME: usize = super::limits::MAX_JOB_NAME_BYTES;
 
 impl RawJob {
     /// Validates one entry. `position` (1-based) names jobs without a name.
     pub fn into_spec(self, position: usize) -> Result<JobSpec, JobError> {
-        let label = self.name.clone().unwrap_or_else(|| format!("#{position}"));
+        // A name that is not valid is not echoed whole: it may be a megabyte long.
+        let label = match &self.name {
+            Some(n) if validate_job_name(n).is_ok() => n.clone(),
+            _ => format!("#{position}"),
+        };
         let invalid = |key: &'static str, message: String| JobError::Invalid {
             job: label.clone(),
             key,
             message,
         };
+        self.check_sizes().map_err(|(key, m)| invalid(key, m))?;
         let name = self.name.ok_or_else(|| invalid("name", "missing".into()))?;
         validate_job_name(&name).map_err(|m| invalid("name", m))?;
         let timezone = match &self.timezone {
@@ -280,15 +279,6 @@ impl RawJob {
             if c.trim().is_empty() {
                 return Err(invalid("command", "is empty".into()));
             }
-            if c.len() > MAX_COMMAND_BYTES {
-                return Err(invalid(
-                    "command",
-                    format!(
-                        "is {} bytes long, over the limit of {MAX_COMMAND_BYTES} bytes (64 KiB); put a long script in a file and run that",
-                        c.len()
-                    ),
-                ));
-            }
         }
         Ok(JobSpec {
             name: JobId::new(&name),
@@ -308,17 +298,68 @@ impl RawJob {
     }
 }
 
-/// Checks a job name: 1 to 128 bytes, no whitespace or control characters.
+impl RawJob {
+    /// Refuses any text longer than its bound ([`super::limits`]), before anything parses
+    /// it (an error may quote the text) and before it could reach gossip.
+    fn check_sizes(&self) -> Result<(), (&'static str, String)> {
+        use super::limits::{MAX_FIELD_BYTES, MAX_RETRIES, MAX_SCHEDULE_BYTES};
+        let fields = [
+            ("schedule", &self.schedule, MAX_SCHEDULE_BYTES, ""),
+            ("timezone", &self.timezone, MAX_FIELD_BYTES, ""),
+            ("dst", &self.dst, MAX_FIELD_BYTES, ""),
+            ("timeout", &self.timeout, MAX_FIELD_BYTES, ""),
+            ("misfire", &self.misfire, MAX_FIELD_BYTES, ""),
+            (
+                "catch_up_window",
+                &self.catch_up_window,
+                MAX_FIELD_BYTES,
+                "",
+            ),
+            ("overlap", &self.overlap, MAX_FIELD_BYTES, ""),
+            (
+                "command",
+                &self.command,
+                MAX_COMMAND_BYTES,
+                "; put a long script in a file and run that",
+            ),
+        ];
+        for (key, value, max, hint) in fields {
+            if let Some(v) = value
+                && v.len() > max
+            {
+                return Err((
+                    key,
+                    format!(
+                        "is {} bytes long, over the limit of {max} bytes{hint}",
+                        v.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(r) = self.retries
+            && r > MAX_RETRIES
+        {
+            return Err(("retries", format!("{r} is more than {MAX_RETRIES}")));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a job name (or a node id): 1 to [`MAX_JOB_NAME`] bytes of ASCII letters,
+/// digits, `-`, `_`, `.` and `:` ([`super::limits::is_job_name_char`]).
 pub fn validate_job_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("is empty".into());
     }
     if name.len() > MAX_JOB_NAME {
-        return Err(format!("is longer than {MAX_JOB_NAME} bytes"));
-    }
-    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "contains {c:?}; use letters, digits, `-`, `_`, `.`"
+            "is {} bytes long, longer than {MAX_JOB_NAME} bytes",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|&c| !super::limits::is_job_name_char(c)) {
+        return Err(format!(
+            "contains {c:?}; use ASCII letters, digits, `-`, `_`, `.`, `:`"
         ));
     }
     Ok(())
@@ -341,7 +382,20 @@ pub fn check_fires_after(jobs: &[JobSpec], now: UnixMillis) -> Result<(), JobErr
 
 /// Parses a jobs file. Every job must have a command (shell jobs).
 pub fn parse_jobs_toml(text: &str) -> Result<Vec<JobSpec>, JobError> {
+    use super::limits::{MAX_JOBS, MAX_JOBS_FILE_BYTES};
+    if text.len() > MAX_JOBS_FILE_BYTES {
+        return Err(JobError::TooLarge(format!(
+            "the jobs file is {} bytes long, over the limit of {MAX_JOBS_FILE_BYTES} bytes",
+            text.len()
+        )));
+    }
     let file: JobsFile = toml::from_str(text).map_err(|e| JobError::Toml(e.to_string()))?;
+    if file.jobs.len() > MAX_JOBS {
+        return Err(JobError::TooLarge(format!(
+            "the jobs file declares {} jobs, over the limit of {MAX_JOBS}",
+            file.jobs.len()
+        )));
+    }
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(file.jobs.len());
     for (i, raw) in file.jobs.into_iter().enumerate() {
@@ -447,9 +501,51 @@ mod tests {
         parse_jobs_toml(&job(&"x".repeat(MAX_COMMAND_BYTES))).unwrap();
         let e = err(&job(&"x".repeat(MAX_COMMAND_BYTES + 1)));
         assert!(
-            e.contains("job `big`") && e.contains("`command`") && e.contains("65537 bytes"),
+            e.contains("job `big`") && e.contains("`command`") && e.contains("8193 bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_bound_of_a_job_is_refused_naming_the_job_and_key() {
+        use crate::core::limits::{MAX_JOBS, MAX_JOBS_FILE_BYTES, MAX_SCHEDULE_BYTES};
+        let job = |name: &str, extra: &str| {
+            format!(
+                "[[jobs]]\nname = \"{name}\"\nschedule = \"@every 1s\"\ncommand = \"x\"\n{extra}"
+            )
+        };
+        for (bad, why) in [
+            ("a/b", "'/'"),
+            ("caf\u{e9}", "'é'"),
+            ("x?y", "'?'"),
+            ("b c", "' '"),
+        ] {
+            let e = err(&job(bad, ""));
+            assert!(
+                e.contains("#1") && e.contains("`name`") && e.contains(why),
+                "{e}"
+            );
+        }
+        parse_jobs_toml(&job("Nightly_backup-2.eu:west", "")).unwrap();
+        // An overlong name is not echoed in the error.
+        let e = err(&job(&"n".repeat(100_000), ""));
+        assert!(e.len() < 200 && e.contains("100000 bytes"), "{e}");
+        let long = "y".repeat(MAX_SCHEDULE_BYTES + 1);
+        let e = err(&format!(
+            "[[jobs]]\nname = \"s\"\nschedule = \"{long}\"\ncommand = \"x\"\n"
+        ));
+        assert!(e.contains("job `s`: `schedule`") && e.len() < 200, "{e}");
+        let e = err(&job("t", &format!("timezone = \"{}\"\n", "z".repeat(65))));
+        assert!(e.contains("job `t`: `timezone`"), "{e}");
+        let e = err(&job("r", "retries = 101\n"));
+        assert!(e.contains("job `r`: `retries`"), "{e}");
+        let many: String = (0..=MAX_JOBS).map(|i| job(&format!("j{i}"), "")).collect();
+        let e = err(&many);
+        assert!(e.contains("10001 jobs") && e.contains("10000"), "{e}");
+        let all: String = (0..MAX_JOBS).map(|i| job(&format!("j{i}"), "")).collect();
+        assert_eq!(parse_jobs_toml(&all).unwrap().len(), MAX_JOBS);
+        let huge = format!("# {}\n", "x".repeat(MAX_JOBS_FILE_BYTES));
+        assert!(err(&huge).contains("over the limit"));
     }
 
     #[test]

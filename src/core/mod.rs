@@ -4,6 +4,7 @@
 //! argument. The node runtime and the simulator drive the same code.
 
 pub mod job;
+pub mod limits;
 pub mod owner;
 pub mod planner;
 pub mod schedule;

@@ -201,7 +201,7 @@ pub fn prepare_containment(containment: Containment) {
 }
 
 /// Default bytes of output kept per stream.
-pub const DEFAULT_OUTPUT_TAIL: usize = 2048;
+pub const DEFAULT_OUTPUT_TAIL: usize = crate::core::limits::OUTPUT_TAIL_BYTES;
 
 impl DefaultExecutor {
     /// An executor with no handlers.

@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_RUNS: usize = 10_000;
 pub const DEFAULT_MAX_BYTES: usize = 4 << 20;
 /// Longest message (an error's text) a record keeps, in bytes; output tails are bounded by
 /// the executor (2 KiB per stream by default).
-pub const MAX_MESSAGE_BYTES: usize = 2048;
+pub const MAX_MESSAGE_BYTES: usize = crate::core::limits::MAX_HISTORY_MESSAGE_BYTES;
 
 /// How much history a node keeps. The oldest runs go first when either bound is passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

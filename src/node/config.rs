@@ -23,10 +23,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
 /// Default cluster id.
 pub const DEFAULT_CLUSTER_ID: &str = "starling";
 
-/// Most runs `history_max_runs` accepts.
-pub const MAX_HISTORY_RUNS: usize = 1_000_000;
-/// Most bytes `history_max_bytes` accepts (1 GiB).
-pub const MAX_HISTORY_BYTES: usize = 1 << 30;
+pub use crate::core::limits::{MAX_HISTORY_BYTES, MAX_HISTORY_RUNS};
 
 /// A node started with seeds fires nothing until it has heard from another node, for up
 /// to this many gossip intervals (5 s at the default 200 ms); then it fires alone.
@@ -282,6 +279,14 @@ impl NodeConfig {
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_job_name(self.node_id.as_str()).map_err(|m| config_err("node_id", m))?;
+        // Every gossip message carries every node id (core::limits::MAX_MEMBERS).
+        let max_id = crate::core::limits::MAX_NODE_ID_BYTES;
+        if self.node_id.as_str().len() > max_id {
+            return Err(config_err(
+                "node_id",
+                format!("is longer than {max_id} bytes"),
+            ));
+        }
         if self.advertise().ip().is_unspecified() {
             return Err(config_err(
                 if self.advertise_addr.is_some() {

@@ -41,7 +41,7 @@ use crate::core::types::JobId;
 use crate::exec::{Containment, DefaultExecutor, Executor, JobHandler, prepare_containment};
 use crate::history::{History, flush_every};
 use crate::metrics::Metrics;
-use crate::security::{Entropy, OsEntropy};
+use crate::security::{CountedNonces, Entropy};
 use jobs::Replaceable;
 use publisher::{Batch, publisher_task};
 use run::{RunCounters, RunHandles};
@@ -105,7 +105,9 @@ pub struct NodeBuilder {
     executor: Option<Arc<dyn Executor>>,
     default_executor: DefaultExecutor,
     datagrams: Arc<dyn Datagrams>,
-    entropy: Arc<dyn Entropy>,
+    /// `None`: [`CountedNonces`], drawn at start (not here: the simulator replaces it, and
+    /// must see no entropy drawn before its seed).
+    entropy: Option<Arc<dyn Entropy>>,
     pause: Option<watch::Receiver<bool>>,
     scheduler_thread: bool,
 }
@@ -124,7 +126,7 @@ impl Node {
             executor: None,
             default_executor: DefaultExecutor::new(),
             datagrams: Arc::new(UdpDatagrams),
-            entropy: Arc::new(OsEntropy),
+            entropy: None,
             pause: None,
             scheduler_thread: true,
         }
@@ -186,10 +188,10 @@ impl NodeBuilder {
         self
     }
 
-    /// Replaces the source of the seal's nonces (default: the operating system's; the
-    /// simulator's is seeded).
+    /// Replaces the source of the seal's nonces (default: [`CountedNonces`], a prefix from
+    /// the operating system and a count; the simulator's is seeded).
     pub fn entropy(mut self, entropy: Arc<dyn Entropy>) -> Self {
-        self.entropy = entropy;
+        self.entropy = Some(entropy);
         self
     }
 
@@ -322,7 +324,7 @@ impl NodeBuilder {
             &config.cluster_id,
             config.dead_node_grace_period,
             clock.clone(),
-            entropy,
+            entropy.unwrap_or_else(|| Arc::new(CountedNonces::from_os())),
         );
         match &config.cluster_keys {
             Some(keys) => info!(

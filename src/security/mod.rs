@@ -12,4 +12,6 @@ mod keyring;
 mod seal;
 
 pub use keyring::{CLUSTER_KEY_ENV, ClusterKey, KEY_LEN, KeyError, KeyId, Keyring, MAX_KEYS};
-pub use seal::{Entropy, OpenError, OsEntropy, PLAIN_FORMAT, SEAL_OVERHEAD, SEALED_FORMAT, Seal};
+pub use seal::{
+    CountedNonces, Entropy, OpenError, OsEntropy, PLAIN_FORMAT, SEAL_OVERHEAD, SEALED_FORMAT, Seal,
+};
