@@ -49,6 +49,9 @@ impl From<CatalogError> for ApiError {
             CatalogError::TooLarge { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
             }
+            CatalogError::TooMany { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_jobs", message)
+            }
             CatalogError::Stopped => ApiError::unavailable(message),
         }
     }

@@ -54,6 +54,7 @@ pub use keys::{FileEntry, GossipKey, Key, MAX_VALUE_BYTES, Register, Value};
 pub use version::{Hlc, Version};
 
 use crate::core::job::{JobError, RawJob};
+use crate::core::limits::MAX_JOBS;
 use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
 
 /// Lifetimes in the catalog.
@@ -112,6 +113,16 @@ pub enum CatalogError {
         /// Its encoded size (key and value).
         size: usize,
         /// [`MAX_VALUE_BYTES`].
+        limit: usize,
+    },
+    /// The catalog already holds the most API jobs it accepts.
+    #[error(
+        "job `{name}`: the catalog already holds {limit} API jobs, the most it accepts; delete one first"
+    )]
+    TooMany {
+        /// The job that was not created.
+        name: JobId,
+        /// [`crate::core::limits::MAX_JOBS`].
         limit: usize,
     },
     /// The node stopped; nothing was written.
@@ -414,6 +425,26 @@ impl Catalog {
             return Err(CatalogError::FileDefined { name, nodes });
         }
         let key = Key::Job(name.clone());
+        let live = |r: Option<&Register>| {
+            matches!(
+                r,
+                Some(Register {
+                    value: Value::Job(Some(_)),
+                    ..
+                })
+            )
+        };
+        // A new API job past the bound is refused (core::limits; issue 16); a change to an
+        // existing one is not.
+        if !live(self.registers.get(&key)) {
+            let jobs = self.registers.values().filter(|r| live(Some(r))).count();
+            if jobs >= MAX_JOBS {
+                return Err(CatalogError::TooMany {
+                    name,
+                    limit: MAX_JOBS,
+                });
+            }
+        }
         let probe = Register {
             version: self.hlc.clone().tick(now, &self.me),
             value: Value::Job(Some(def)),

@@ -654,3 +654,25 @@ fn a_largest_definition_fits_in_gossip() {
         .expect("the largest definition fits as a file job");
     assert_eq!(name.len(), MAX_JOB_NAME_BYTES);
 }
+
+/// The catalog refuses a new API job past `MAX_JOBS`, and still accepts a change to an
+/// existing one.
+#[test]
+fn api_jobs_past_the_limit_are_refused() {
+    let mut c = catalog("a");
+    for i in 0..MAX_JOBS {
+        c.put(NOW, j(&format!("j{i}")), def("@every 1s")).unwrap();
+    }
+    let e = c.put(NOW, j("one-more"), def("@every 1s")).unwrap_err();
+    assert_eq!(
+        e,
+        CatalogError::TooMany {
+            name: j("one-more"),
+            limit: MAX_JOBS
+        }
+    );
+    assert!(e.to_string().contains("10000"), "{e}");
+    assert_eq!(c.resolve(&j("one-more")), None, "nothing was written");
+    c.put(NOW, j("j7"), def("@every 2s"))
+        .expect("a change to an existing job is accepted");
+}
