@@ -345,7 +345,7 @@ impl RawJob {
     }
 }
 
-/// Checks a job name (or a node id): 1 to [`MAX_JOB_NAME`] bytes of ASCII letters,
+/// Checks a job name: 1 to [`MAX_JOB_NAME`] bytes of ASCII letters,
 /// digits, `-`, `_`, `.` and `:` ([`super::limits::is_job_name_char`]).
 pub fn validate_job_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::job::validate_job_name;
 use crate::core::planner::PlannerConfig;
 use crate::core::schedule::parse_duration;
 use crate::core::types::NodeId;
@@ -278,13 +277,23 @@ impl NodeConfig {
 
     /// Checks every value; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_job_name(self.node_id.as_str()).map_err(|m| config_err("node_id", m))?;
-        // Every gossip message carries every node id (core::limits::MAX_MEMBERS).
+        // Every gossip message carries every node id (core::limits::MAX_MEMBERS). Node ids
+        // are not in URL paths, so they keep any character but whitespace and controls.
+        let id = self.node_id.as_str();
         let max_id = crate::core::limits::MAX_NODE_ID_BYTES;
-        if self.node_id.as_str().len() > max_id {
+        if id.is_empty() {
+            return Err(config_err("node_id", "is empty"));
+        }
+        if id.len() > max_id {
             return Err(config_err(
                 "node_id",
                 format!("is longer than {max_id} bytes"),
+            ));
+        }
+        if let Some(c) = id.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(config_err(
+                "node_id",
+                format!("contains {c:?}; no whitespace or control characters"),
             ));
         }
         if self.advertise().ip().is_unspecified() {
