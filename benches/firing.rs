@@ -566,6 +566,7 @@ async fn publish_cost(jobs: usize, rounds: usize) -> AnyResult<Vec<i64>> {
         gossip_interval: Duration::from_millis(200),
         phi_threshold: 8.0,
         dead_node_grace_period: Duration::from_secs(600),
+        placement: Default::default(),
     };
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let cluster = Cluster::spawn(&gossip, Arc::new(UdpTransport), tx).await?;

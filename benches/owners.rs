@@ -1,13 +1,19 @@
 //! Ownership of 100,000 jobs over 100 nodes.
 //!
 //! Targets (from the issue): a full recompute under 15 ms; an incremental join of a 101st
-//! node and an incremental leave of one node under 1 ms each.
+//! node and an incremental leave of one node under 1 ms each. Weighted owners (issue 18):
+//! a full recompute with four weight classes (25 nodes each of weight 2, 4, 8 and 16, as
+//! `--weight auto` gives machines of 2 to 16 CPUs) within 1.5x the unweighted recompute
+//! measured in the same run.
 //!
 //! Baselines measured in the same run:
 //! - the `rendezvous_hash` crate (`RendezvousNodes` with an xxh3 `NodeHasher`) computing the
 //!   top-1 owner of every job (`calc_candidates(&job).next()`),
 //! - a naive loop calling `starling::owner` for every job (it hashes the node ids on every
-//!   call).
+//!   call),
+//! - the same crate's weighted nodes (`WeightedNode`, the logarithmic method with the
+//!   platform's `ln`) ranking by Starling's own scores (`tests/reference/mod.rs`): the
+//!   reference the weighted owners are checked against before they are timed.
 //!
 //! Run with `cargo bench --bench owners`. After criterion's own output, a summary prints
 //! every median as a ratio against the baselines (read back from criterion's saved
@@ -20,9 +26,13 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, SamplingMode};
 use rendezvous_hash::{NodeHasher, RendezvousNodes};
-use starling::core::owner::{OwnerTable, job_key, node_key, owner, score};
+use starling::core::owner::{OwnerTable, job_key, node_key, owner, owner_placed, score};
+use starling::core::placement::{Constraints, Placement};
 use starling::{JobId, NodeId};
 use xxhash_rust::xxh3::Xxh3;
+
+#[path = "../tests/reference/mod.rs"]
+mod reference;
 
 const JOBS: usize = 100_000;
 const NODES: usize = 100;
@@ -59,6 +69,70 @@ fn table(members: &[NodeId], jobs: &[JobId]) -> OwnerTable {
         t.set_job(i, j);
     }
     t
+}
+
+/// The weight of member `i`: four classes of 25 nodes (2, 4, 8 and 16), or every member a
+/// weight of its own.
+fn weight(i: usize, distinct: bool) -> u32 {
+    if distinct {
+        1 + (i as u32 * 37) % 1000
+    } else {
+        [2, 4, 8, 16][i % 4]
+    }
+}
+
+fn weighted_table(members: &[NodeId], jobs: &[JobId], distinct: bool) -> OwnerTable {
+    let mut t = OwnerTable::new();
+    for (i, m) in members.iter().enumerate() {
+        t.upsert(m, &Placement::weighted(weight(i, distinct)));
+    }
+    for (i, j) in jobs.iter().enumerate() {
+        t.set_job(i, j);
+    }
+    t
+}
+
+/// The weighted table must agree with the pure function and with the crate before it is
+/// timed.
+fn weighted_sanity_check(members: &[NodeId], jobs: &[JobId], t: &OwnerTable, distinct: bool) {
+    let placed: Vec<(NodeId, Placement)> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.clone(), Placement::weighted(weight(i, distinct))))
+        .collect();
+    let named: Vec<(&str, u32)> = placed.iter().map(|(m, p)| (m.as_str(), p.weight)).collect();
+    let crate_nodes = reference::weighted_nodes(&named);
+    let (mut checked, mut near) = (0, 0);
+    let mut owned = std::collections::BTreeMap::<u32, usize>::new();
+    for (i, j) in jobs.iter().enumerate().step_by(97) {
+        let ours = t.owner_of(i);
+        let pure = owner_placed(
+            j,
+            &Constraints::default(),
+            placed.iter().map(|(n, p)| (n, p)),
+        );
+        assert_eq!(ours, pure, "{j}");
+        let (theirs, near_tie) = reference::weighted_owner(&crate_nodes, j.as_str());
+        if near_tie {
+            near += 1;
+        } else {
+            assert_eq!(
+                ours.map(NodeId::as_str),
+                Some(theirs),
+                "{j}: the crate disagrees"
+            );
+            checked += 1;
+        }
+        let w = placed
+            .iter()
+            .find(|(n, _)| Some(n) == ours)
+            .map_or(0, |(_, p)| p.weight);
+        *owned.entry(w).or_default() += 1;
+    }
+    println!(
+        "sanity (weights {}): {checked} sampled owners equal the crate's ({near} near ties skipped); jobs owned per weight class: {owned:?}",
+        if distinct { "all distinct" } else { "2/4/8/16" }
+    );
 }
 
 /// The incremental paths must agree with the pure function before we time them.
@@ -135,6 +209,46 @@ fn bench_owners(c: &mut Criterion) {
         });
     }
 
+    // Weighted owners (issue 18): four weight classes, and every node a weight of its own.
+    for distinct in [false, true] {
+        let base = weighted_table(&members, &jobs, distinct);
+        weighted_sanity_check(&members, &jobs, &base, distinct);
+        let tag = if distinct { "distinct" } else { "4_classes" };
+        {
+            let mut t = base.clone();
+            g.bench_function(format!("weighted_{tag}_recompute_all"), |b| {
+                b.iter(|| {
+                    t.recompute_all();
+                    black_box(&t);
+                })
+            });
+        }
+        if distinct {
+            continue;
+        }
+        g.bench_function("weighted_4_classes_join_101st_node", |b| {
+            b.iter_batched_ref(
+                || base.clone(),
+                |t| black_box(t.upsert(&newcomer, &Placement::weighted(4))),
+                BatchSize::LargeInput,
+            )
+        });
+        g.bench_function("weighted_4_classes_leave_one_node", |b| {
+            b.iter_batched_ref(
+                || base.clone(),
+                |t| black_box(t.leave(&gone)),
+                BatchSize::LargeInput,
+            )
+        });
+        g.bench_function("weighted_4_classes_reweight_one_node", |b| {
+            b.iter_batched_ref(
+                || base.clone(),
+                |t| black_box(t.upsert(&gone, &Placement::weighted(16))),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+
     // Reference (not a target): the same hash and tie rule as `recompute_all`, over keys
     // precomputed into dense arrays. Shows what the table's own loop could reach.
     {
@@ -195,6 +309,19 @@ fn bench_owners(c: &mut Criterion) {
                 }
             })
         });
+        let named: Vec<(&str, u32)> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.as_str(), weight(i, false)))
+            .collect();
+        let weighted = reference::weighted_nodes(&named);
+        g.bench_function("baseline_rendezvous_hash_crate_weighted", |b| {
+            b.iter(|| {
+                for j in &names {
+                    black_box(weighted.calc_candidates(j).next());
+                }
+            })
+        });
     }
     g.finish();
 }
@@ -231,9 +358,15 @@ fn summary(since: SystemTime) {
         ("table_join_101st_node", Some(1.0)),
         ("table_leave_one_node", Some(1.0)),
         ("table_join_then_leave_in_place", None),
+        ("weighted_4_classes_recompute_all", Some(15.0)),
+        ("weighted_4_classes_join_101st_node", Some(1.0)),
+        ("weighted_4_classes_leave_one_node", Some(1.0)),
+        ("weighted_4_classes_reweight_one_node", None),
+        ("weighted_distinct_recompute_all", None),
         ("reference_dense_keys_recompute", None),
         ("baseline_naive_owner_fn", None),
         ("baseline_rendezvous_hash_crate", None),
+        ("baseline_rendezvous_hash_crate_weighted", None),
     ];
     let (Some(naive), Some(rdv)) = (
         median_ns("baseline_naive_owner_fn", since),
@@ -245,7 +378,7 @@ fn summary(since: SystemTime) {
     println!();
     println!("summary (medians; ratio = time / baseline time, lower is faster)");
     println!(
-        "{:<34} {:>12} {:>14} {:>16}  target",
+        "{:<40} {:>12} {:>14} {:>16}  target",
         "benchmark", "median ms", "x naive owner", "x rendezvous_hash"
     );
     for (id, target_ms) in ids {
@@ -259,9 +392,29 @@ fn summary(since: SystemTime) {
             None => String::new(),
         };
         println!(
-            "{id:<34} {ms:>12.3} {:>14.4} {:>16.4}  {verdict}",
+            "{id:<40} {ms:>12.3} {:>14.4} {:>16.4}  {verdict}",
             ns / naive,
             ns / rdv
+        );
+    }
+    // The weighted target is a ratio against the unweighted figure of this same run.
+    if let (Some(unweighted), Some(weighted)) = (
+        median_ns("table_recompute_all", since),
+        median_ns("weighted_4_classes_recompute_all", since),
+    ) {
+        let ratio = weighted / unweighted;
+        println!(
+            "weighted (4 classes) / unweighted full recompute: {ratio:.2}x  target <= 1.5x: {}",
+            if ratio <= 1.5 { "met" } else { "NOT met" }
+        );
+    }
+    if let (Some(unweighted), Some(weighted)) = (
+        median_ns("table_recompute_all", since),
+        median_ns("weighted_distinct_recompute_all", since),
+    ) {
+        println!(
+            "weighted (every weight distinct) / unweighted full recompute: {:.2}x (no target)",
+            weighted / unweighted
         );
     }
 }

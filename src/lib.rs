@@ -6,8 +6,10 @@
 //!
 //! # Layout
 //!
-//! - `core`: pure scheduling logic: schedules, ownership, the planner state machine, and
-//!   every bound on input (`core::limits`). No tokio, no chitchat, no clock reads, no I/O.
+//! - `core`: pure scheduling logic: schedules, ownership (weighted rendezvous hashing over
+//!   the members whose tags satisfy a job's constraints), the planner state machine, the
+//!   jobs no member may own, and every bound on input (`core::limits`). No tokio, no
+//!   chitchat, no clock reads, no I/O.
 //! - `catalog`: the cluster-wide job catalog: definitions from jobs files and the API,
 //!   versions (a hybrid logical clock), merge and conflict rules, tombstones, the gossip
 //!   key layout. Pure, like `core`.

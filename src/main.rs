@@ -173,6 +173,14 @@ struct RunArgs {
     /// gossip.
     #[arg(long)]
     cluster_key_file: Option<PathBuf>,
+    /// This node's share of the jobs relative to the others' weights (1-10000), or `auto`
+    /// for the CPUs this process may use. Default 1.
+    #[arg(long)]
+    weight: Option<String>,
+    /// A tag jobs' `constraints` select, `KEY=VALUE`; repeat for several. Replaces the
+    /// config file's `[tags]`.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
 }
 
 /// The API settings of `starling run`, from flags and the config file.
@@ -369,6 +377,24 @@ fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>, 
     }
     if let Some(k) = &args.cluster_key_file {
         key_file = Some(k.clone());
+    }
+    if let Some(w) = &args.weight {
+        let setting: starling::core::placement::WeightSetting =
+            w.parse().map_err(anyhow::Error::msg).context("--weight")?;
+        config.placement.weight = setting.resolve(starling::node::available_cpus);
+    }
+    if !args.tags.is_empty() {
+        let mut pairs = std::collections::BTreeMap::new();
+        for t in &args.tags {
+            let (k, v) = starling::core::placement::parse_tag(t)
+                .map_err(anyhow::Error::msg)
+                .context("--tag")?;
+            pairs.insert(k, v);
+        }
+        let tags = starling::core::placement::Tags::new(pairs)
+            .map_err(anyhow::Error::msg)
+            .context("--tag")?;
+        config.placement.tags = std::sync::Arc::new(tags);
     }
     // Read once: it is removed at start, so a reload (SIGHUP) reads the key file only.
     let env = match std::env::var(CLUSTER_KEY_ENV) {

@@ -260,7 +260,7 @@ impl Collector for Scraped {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let st = &s.stats;
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 12] = [
             ("starling_slots_fired", "Slots this node started", st.fired),
             (
                 "starling_slots_fired_late",
@@ -312,6 +312,11 @@ impl Collector for Scraped {
                 "Jobs whose owner changed in this node's view, summed over membership changes",
                 st.ownership_changes,
             ),
+            (
+                "starling_slots_unplaceable",
+                "Slots of jobs no live member could own (their constraints matched nobody's tags), counted by the node that would own each job without them",
+                st.unplaceable_slots,
+            ),
         ];
         for (name, help, value) in counters {
             counter(&mut e, name, help, None, value)?;
@@ -342,6 +347,18 @@ impl Collector for Scraped {
             "starling_alive_nodes",
             "Nodes alive in this node's view, leaving ones included",
             as_i64(s.alive),
+        )?;
+        gauge(
+            &mut e,
+            "starling_jobs_owned",
+            "Jobs this node owns in its view",
+            i64::try_from(st.jobs_owned).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            &mut e,
+            "starling_jobs_unplaceable",
+            "Jobs no live member may own in this node's view: their constraints match nobody's tags",
+            i64::try_from(st.unplaceable_jobs).unwrap_or(i64::MAX),
         )?;
         gauge(
             &mut e,

@@ -81,6 +81,7 @@ async fn peer(
         gossip_interval: Duration::from_millis(50),
         phi_threshold: 8.0,
         dead_node_grace_period: Duration::from_secs(60),
+        placement: Default::default(),
     };
     let security = GossipSecurity::new(
         Some(keys),

@@ -7,9 +7,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::core::http::HttpSpec;
 use crate::core::job::{
     DEFAULT_CATCH_UP_WINDOW, ExecSpec, JobError, JobSpec, Misfire, Overlap, RawJob,
 };
+use crate::core::placement::Constraints;
 use crate::core::schedule::{Dst, Schedule, parse_timezone};
 use crate::core::types::JobId;
 
@@ -35,6 +37,10 @@ pub struct JobDef {
     pub catch_up_window: Duration,
     /// What to do when a slot comes due while the previous run is still running.
     pub overlap: Overlap,
+    /// Tags a node must have to own the job.
+    pub constraints: Constraints,
+    /// The request of an HTTP job (`kind = "http"`); `None` for shell jobs.
+    pub http: Option<Box<HttpSpec>>,
 }
 
 impl JobDef {
@@ -50,19 +56,21 @@ impl JobDef {
             misfire: spec.misfire,
             catch_up_window: spec.catch_up_window,
             overlap: spec.overlap,
+            constraints: spec.constraints.clone(),
+            http: spec.exec.http.as_deref().cloned().map(Box::new),
         }
     }
 
     /// Validates a jobs-file entry (or an API body) into its name and definition. Errors
-    /// name the job and the key. A definition from outside a file needs a command: a shell
-    /// job is the only kind that can travel to other nodes.
+    /// name the job and the key. A definition from outside a file needs a command or a URL:
+    /// shell and HTTP jobs are the kinds that can travel to other nodes.
     pub fn from_raw(raw: RawJob) -> Result<(JobId, JobDef), JobError> {
         let spec = raw.into_spec(1)?;
-        if spec.exec.command.is_none() {
+        if spec.exec.command.is_none() && spec.exec.http.is_none() {
             return Err(JobError::Invalid {
                 job: spec.name.to_string(),
                 key: "command",
-                message: "missing (a job defined through the catalog runs a shell command)".into(),
+                message: "missing (a job defined through the catalog runs a shell command, or sends a request with `kind = \"http\"`)".into(),
             });
         }
         Ok((spec.name.clone(), JobDef::from_spec(&spec)))
@@ -89,6 +97,17 @@ impl JobDef {
         if self.command.as_ref().is_some_and(|c| c.trim().is_empty()) {
             return Err(invalid("command", "is empty".into()));
         }
+        let http = match &self.http {
+            Some(h) => {
+                if self.command.is_some() {
+                    return Err(invalid("command", "an HTTP job has no command".into()));
+                }
+                Some(std::sync::Arc::new(
+                    h.recheck().map_err(|(key, e)| invalid(key, e))?,
+                ))
+            }
+            None => None,
+        };
         Ok(JobSpec {
             name: name.clone(),
             schedule,
@@ -102,7 +121,10 @@ impl JobDef {
                 command: self.command.clone(),
                 timeout: self.timeout,
                 retries: self.retries,
+                http,
             },
+            constraints: Constraints::new(self.constraints.pairs().clone())
+                .map_err(|e| invalid("constraints", e))?,
         })
     }
 
@@ -122,6 +144,25 @@ impl JobDef {
             catch_up_window: (self.catch_up_window != DEFAULT_CATCH_UP_WINDOW)
                 .then(|| duration(self.catch_up_window)),
             overlap: (self.overlap != Overlap::default()).then(|| self.overlap.to_string()),
+            constraints: (!self.constraints.is_empty()).then(|| self.constraints.pairs().clone()),
+            ..self.http_keys()
+        }
+    }
+
+    /// The HTTP keys of the jobs file for this definition (none for a shell job).
+    fn http_keys(&self) -> RawJob {
+        let Some(h) = &self.http else {
+            return RawJob::default();
+        };
+        let raw = h.to_raw();
+        RawJob {
+            kind: Some("http".into()),
+            url: raw.url,
+            method: raw.method,
+            headers: raw.headers,
+            body: raw.body,
+            expect_status: raw.expect_status,
+            ..RawJob::default()
         }
     }
 
@@ -177,6 +218,11 @@ mod tests {
             misfire: Some("once".into()),
             catch_up_window: Some("1h 30m".into()),
             overlap: Some("replace".into()),
+            constraints: Some(
+                [("region".to_string(), "eu".to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
             ..raw("backup", "0 30 2 * * *")
         };
         let (name, def) = JobDef::from_raw(full.clone()).unwrap();
@@ -186,6 +232,31 @@ mod tests {
         let bare = raw("warm", "@every 30s");
         let (name, def) = JobDef::from_raw(bare.clone()).unwrap();
         assert_eq!(def.to_raw(&name), bare, "defaults are left out");
+    }
+
+    #[test]
+    fn http_keys_round_trip_through_a_definition() {
+        let hook = RawJob {
+            command: None,
+            kind: Some("http".into()),
+            url: Some("https://example.com/hook".into()),
+            method: Some("POST".into()),
+            headers: Some([("x-team".to_string(), "ops".to_string())].into()),
+            body: Some("{}".into()),
+            expect_status: Some(vec![200, 202]),
+            ..raw("hook", "@every 1m")
+        };
+        let (name, def) = JobDef::from_raw(hook.clone()).unwrap();
+        assert_eq!(def.to_raw(&name), hook);
+        let spec = def.to_spec(&name).unwrap();
+        assert_eq!(JobDef::from_spec(&spec), def);
+        let e = JobDef::from_raw(RawJob {
+            url: Some("gopher://x".into()),
+            ..hook
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("job `hook`: `url`"), "{e}");
     }
 
     #[test]

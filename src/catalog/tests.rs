@@ -536,6 +536,8 @@ fn arb_def() -> impl Strategy<Value = JobDef> {
                 misfire: [Misfire::All, Misfire::Once, Misfire::Skip][m as usize],
                 catch_up_window: Duration::from_millis(w),
                 overlap: [Overlap::Allow, Overlap::Forbid, Overlap::Replace][o as usize],
+                constraints: Default::default(),
+                http: None,
             },
         )
 }
@@ -644,6 +646,8 @@ fn a_largest_definition_fits_in_gossip() {
         misfire: Some("once".into()),
         catch_up_window: Some("23h 59m 59s 999ms".into()),
         overlap: Some("replace".into()),
+        // A shell job: the keys of other kinds stay unset.
+        ..RawJob::default()
     };
     let (id, big) = JobDef::from_raw(raw).expect("the largest valid definition parses");
     let mut c = catalog("a");

@@ -9,6 +9,8 @@
 //! | `version` | the Starling version the node runs |
 //! | `fire:<job>` | the job's fire record: `slot/epoch/first` (the last slot this node started, in Unix milliseconds; its ownership epoch; the first slot of that epoch), then `/<slot>/<node key>` when another node's record placed the epoch's start (see `FireRecord::follows`) |
 //! | `api` | the address of the node's HTTP API, when it has one (`--api`): any node's API gathers the cluster's run history from it |
+//! | `weight` | the node's weight (`--weight`), when it is not 1: its share of the jobs relative to the others' |
+//! | `tags` | the node's tags (`--tag`), `k=v` pairs joined by `,` in key order, when it has any |
 //! | `running:<job>` | the slot of `<job>` this node is running, published once a run has lasted a gossip interval; empty when it ended |
 //!
 //! Values stay small: a record is at most five integers, and job names are at most 128
@@ -60,6 +62,7 @@ use chitchat::{
 };
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::core::placement::{DEFAULT_WEIGHT, Placement, Tags, check_weight};
 use crate::core::planner::View;
 use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
 
@@ -76,6 +79,10 @@ pub const KEY_STATUS: &str = "status";
 pub const KEY_VERSION: &str = "version";
 /// Key holding the address of a node's HTTP API, when it has one.
 pub const KEY_API: &str = "api";
+/// Key holding a node's weight, when it is not the default.
+pub const KEY_WEIGHT: &str = "weight";
+/// Key holding a node's tags, when it has any.
+pub const KEY_TAGS: &str = "tags";
 /// Prefix of fire-record keys: `fire:<job>`.
 pub const KEY_FIRE_PREFIX: &str = "fire:";
 /// Prefix of running-state keys: `running:<job>`.
@@ -106,6 +113,8 @@ pub struct GossipConfig {
     pub phi_threshold: f64,
     /// How long a dead node's state (and its records) is kept.
     pub dead_node_grace_period: Duration,
+    /// The node's weight and tags, published for ownership.
+    pub placement: Placement,
 }
 
 /// A fire record seen in gossip: `node` started `record.slot` of `job`.
@@ -348,13 +357,14 @@ impl Cluster {
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
         };
-        let initial = vec![
+        let mut initial = vec![
             (KEY_STATUS.to_string(), STATUS_ALIVE.to_string()),
             (
                 KEY_VERSION.to_string(),
                 env!("CARGO_PKG_VERSION").to_string(),
             ),
         ];
+        initial.extend(placement_keys(&config.placement));
         let sent = Arc::new(Sent {
             me: chitchat_config.chitchat_id.clone(),
             published: AtomicU64::new(0),
@@ -434,6 +444,17 @@ impl Cluster {
     pub async fn set_key(&self, key: &str, value: &str) {
         let chitchat = self.handle.chitchat();
         chitchat.lock().await.self_node_state().set(key, value);
+    }
+
+    /// Publishes this node's new weight and tags: every node's view, and so the owners,
+    /// follow (a change moves jobs like a join or a leave).
+    pub async fn set_placement(&self, placement: &Placement) {
+        let chitchat = self.handle.chitchat();
+        let mut guard = chitchat.lock().await;
+        let state = guard.self_node_state();
+        for (key, value) in placement_keys(placement) {
+            state.set(key, value);
+        }
     }
 
     /// Marks this node as leaving: peers stop counting it as a member.
@@ -664,19 +685,55 @@ fn newest_states(live: &BTreeMap<ChitchatId, NodeState>) -> BTreeMap<&str, &Node
     newest.into_iter().map(|(id, (_, s))| (id, s)).collect()
 }
 
+/// The keys that publish a placement (see the module docs). Both are always set, to
+/// their default when the node has none, so that a change back to the default is seen.
+fn placement_keys(p: &Placement) -> [(String, String); 2] {
+    [
+        (KEY_WEIGHT.to_string(), p.weight.to_string()),
+        (KEY_TAGS.to_string(), p.tags.encode()),
+    ]
+}
+
+/// A node's placement as its state publishes it. A missing key (a node of an earlier
+/// version) or a bad value (never written by this version) reads as the default.
+pub fn placement_of(state: &NodeState) -> Placement {
+    let weight = state
+        .get(KEY_WEIGHT)
+        .and_then(|w| w.parse().ok())
+        .and_then(|w| check_weight(w).ok())
+        .unwrap_or(DEFAULT_WEIGHT);
+    let tags = state
+        .get(KEY_TAGS)
+        .and_then(|t| Tags::decode(t).ok())
+        .unwrap_or_default();
+    Placement {
+        weight,
+        tags: std::sync::Arc::new(tags),
+    }
+}
+
 /// Turns chitchat's live set into a [`View`]: per node id keep only the highest generation;
 /// a node whose status is `leaving` is alive but not a member.
 pub fn view_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> View {
     let mut members = BTreeSet::new();
     let mut alive = BTreeSet::new();
+    let mut placements = BTreeMap::new();
     for (id, state) in newest_states(live) {
         let node = NodeId::new(id);
         if state.get(KEY_STATUS) != Some(STATUS_LEAVING) {
+            let placement = placement_of(state);
+            if placement != Placement::default() {
+                placements.insert(node.clone(), placement);
+            }
             members.insert(node.clone());
         }
         alive.insert(node);
     }
-    View { members, alive }
+    View {
+        members,
+        alive,
+        placements,
+    }
 }
 
 #[cfg(test)]
@@ -701,6 +758,7 @@ pub(super) mod tests {
             gossip_interval: Duration::from_millis(50),
             phi_threshold: 8.0,
             dead_node_grace_period: Duration::from_secs(60),
+            placement: Placement::default(),
         }
     }
 

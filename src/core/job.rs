@@ -1,11 +1,13 @@
 //! Job specifications and the jobs file (TOML) that declares them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::http::{HttpSpec, RawHttp};
+use super::placement::Constraints;
 use super::schedule::{Dst, Schedule, parse_duration, parse_timezone};
 use super::types::JobId;
 use super::types::UnixMillis;
@@ -97,6 +99,8 @@ pub struct ExecSpec {
     pub timeout: Option<Duration>,
     /// Extra attempts after a failed one (0: run once).
     pub retries: u32,
+    /// The request an HTTP job (`kind = "http"`) sends; `None` for other kinds.
+    pub http: Option<std::sync::Arc<HttpSpec>>,
 }
 
 /// One job: a name, a schedule and how late slots are treated.
@@ -122,6 +126,8 @@ pub struct JobSpec {
     pub overlap: Overlap,
     /// How to run it.
     pub exec: ExecSpec,
+    /// Tags a node must have to own it (none: any node may).
+    pub constraints: Constraints,
 }
 
 impl JobSpec {
@@ -136,6 +142,7 @@ impl JobSpec {
             && self.catch_up_window == other.catch_up_window
             && self.overlap == other.overlap
             && self.exec == other.exec
+            && self.constraints == other.constraints
     }
 }
 
@@ -199,6 +206,77 @@ pub struct RawJob {
     /// `allow` | `forbid` (default) | `replace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<String>,
+    /// Tags a node must have to own the job: `constraints = { region = "eu", gpu = "true" }`
+    /// (booleans and integers are taken as their text).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text_map"
+    )]
+    pub constraints: Option<BTreeMap<String, String>>,
+    /// `shell` (default: `command` run by `sh -c`) | `http` (a request to `url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// HTTP jobs: an absolute `http` or `https` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// HTTP jobs: `GET` (default), `POST`, `PUT`, `PATCH`, `DELETE` or `HEAD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// HTTP jobs: extra request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// HTTP jobs: the request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// HTTP jobs: the statuses that count as success (one or a list; default any 2xx).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "one_or_many"
+    )]
+    pub expect_status: Option<Vec<u16>>,
+}
+
+/// A number or a list of numbers (`expect_status = 200` or `[200, 204]`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(u16),
+        Many(Vec<u16>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(n) => vec![n],
+        OneOrMany::Many(v) => v,
+    }))
+}
+
+/// A table whose values are written as strings, booleans or integers, read as their text
+/// (`gpu = true` and `gpu = "true"` are the same constraint).
+pub(crate) fn text_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Str(String),
+        Bool(bool),
+        Int(i64),
+    }
+    let map: BTreeMap<String, Text> = BTreeMap::deserialize(d)?;
+    Ok(Some(
+        map.into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Text::Str(s) => s,
+                    Text::Bool(b) => b.to_string(),
+                    Text::Int(i) => i.to_string(),
+                };
+                (k, v)
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +358,47 @@ impl RawJob {
                 return Err(invalid("command", "is empty".into()));
             }
         }
+        let constraints = match self.constraints {
+            Some(c) => Constraints::new(c).map_err(|e| invalid("constraints", e))?,
+            None => Constraints::default(),
+        };
+        let raw_http = RawHttp {
+            url: self.url,
+            method: self.method,
+            headers: self.headers,
+            body: self.body,
+            expect_status: self.expect_status,
+        };
+        let http = match self.kind.as_deref() {
+            None | Some("shell") => {
+                if let Some(key) = raw_http.first_key() {
+                    return Err(invalid(
+                        key,
+                        "is only for HTTP jobs (`kind = \"http\"`)".into(),
+                    ));
+                }
+                None
+            }
+            Some("http") => {
+                if self.command.is_some() {
+                    return Err(invalid(
+                        "command",
+                        "an HTTP job sends a request to `url`; it has no command".into(),
+                    ));
+                }
+                let spec = raw_http.check().map_err(|(key, e)| invalid(key, e))?;
+                Some(std::sync::Arc::new(spec))
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "kind",
+                    format!(
+                        "`{}` is not a kind of job: use `shell` or `http`",
+                        crate::logs::escape(other)
+                    ),
+                ));
+            }
+        };
         Ok(JobSpec {
             name: JobId::new(&name),
             schedule,
@@ -293,7 +412,9 @@ impl RawJob {
                 command: self.command,
                 timeout,
                 retries: self.retries.unwrap_or(0),
+                http,
             },
+            constraints,
         })
     }
 }
@@ -380,7 +501,7 @@ pub fn check_fires_after(jobs: &[JobSpec], now: UnixMillis) -> Result<(), JobErr
     Ok(())
 }
 
-/// Parses a jobs file. Every job must have a command (shell jobs).
+/// Parses a jobs file. Every job must have a command (shell jobs) or a URL (HTTP jobs).
 pub fn parse_jobs_toml(text: &str) -> Result<Vec<JobSpec>, JobError> {
     use super::limits::{MAX_JOBS, MAX_JOBS_FILE_BYTES};
     if text.len() > MAX_JOBS_FILE_BYTES {
@@ -400,11 +521,13 @@ pub fn parse_jobs_toml(text: &str) -> Result<Vec<JobSpec>, JobError> {
     let mut out = Vec::with_capacity(file.jobs.len());
     for (i, raw) in file.jobs.into_iter().enumerate() {
         let spec = raw.into_spec(i + 1)?;
-        if spec.exec.command.is_none() {
+        if spec.exec.command.is_none() && spec.exec.http.is_none() {
             return Err(JobError::Invalid {
                 job: spec.name.to_string(),
                 key: "command",
-                message: "missing (a jobs file declares shell jobs)".into(),
+                message:
+                    "missing (a jobs file declares shell jobs, or HTTP jobs with `kind = \"http\"`)"
+                        .into(),
             });
         }
         if !seen.insert(spec.name.clone()) {
@@ -606,6 +729,50 @@ mod tests {
             "job `once`: `schedule`: `0 0 0 1 1 * 2026`: never fires after 2027-01-15T08:00:00Z"
         );
         assert!(check_fires_after(&jobs, UnixMillis(1_700_000_000_000)).is_ok());
+    }
+
+    #[test]
+    fn constraints_take_strings_booleans_and_integers_and_bad_ones_are_named() {
+        let jobs = parse_jobs_toml(
+            "[[jobs]]\nname = \"gpu\"\nschedule = \"@every 1s\"\ncommand = \"x\"\nconstraints = { region = \"eu\", gpu = true, rack = 4 }\n",
+        )
+        .unwrap();
+        assert_eq!(jobs[0].constraints.to_string(), "gpu=true,rack=4,region=eu");
+        let e = err(
+            "[[jobs]]\nname = \"gpu\"\nschedule = \"@every 1s\"\ncommand = \"x\"\nconstraints = { \"re gion\" = \"eu\" }\n",
+        );
+        assert!(
+            e.starts_with("job `gpu`: `constraints`: the key `re gion`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn http_jobs_parse_and_a_bad_url_names_the_job_and_the_key() {
+        let jobs = parse_jobs_toml(
+            "[[jobs]]\nname = \"hook\"\nschedule = \"@every 1m\"\nkind = \"http\"\nurl = \"https://example.com/h\"\nmethod = \"POST\"\nbody = \"{}\"\nexpect_status = 202\nheaders = { \"Content-Type\" = \"application/json\" }\n",
+        )
+        .unwrap();
+        let h = jobs[0].exec.http.as_ref().unwrap();
+        assert_eq!(h.url, "https://example.com/h");
+        assert_eq!(
+            h.expect_status,
+            crate::core::http::ExpectStatus::Codes(vec![202])
+        );
+        assert_eq!(jobs[0].exec.command, None);
+        let e = err(
+            "[[jobs]]\nname = \"hook\"\nschedule = \"@every 1m\"\nkind = \"http\"\nurl = \"htp:/nowhere\"\n",
+        );
+        assert!(e.starts_with("job `hook`: `url`:"), "{e}");
+        let e = err(
+            "[[jobs]]\nname = \"hook\"\nschedule = \"@every 1m\"\ncommand = \"x\"\nurl = \"http://a/\"\n",
+        );
+        assert!(
+            e.starts_with("job `hook`: `url`: is only for HTTP jobs"),
+            "{e}"
+        );
+        let e = err("[[jobs]]\nname = \"hook\"\nschedule = \"@every 1m\"\nkind = \"ftp\"\n");
+        assert!(e.starts_with("job `hook`: `kind`:"), "{e}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! An [`Executor`] runs one attempt of one slot and reports an [`Outcome`] (and, through
 //! [`Executor::report`], a [`Report`] with what the attempt printed). The node runtime
 //! wraps it with retries and backoff, and catches panics, so a failing or panicking job
-//! never takes the node down. [`DefaultExecutor`] runs shell commands (`sh -c`) and
-//! in-process async handlers; the simulator brings its own executor.
+//! never takes the node down. [`DefaultExecutor`] runs shell commands (`sh -c`), HTTP
+//! requests (`http`) and in-process async handlers; the simulator brings its own executor.
 //!
 //! A shell run's processes are kept together and die with it (see [`Containment`]): a
 //! cgroup v2 per run where usable (`cgroup`), else a process group; the shell is forked
@@ -12,6 +12,7 @@
 //! process; and a reaper process kills what is left if the process is killed (`reaper`).
 
 mod cgroup;
+mod http;
 mod reaper;
 mod shell;
 mod spawn;
@@ -250,7 +251,7 @@ impl DefaultExecutor {
         let run = match self.handlers.get(&ctx.job) {
             Some(h) => Ok(std::panic::catch_unwind(AssertUnwindSafe(|| h.call(ctx)))
                 .map(|fut| AssertUnwindSafe(fut).catch_unwind())),
-            None => Err((exec.command.clone(), ctx)),
+            None => Err((exec.command.clone(), exec.http.clone(), ctx)),
         };
         async move {
             match run {
@@ -270,11 +271,12 @@ impl DefaultExecutor {
                     }
                     .into()
                 }
-                Err((Some(command), ctx)) => {
+                Err((_, Some(spec), ctx)) => http::run_http(&spec, &ctx, timeout, tail).await,
+                Err((Some(command), None, ctx)) => {
                     run_command(&command, &ctx, timeout, tail, containment).await
                 }
-                Err((None, ctx)) => Outcome::Failed(format!(
-                    "job `{}` has neither a command nor a registered handler",
+                Err((None, None, ctx)) => Outcome::Failed(format!(
+                    "job `{}` has neither a command, a URL nor a registered handler",
                     ctx.job
                 ))
                 .into(),

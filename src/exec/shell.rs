@@ -405,11 +405,7 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     #[allow(clippy::disallowed_methods)] // tokio's paused clock, not the wall clock
     async fn output_is_drained_for_a_bounded_time_and_a_timeout_is_reported_at_once() {
-        // The child writes its pid once it is in its own session, and the shell waits for
-        // that: a shell exiting first would kill it with its process group (a race that
-        // failed this test under load).
-        let cmd = "setsid sh -c 'echo $$ > {pid}; exec sleep 3' & \
-                   while [ ! -s {pid} ]; do sleep 0.01; done; echo done";
+        let cmd = "setsid sleep 3 & echo $! > {pid}; echo done";
         let start = tokio::time::Instant::now();
         let (r, _dir, _) = run_with_pidfile(cmd, None, Containment::ProcessGroup).await;
         assert!(r.success());
@@ -419,8 +415,7 @@ pub(crate) mod tests {
             "{waited:?}"
         );
 
-        let cmd = "setsid sh -c 'echo $$ > {pid}; exec sleep 3' & \
-                   while [ ! -s {pid} ]; do sleep 0.01; done; sleep 3";
+        let cmd = "setsid sleep 3 & echo $! > {pid}; sleep 3";
         let timeout = Duration::from_millis(500);
         let start = tokio::time::Instant::now();
         let (r, _dir, _) = run_with_pidfile(cmd, Some(timeout), Containment::ProcessGroup).await;

@@ -68,11 +68,14 @@ pub enum RunOutcome {
     Missed,
     /// Not run (quorum mode): the node lost the quorum before a quorum held its record.
     Abandoned,
+    /// Not run: no live member had the tags the job's constraints require (recorded by
+    /// the node that would own the job without them).
+    Unplaceable,
 }
 
 impl RunOutcome {
     /// Every outcome, in order.
-    pub const ALL: [RunOutcome; 8] = [
+    pub const ALL: [RunOutcome; 9] = [
         RunOutcome::Ok,
         RunOutcome::Failed,
         RunOutcome::TimedOut,
@@ -81,6 +84,7 @@ impl RunOutcome {
         RunOutcome::SkippedByMisfirePolicy,
         RunOutcome::Missed,
         RunOutcome::Abandoned,
+        RunOutcome::Unplaceable,
     ];
 
     /// The name used in JSON and in metric labels (`timed_out`, ...).
@@ -94,6 +98,7 @@ impl RunOutcome {
             RunOutcome::SkippedByMisfirePolicy => "skipped_by_misfire_policy",
             RunOutcome::Missed => "missed",
             RunOutcome::Abandoned => "abandoned",
+            RunOutcome::Unplaceable => "unplaceable",
         }
     }
 }

@@ -35,6 +35,10 @@ impl Runtime {
                 paused,
             } => {
                 let known = self.planner.job(&name).is_some();
+                // Only a constrained job can become or stop being unplaceable (the check
+                // walks every job, so not for each of a big catalog's other jobs).
+                let placement = self.unplaceable.contains(&name)
+                    || spec.as_ref().is_some_and(|s| !s.constraints.is_empty());
                 match spec {
                     Some(spec) if !known => {
                         match self.planner.add_catalog_job(now, spec, floor, paused) {
@@ -52,10 +56,16 @@ impl Runtime {
                         info!(job = %name, paused, "catalog job {}", if paused { "paused" } else { "resumed" });
                     }
                 }
+                if placement {
+                    self.check_unplaceable(now);
+                }
             }
             PlanUpdate::Remove(name) => {
                 if self.planner.remove_job(&name) {
                     info!(job = %name, "catalog job removed");
+                }
+                if self.unplaceable.contains(&name) {
+                    self.check_unplaceable(now);
                 }
             }
             PlanUpdate::Request { id, job, at } => {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::core::placement::{Placement, Tags, WeightSetting, check_weight};
 use crate::core::planner::PlannerConfig;
 use crate::core::schedule::parse_duration;
 use crate::core::types::NodeId;
@@ -102,9 +103,21 @@ pub struct NodeConfig {
     /// a deleted job in its data dir, brings that job back. Default 24 h; at least 10
     /// gossip intervals.
     pub catalog_tombstone_ttl: Duration,
+    /// This node's weight (its share of the jobs relative to the other nodes' weights, 1 to
+    /// 10,000; default 1) and tags (which jobs' constraints select; default none). Both
+    /// travel in gossip; a change moves jobs like a join or a leave.
+    pub placement: Placement,
     /// Test-only: see `PlannerConfig::broken_ownership_for_tests`. Never set in production.
     #[doc(hidden)]
     pub broken_ownership_for_tests: bool,
+}
+
+/// The number of CPUs this process may use (its affinity mask and cgroup CPU quota), the
+/// weight `--weight auto` gives; 1 if it cannot be read.
+pub fn available_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
 }
 
 /// A configuration value that is out of range. Names the key as written in the config file.
@@ -152,6 +165,7 @@ impl NodeConfig {
             api_addr: None,
             cluster_keys: None,
             catalog_tombstone_ttl: crate::catalog::DEFAULT_TOMBSTONE_TTL,
+            placement: Placement::default(),
             broken_ownership_for_tests: false,
         }
     }
@@ -159,8 +173,13 @@ impl NodeConfig {
     /// Keys a running node takes from a new config ([`crate::NodeHandle::reconfigure`],
     /// SIGHUP): they are read afresh for each run or at leave. Every other key needs a
     /// restart.
-    pub const LIVE_KEYS: [&'static str; 3] =
-        ["drain_timeout", "retry_backoff", "retry_backoff_max"];
+    pub const LIVE_KEYS: [&'static str; 5] = [
+        "drain_timeout",
+        "retry_backoff",
+        "retry_backoff_max",
+        "weight",
+        "tags",
+    ];
 
     /// The keys (as in the config file) whose values differ between `self` and `other`.
     pub fn changed_keys(&self, other: &NodeConfig) -> Vec<&'static str> {
@@ -212,6 +231,8 @@ impl NodeConfig {
             "catalog_tombstone_ttl",
             self.catalog_tombstone_ttl != other.catalog_tombstone_ttl,
         );
+        diff("weight", self.placement.weight != other.placement.weight);
+        diff("tags", self.placement.tags != other.placement.tags);
         keys
     }
 
@@ -221,7 +242,11 @@ impl NodeConfig {
         self.drain_timeout = new.drain_timeout;
         self.retry_backoff = new.retry_backoff;
         self.retry_backoff_max = new.retry_backoff_max;
+        self.placement = new.placement.clone();
         self.changed_keys(new)
+            .into_iter()
+            .filter(|k| !Self::LIVE_KEYS.contains(k))
+            .collect()
     }
 
     /// The catalog settings these values imply.
@@ -382,6 +407,8 @@ impl NodeConfig {
                 "must be at least 10 gossip intervals, so a deletion reaches every node before it is forgotten",
             ));
         }
+        check_weight(self.placement.weight).map_err(|e| config_err("weight", e))?;
+        Tags::new(self.placement.tags.pairs().clone()).map_err(|e| config_err("tags", e))?;
         if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
             return Err(config_err(
                 "retry_backoff",
@@ -454,6 +481,35 @@ pub struct ConfigFile {
     pub cluster_key_file: Option<PathBuf>,
     /// `catalog_tombstone_ttl = "24h"`.
     pub catalog_tombstone_ttl: Option<String>,
+    /// `weight = 4`, or `weight = "auto"` for the CPUs this process may use.
+    pub weight: Option<WeightValue>,
+    /// `[tags]` with `region = "eu"` lines (booleans and integers are taken as their text).
+    #[serde(default, deserialize_with = "crate::core::job::text_map")]
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `weight` as written in the config file: a number or `"auto"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum WeightValue {
+    /// `weight = 4`.
+    Number(i64),
+    /// `weight = "auto"` (or a number in quotes).
+    Text(String),
+}
+
+impl WeightValue {
+    /// The setting it stands for; the error says what is wrong.
+    pub fn setting(&self) -> Result<WeightSetting, ConfigError> {
+        match self {
+            WeightValue::Number(n) => u32::try_from(*n)
+                .map_err(|_| format!("{n} is outside 1..=10000"))
+                .and_then(check_weight)
+                .map(WeightSetting::Fixed),
+            WeightValue::Text(t) => t.parse(),
+        }
+        .map_err(|e| config_err("weight", e))
+    }
 }
 
 /// Parses `IP:port`, naming `key` in the error, and saying what is wrong: no port, a port
@@ -578,6 +634,13 @@ impl ConfigFile {
         }
         if let Some(v) = self.job_cgroups {
             config.job_cgroups = v;
+        }
+        if let Some(v) = &self.weight {
+            config.placement.weight = v.setting()?.resolve(available_cpus);
+        }
+        if let Some(v) = &self.tags {
+            let tags = Tags::new(v.clone()).map_err(|e| config_err("tags", e))?;
+            config.placement.tags = std::sync::Arc::new(tags);
         }
         Ok(())
     }
@@ -706,6 +769,25 @@ mod tests {
         for key in NodeConfig::LIVE_KEYS {
             assert!(!restart.contains(&key));
         }
+    }
+
+    #[test]
+    fn weight_and_tags_come_from_the_file_and_bad_ones_name_the_key() {
+        let f = ConfigFile::parse("weight = 4\n[tags]\nregion = \"eu\"\ngpu = true\n").unwrap();
+        let mut c = base();
+        f.apply(&mut c).unwrap();
+        assert_eq!(c.placement.weight, 4);
+        assert_eq!(c.placement.tags.encode(), "gpu=true,region=eu");
+        let f = ConfigFile::parse("weight = \"auto\"\n").unwrap();
+        let mut c = base();
+        f.apply(&mut c).unwrap();
+        assert_eq!(c.placement.weight, available_cpus());
+        for bad in ["weight = 0\n", "weight = \"heavy\"\n", "weight = -3\n"] {
+            let f = ConfigFile::parse(bad).unwrap();
+            assert_eq!(f.apply(&mut base()).unwrap_err().key, "weight", "{bad}");
+        }
+        let f = ConfigFile::parse("[tags]\n\"a b\" = \"c\"\n").unwrap();
+        assert_eq!(f.apply(&mut base()).unwrap_err().key, "tags");
     }
 
     #[test]

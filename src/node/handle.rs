@@ -16,6 +16,7 @@ use super::{Clock, NodeConfig};
 use crate::catalog::{CatalogError, Conflict, Key, Register, Version};
 use crate::cluster::{GossipKeys, GossipSecurity, GossipStats, Traffic, api_addresses};
 use crate::core::job::{JobSpec, RawJob};
+use crate::core::placement::{Constraints, Placement};
 use crate::core::planner::View;
 use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
 use crate::history::History;
@@ -58,6 +59,14 @@ pub struct Stats {
     pub requested_runs: u64,
     /// Runs cancelled here on request (see [`CatalogClient::cancel_run`]).
     pub cancelled: u64,
+    /// Jobs this node owns in its current view (a gauge).
+    pub jobs_owned: u64,
+    /// Jobs no live member may own in this node's view: their constraints match nobody's
+    /// tags (a gauge).
+    pub unplaceable_jobs: u64,
+    /// Slots of unplaceable jobs that came due, counted by the node that would own each
+    /// job without its constraints (so once in the cluster).
+    pub unplaceable_slots: u64,
 }
 
 pub(super) enum Command {
@@ -65,6 +74,8 @@ pub(super) enum Command {
     Shutdown(oneshot::Sender<Stats>),
     Stats(oneshot::Sender<Stats>),
     Reconfigure(Box<NodeConfig>, oneshot::Sender<Vec<&'static str>>),
+    SetPlacement(Placement, oneshot::Sender<()>),
+    Unplaceable(oneshot::Sender<Vec<(JobId, Constraints)>>),
 }
 
 /// A running node. Dropping it leaves the node running; call [`NodeHandle::shutdown`].
@@ -103,10 +114,39 @@ impl NodeHandle {
         self.view.borrow().clone()
     }
 
-    /// The owner of `job` in this node's current view: the same pure function every node
-    /// uses, so it answers for jobs this node does not know too.
+    /// The owner of `job` in this node's current view, by the members' weights: the same
+    /// pure function every node uses, so it answers for jobs this node does not know too.
+    /// It does not know a job's constraints: for a job with constraints, see
+    /// [`NodeHandle::unplaceable`] and the API's `owner`.
     pub fn owner_of(&self, job: &str) -> Option<NodeId> {
-        crate::core::owner::owner(&JobId::new(job), &self.view.borrow().members).cloned()
+        let view = self.view.borrow();
+        crate::core::owner::owner_placed(
+            &JobId::new(job),
+            &Constraints::default(),
+            view.placed_members(),
+        )
+        .cloned()
+    }
+
+    /// Publishes a new weight and tags for this node, as `weight` and `tags` in a config
+    /// given to [`NodeHandle::reconfigure`] do: every node's view follows, and jobs move as
+    /// for a join or a leave (with the same handoff delay).
+    pub async fn set_placement(&self, placement: Placement) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::SetPlacement(placement, tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The jobs no live member may own in this node's view (their constraints match
+    /// nobody's tags), with their constraints. They run nowhere until a member that has
+    /// the tags is back.
+    pub async fn unplaceable(&self) -> Vec<(JobId, Constraints)> {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Unplaceable(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Waits until this node's view has exactly `n` members, or `timeout` passes. Returns

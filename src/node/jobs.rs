@@ -68,8 +68,9 @@ pub enum JobsError {
     /// new set can neither replace nor remove.
     #[error("job `{0}` is run by an in-process handler of this node; choose another name")]
     HandlerJob(JobId),
-    /// A job of the new set has no command, and no handler or custom executor runs it.
-    #[error("job `{0}` has no command")]
+    /// A job of the new set has no command or URL, and no handler or custom executor runs
+    /// it.
+    #[error("job `{0}` has no command or URL")]
     NothingToRun(JobId),
     /// The node has stopped (or is leaving).
     #[error("the node has stopped")]
@@ -98,7 +99,7 @@ impl Replaceable {
             if self.handlers.contains(&spec.name) {
                 return Err(JobsError::HandlerJob(spec.name));
             }
-            if self.needs_command && spec.exec.command.is_none() {
+            if self.needs_command && spec.exec.command.is_none() && spec.exec.http.is_none() {
                 return Err(JobsError::NothingToRun(spec.name));
             }
             if let Some(dup) = new.insert(spec.name.clone(), spec) {

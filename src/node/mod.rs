@@ -11,6 +11,7 @@ mod clock;
 mod config;
 mod handle;
 mod jobs;
+mod placement;
 mod publisher;
 mod run;
 mod runtime;
@@ -27,7 +28,7 @@ pub use catalog::{CatalogStats, JobInfo, MemberInfo, MemberState};
 pub use clock::{Clock, SystemClock};
 pub use config::{
     ConfigError, ConfigFile, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN,
-    DEFAULT_PHI_THRESHOLD, NodeConfig, parse_addr,
+    DEFAULT_PHI_THRESHOLD, NodeConfig, WeightValue, available_cpus, parse_addr,
 };
 pub use handle::{CatalogClient, NodeHandle, Stats};
 pub use jobs::{JobsChange, JobsError};
@@ -61,8 +62,8 @@ pub enum NodeError {
     /// Two jobs share a name.
     #[error(transparent)]
     Job(#[from] PlannerError),
-    /// A job has no command and no handler, so it could never run.
-    #[error("job `{0}` has neither a command nor a handler")]
+    /// A job has no command, no URL and no handler, so it could never run.
+    #[error("job `{0}` has neither a command, a URL nor a handler")]
     NothingToRun(JobId),
     /// The data dir could not be used.
     #[error(transparent)]
@@ -239,9 +240,11 @@ impl NodeBuilder {
         } = self;
         config.validate()?;
         if executor.is_none()
-            && let Some(j) = jobs
-                .iter()
-                .find(|j| j.exec.command.is_none() && !default_executor.has_handler(&j.name))
+            && let Some(j) = jobs.iter().find(|j| {
+                j.exec.command.is_none()
+                    && j.exec.http.is_none()
+                    && !default_executor.has_handler(&j.name)
+            })
         {
             return Err(NodeError::NothingToRun(j.name.clone()));
         }
@@ -317,6 +320,7 @@ impl NodeBuilder {
             gossip_interval: config.gossip_interval,
             phi_threshold: config.phi_threshold,
             dead_node_grace_period: config.dead_node_grace_period,
+            placement: config.placement.clone(),
         };
         // Packets older than a dead node's state is kept cannot revive it (README, Security).
         let security = GossipSecurity::new(
@@ -348,7 +352,12 @@ impl NodeBuilder {
             cluster.set_key(KEY_API, &api.to_string()).await;
         }
         let live = cluster.live_watcher();
-        let initial = View::of([config.node_id.clone()]);
+        let mut initial = View::of([config.node_id.clone()]);
+        if config.placement != crate::core::placement::Placement::default() {
+            initial
+                .placements
+                .insert(config.node_id.clone(), config.placement.clone());
+        }
         planner.set_view(now, initial.clone());
         let (view_tx, view_rx) = watch::channel(initial);
         let (catalog_events, catalog_events_rx) = mpsc::unbounded_channel();
@@ -461,6 +470,7 @@ impl NodeBuilder {
             plan_rx,
             catalog_cmd: catalog_tx.clone(),
             requests: started.requests,
+            unplaceable: crate::core::unplaceable::Unplaceable::new(),
         };
         let task = match scheduler {
             Some((thread, done)) => thread.spawn(async move {

@@ -24,6 +24,7 @@ use crate::cluster::{
 use crate::core::job::{ExecSpec, Overlap};
 use crate::core::planner::{Action, Planner, View};
 use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
+use crate::core::unplaceable::Unplaceable;
 use crate::exec::{BoxFuture, Executor, RunContext};
 use crate::history::{RunOutcome, RunRecord};
 
@@ -97,6 +98,8 @@ pub(super) struct Runtime {
     pub(super) catalog_cmd: mpsc::UnboundedSender<CatalogCmd>,
     /// Run-now requests nobody has claimed yet: fire id -> (job, requested at).
     pub(super) requests: BTreeMap<FireId, (JobId, UnixMillis)>,
+    /// Jobs no live member may own, and the slots of theirs this node reports.
+    pub(super) unplaceable: Unplaceable,
 }
 
 /// Starts the scheduler's thread (see [`NodeBuilder::scheduler_thread`]): a
@@ -181,6 +184,7 @@ impl Runtime {
             self.apply_actions(now, false).await;
             self.start_requests(now);
             self.announce_due(now);
+            self.report_unplaceable(now);
             if now >= next_lonely_check {
                 next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
                 if self.cluster().known_peers().await == 0 {
@@ -197,7 +201,12 @@ impl Runtime {
                         .front()
                         .map_or(UnixMillis(i64::MAX), |(at, _)| *at),
                 )
-                .min(self.ahead_of.unwrap_or(UnixMillis(i64::MAX)));
+                .min(self.ahead_of.unwrap_or(UnixMillis(i64::MAX)))
+                .min(
+                    self.unplaceable
+                        .next_deadline()
+                        .unwrap_or(UnixMillis(i64::MAX)),
+                );
             // On a thread of its own the loop wakes a little early and blocks the rest of
             // the way, to start a slot's runs within ~0.1 ms of it instead of ~1-2 ms.
             let early = self.own_thread && self.ahead_of.is_none();
@@ -244,7 +253,20 @@ impl Runtime {
                         let _ = tx.send(self.stats());
                     }
                     Some(Command::Reconfigure(config, tx)) => {
+                        self.set_placement(config.placement.clone()).await;
                         let _ = tx.send(self.config.apply_live(&config));
+                    }
+                    Some(Command::SetPlacement(placement, tx)) => {
+                        self.set_placement(placement).await;
+                        let _ = tx.send(());
+                    }
+                    Some(Command::Unplaceable(tx)) => {
+                        let _ = tx.send(
+                            self.unplaceable
+                                .jobs()
+                                .map(|(j, c)| (j.clone(), c.clone()))
+                                .collect(),
+                        );
                     }
                     Some(Command::Shutdown(tx)) => {
                         self.leave().await;
@@ -263,6 +285,8 @@ impl Runtime {
         let mut stats = self.stats.clone();
         stats.failed = self.counters.failed.load(Ordering::Relaxed);
         stats.ownership_changes = self.planner.ownership_changes();
+        stats.jobs_owned = self.planner.owned_count() as u64;
+        stats.unplaceable_jobs = self.unplaceable.len() as u64;
         stats
     }
 
@@ -400,7 +424,9 @@ impl Runtime {
             "membership changed"
         );
         let had_quorum = self.planner.has_quorum();
-        self.planner.set_view(self.clock.now(), view.clone());
+        let now = self.clock.now();
+        self.planner.set_view(now, view.clone());
+        self.check_unplaceable(now);
         match (had_quorum, self.planner.has_quorum()) {
             (true, false) => warn!(
                 members = view.members.len(),
@@ -480,7 +506,7 @@ impl Runtime {
     }
 
     /// Records in the history slots of `job` that did not run: `(first, last, count)`.
-    fn not_run(
+    pub(super) fn not_run(
         &self,
         job: &JobId,
         slots: (UnixMillis, UnixMillis, u64),

@@ -106,6 +106,7 @@ mod tests {
             overlap: Overlap::Allow,
             dst: Default::default(),
             exec: ExecSpec::default(),
+            constraints: Default::default(),
         }
     }
 

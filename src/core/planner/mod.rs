@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use super::job::{JobSpec, Misfire};
 use super::owner::OwnerTable;
+use super::placement::{Constraints, Placement};
 use super::schedule::Schedule;
 use super::types::{FireId, FireRecord, JobId, NodeId, UnixMillis};
 
@@ -97,6 +98,9 @@ pub struct View {
     pub members: BTreeSet<NodeId>,
     /// Every node alive in our view, including leaving ones.
     pub alive: BTreeSet<NodeId>,
+    /// The weight and tags of every member that declares any; the others have the default
+    /// placement (weight 1, no tags).
+    pub placements: BTreeMap<NodeId, Placement>,
 }
 
 impl View {
@@ -106,7 +110,20 @@ impl View {
         View {
             alive: members.clone(),
             members,
+            placements: BTreeMap::new(),
         }
+    }
+
+    /// The weight and tags of `node` (the default placement when it declares none).
+    pub fn placement(&self, node: &NodeId) -> &Placement {
+        static DEFAULT: std::sync::LazyLock<Placement> =
+            std::sync::LazyLock::new(Placement::default);
+        self.placements.get(node).unwrap_or(&DEFAULT)
+    }
+
+    /// The members with their placements, in id order.
+    pub fn placed_members(&self) -> impl Iterator<Item = (&NodeId, &Placement)> {
+        self.members.iter().map(|m| (m, self.placement(m)))
     }
 }
 
@@ -271,6 +288,14 @@ impl Planner {
         self.ownership_changes
     }
 
+    /// How many registered jobs this node owns in its view.
+    pub fn owned_count(&self) -> usize {
+        self.index
+            .values()
+            .filter(|&&i| self.owners.owner_of(i) == Some(&self.me))
+            .count()
+    }
+
     /// Number of registered jobs.
     pub fn job_count(&self) -> usize {
         self.index.len()
@@ -299,7 +324,12 @@ impl Planner {
     pub fn owner_of(&self, name: &JobId) -> Option<NodeId> {
         match self.index.get(name) {
             Some(&idx) => self.owners.owner_of(idx).cloned(),
-            None => super::owner::owner(name, &self.view.members).cloned(),
+            None => super::owner::owner_placed(
+                name,
+                &Constraints::default(),
+                self.view.placed_members(),
+            )
+            .cloned(),
         }
     }
 
@@ -424,7 +454,8 @@ impl Planner {
         self.share_schedule(&mut spec);
         let idx = self.free.pop().unwrap_or(self.jobs.len());
         let seen = self.stray_records.remove(&spec.name).unwrap_or_default();
-        self.owners.set_job(idx, &spec.name);
+        self.owners
+            .set_job_constrained(idx, &spec.name, &spec.constraints);
         self.index.insert(spec.name.clone(), idx);
         let lookback = self.config.startup_delay + self.config.handoff_delay;
         let mut job = Job {
@@ -513,12 +544,27 @@ impl Planner {
         let rescheduled = j.spec.schedule_text != spec.schedule_text
             || j.spec.timezone != spec.timezone
             || j.spec.dst != spec.dst;
+        let placed = j.spec.constraints != spec.constraints;
         j.spec = spec;
         if rescheduled {
             j.next_memo = None;
             // The stretch fired so far was of the old schedule's slots.
             j.break_range();
             self.skip_until(&name, now);
+        }
+        if placed {
+            // New constraints move the job like a view change would.
+            let prev = self.owners.owner_of(idx).cloned();
+            let constraints = self.jobs[idx].as_ref().map(|j| j.spec.constraints.clone());
+            if self
+                .owners
+                .set_job_constrained(idx, &name, &constraints.unwrap_or_default())
+            {
+                self.ownership_changes += 1;
+                if !self.leaving && self.has_quorum() {
+                    self.owner_changed(now, idx, prev);
+                }
+            }
         }
         true
     }
@@ -633,9 +679,14 @@ impl Planner {
             .difference(&old.members)
             .cloned()
             .collect();
-        for new in &added {
-            let before: Vec<(usize, Option<NodeId>)> = self.owners.join_with_previous(new);
-            for (idx, prev) in before {
+        // A member's new weight or tags move jobs as a join or a leave would.
+        let placed = self
+            .view
+            .members
+            .iter()
+            .filter(|m| added.contains(m) || old.placement(m) != self.view.placement(m));
+        for m in placed {
+            for (idx, prev) in self.owners.upsert(m, self.view.placement(m)) {
                 changed.entry(idx).or_insert(prev);
             }
         }
@@ -683,25 +734,7 @@ impl Planner {
             }
         }
         for (idx, prev) in changed {
-            let owner_is_me = self.is_mine(idx);
-            let was_mine = self.jobs[idx].as_ref().is_some_and(|j| j.mine != Mine::No);
-            match (owner_is_me, was_mine) {
-                (true, false) => {
-                    // Won from a node still alive in our view: give it time to notice and
-                    // to get its last record to us.
-                    let handoff = prev
-                        .as_ref()
-                        .is_some_and(|p| *p != self.me && self.view.alive.contains(p));
-                    let from = if handoff {
-                        now.saturating_add(self.config.handoff_delay)
-                    } else {
-                        now.saturating_add(self.config.dead_takeover_delay)
-                    };
-                    self.set_mine(idx, Mine::From(from));
-                }
-                (false, true) => self.set_mine(idx, Mine::No),
-                _ => {}
-            }
+            self.owner_changed(now, idx, prev);
         }
         if heard_first {
             // Timers set for the end of the peer wait move to the startup delay's end.
@@ -711,6 +744,43 @@ impl Planner {
                 }
             }
         }
+    }
+
+    /// Job `idx`'s owner changed at `now` from `prev`: it starts or stops here.
+    fn owner_changed(&mut self, now: UnixMillis, idx: usize, prev: Option<NodeId>) {
+        let owner_is_me = self.is_mine(idx);
+        let was_mine = self.jobs[idx].as_ref().is_some_and(|j| j.mine != Mine::No);
+        match (owner_is_me, was_mine) {
+            (true, false) => {
+                // Won from a node still alive in our view: give it time to notice and to
+                // get its last record to us.
+                let handoff = prev
+                    .as_ref()
+                    .is_some_and(|p| *p != self.me && self.view.alive.contains(p));
+                let from = if handoff {
+                    now.saturating_add(self.config.handoff_delay)
+                } else {
+                    now.saturating_add(self.config.dead_takeover_delay)
+                };
+                self.set_mine(idx, Mine::From(from));
+            }
+            (false, true) => self.set_mine(idx, Mine::No),
+            _ => {}
+        }
+    }
+
+    /// Jobs no live member may own (their constraints match nobody's tags) while the view
+    /// has members, each with the node that would own it without its constraints (the one
+    /// that reports it), in name order.
+    pub fn unplaceable(&self) -> Vec<(&JobSpec, Option<&NodeId>)> {
+        if self.view.members.is_empty() {
+            return Vec::new();
+        }
+        self.index
+            .values()
+            .filter(|&&i| self.owners.is_constrained(i) && self.owners.owner_of(i).is_none())
+            .filter_map(|&i| Some((&self.jobs[i].as_ref()?.spec, self.owners.stand_in(i))))
+            .collect()
     }
 
     /// Nothing fires before this: the startup delay, or while no other node was heard of,

@@ -19,6 +19,7 @@ fn spec(name: &str, schedule: &str, misfire: Misfire) -> JobSpec {
         catch_up_window: Duration::from_secs(60),
         overlap: crate::core::job::Overlap::Forbid,
         exec: ExecSpec::default(),
+        constraints: Default::default(),
     }
 }
 
@@ -447,6 +448,7 @@ fn ownership_won_from_a_leaving_node_waits_for_the_handoff_delay() {
     let leaving = View {
         members: ids(&["a"]).into_iter().collect(),
         alive: ids(&["a", "b"]).into_iter().collect(),
+        placements: BTreeMap::new(),
     };
     p.set_view(UnixMillis(1_100), leaving);
     assert_eq!(p.next_deadline(), Some(UnixMillis(2_000)));
