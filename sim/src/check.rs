@@ -88,6 +88,8 @@ pub struct Findings {
     pub skipped_by_overlap: u64,
     /// Slots that ran more than once.
     pub duplicates: Vec<Duplicate>,
+    /// Runs on a node whose tags did not satisfy the job's constraints (issue 18).
+    pub misplaced: u64,
     /// Lateness of each slot's first run, ms: p50, p99, max.
     pub lateness_ms: (i64, i64, i64),
     /// All live nodes agree on the members (hence on every owner) at the end, when the
@@ -108,6 +110,7 @@ impl Findings {
     pub fn passed(&self) -> bool {
         self.missed.is_empty()
             && self.spurious.is_empty()
+            && self.misplaced == 0
             && self.unexplained() == 0
             && self.owners_agree != Some(false)
     }
@@ -252,6 +255,7 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
     // `crate::catalog`.
     let names: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     let mut by_slot: BTreeMap<(&str, i64), Vec<&Run>> = BTreeMap::new();
+    f.misplaced = result.runs.iter().filter(|r| r.misplaced).count() as u64;
     for r in result
         .runs
         .iter()

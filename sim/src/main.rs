@@ -157,6 +157,12 @@ struct Report {
     gossip_sealed: bool,
     duplicates_explained_by: std::collections::BTreeMap<String, usize>,
     owners_agree: Option<bool>,
+    /// Requests the simulated HTTP endpoint got (HTTP jobs, `placement` scenario), and
+    /// how many carried an idempotency key it had seen already.
+    http_requests: u64,
+    http_repeated_keys: u64,
+    /// Runs on a node whose tags did not satisfy the job's constraints.
+    misplaced: u64,
     faults: Vec<String>,
     packets_sent: u64,
     packets_dropped: u64,
@@ -227,7 +233,10 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 .expect("a current-thread runtime");
             let mut rng = SimRng::new(seed);
             let end_ms = a.duration.as_millis() as i64;
-            let jobs = workload::jobs(a.jobs, end_ms, &mut rng.fork(2));
+            let mut jobs = workload::jobs(a.jobs, end_ms, &mut rng.fork(2));
+            if scenario == Scenario::Placement {
+                workload::place(&mut jobs);
+            }
             let long_runs = std::sync::Arc::new(workload::long_runs(&jobs));
             let plan = scenario::plan(scenario, a.nodes, end_ms, &mut rng.fork(3));
             let config = SimConfig {
@@ -303,6 +312,9 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 gossip_sealed: !a.plain_gossip,
                 duplicates_explained_by: by,
                 owners_agree: findings.owners_agree,
+                http_requests: result.http_requests,
+                http_repeated_keys: result.http_repeated_keys,
+                misplaced: findings.misplaced,
                 faults: result
                     .applied
                     .iter()
@@ -443,8 +455,18 @@ fn summarize(scenario: Scenario, reports: &[Report]) -> String {
     let overlap: u64 = reports.iter().map(|r| r.skipped_by_overlap).sum();
     let abandoned: u64 = reports.iter().map(|r| r.abandoned).sum();
     let repaired: u64 = reports.iter().map(|r| r.repaired).sum();
+    let http: u64 = reports.iter().map(|r| r.http_requests).sum();
+    let repeated: u64 = reports.iter().map(|r| r.http_repeated_keys).sum();
+    let misplaced: u64 = reports.iter().map(|r| r.misplaced).sum();
+    let placement = if http > 0 || misplaced > 0 {
+        format!(
+            "; HTTP requests {http} (repeated idempotency keys {repeated}); runs on a node without the job's tags {misplaced}"
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "summary {scenario}: {runs} run(s), {failed} failed; missed {missed}; duplicates {dup} (explained {expl}, unexplained {unexplained}; nodes detected {detected}); skipped by overlap {overlap}; abandoned {abandoned} (repaired {repaired}); worst lateness p99 {p99}ms; {speed:.0} simulated s per wall s"
+        "summary {scenario}: {runs} run(s), {failed} failed; missed {missed}; duplicates {dup} (explained {expl}, unexplained {unexplained}; nodes detected {detected}); skipped by overlap {overlap}; abandoned {abandoned} (repaired {repaired}); worst lateness p99 {p99}ms; {speed:.0} simulated s per wall s{placement}"
     );
     let catalogs: Vec<&catalog::CatalogFindings> =
         reports.iter().filter_map(|r| r.catalog.as_ref()).collect();

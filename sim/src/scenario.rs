@@ -43,6 +43,15 @@ pub enum Fault {
         /// The jump, ms (negative: backwards).
         delta_ms: i64,
     },
+    /// The node declares a new weight and zone tag (SIGHUP with a new config, issue 18).
+    Place {
+        /// The node.
+        node: usize,
+        /// Its new weight.
+        weight: u32,
+        /// Its new `zone` tag.
+        zone: String,
+    },
 }
 
 /// A change to the catalog, made through a node's handle (the `catalog` scenario).
@@ -97,6 +106,9 @@ pub const DYNAMIC_SCHEDULES: [&str; 4] = ["@every 1s", "@every 2s", "*/3 * * * *
 pub fn dynamic_job(i: usize) -> String {
     format!("dyn-{i}")
 }
+/// The zones of the `placement` scenario: each node has a `zone` tag, and some jobs are
+/// constrained to one.
+pub const ZONES: [&str; 2] = ["a", "b"];
 
 /// What a scenario does to a run.
 #[derive(Clone, Debug, Default)]
@@ -113,6 +125,8 @@ pub struct FaultPlan {
     pub base_loss: f64,
     /// Catalog operations in time order (ms since start).
     pub ops: Vec<(i64, Op)>,
+    /// Each node's weight and `zone` tag at start; empty: the defaults (weight 1, no tags).
+    pub placements: Vec<(u32, String)>,
 }
 
 /// The named scenarios.
@@ -141,11 +155,14 @@ pub enum Scenario {
     /// Jobs created, changed, paused, resumed, deleted and run now through the nodes'
     /// handles, under crashes, restarts, partitions and stalls.
     Catalog,
+    /// Nodes of different weights in two zones, with jobs constrained to a zone; weights
+    /// and zones change mid-run (issue 18).
+    Placement,
 }
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Restart,
@@ -157,6 +174,7 @@ impl Scenario {
         Scenario::Skew,
         Scenario::Chaos,
         Scenario::Catalog,
+        Scenario::Placement,
     ];
 
     /// The scenario's name on the command line.
@@ -173,6 +191,7 @@ impl Scenario {
             Scenario::Skew => "skew",
             Scenario::Chaos => "chaos",
             Scenario::Catalog => "catalog",
+            Scenario::Placement => "placement",
         }
     }
 }
@@ -351,6 +370,7 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
             }
             p.ops = catalog_ops(nodes, WARMUP_MS / 2, last, rng);
         }
+        Scenario::Placement => push_placements(&mut p, nodes, rng, last),
     }
     p.faults.sort_by_key(|f| f.0);
     p
@@ -378,6 +398,40 @@ fn catalog_ops(nodes: usize, from: i64, to: i64, rng: &mut SimRng) -> Vec<(i64, 
         t += rng.range(500, 2_500);
     }
     ops
+}
+
+/// Weights 1-4 and alternating zones at start, then 3-6 changes: a new weight, or a move
+/// to the other zone when the node's zone keeps another member (so a constrained job
+/// always has a node that may run it: unplaceable slots are not what this scenario checks).
+fn push_placements(p: &mut FaultPlan, nodes: usize, rng: &mut SimRng, last: i64) {
+    let mut zone: Vec<usize> = (0..nodes).map(|i| i % ZONES.len()).collect();
+    let mut weight: Vec<u32> = (0..nodes).map(|_| 1 + rng.below(4) as u32).collect();
+    p.placements = (0..nodes)
+        .map(|i| (weight[i], ZONES[zone[i]].to_string()))
+        .collect();
+    let changes = 3 + rng.below(4);
+    let mut t = WARMUP_MS;
+    for _ in 0..changes {
+        t = rng.range(t + 3_000, (t + 3_000).max(last - 1));
+        if t >= last {
+            break;
+        }
+        let n = rng.below(nodes as u64) as usize;
+        let peers_in_zone = (0..nodes).filter(|&k| zone[k] == zone[n]).count();
+        if rng.chance(0.5) && peers_in_zone > 1 {
+            zone[n] = (zone[n] + 1) % ZONES.len();
+        } else {
+            weight[n] = 1 + rng.below(4) as u32;
+        }
+        p.faults.push((
+            t,
+            Fault::Place {
+                node: n,
+                weight: weight[n],
+                zone: ZONES[zone[n]].to_string(),
+            },
+        ));
+    }
 }
 
 fn push_partition(

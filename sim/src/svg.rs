@@ -83,6 +83,13 @@ pub fn timeline(
             Fault::Restart(n) => marker(&mut s, x(a.at), lane_y(*n), "#080", "restart"),
             Fault::Join(n) => marker(&mut s, x(a.at), lane_y(*n), "#080", "join"),
             Fault::Leave(n) => marker(&mut s, x(a.at), lane_y(*n), "#06c", "leave"),
+            Fault::Place { node, weight, zone } => marker(
+                &mut s,
+                x(a.at),
+                lane_y(*node),
+                "#088",
+                &format!("weight {weight}, zone {zone}"),
+            ),
             Fault::ClockJump { node, delta_ms } => marker(
                 &mut s,
                 x(a.at),

@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use starling::core::http::{HttpSpec, RawHttp};
+use starling::core::placement::Constraints;
 use starling::{JobSpec, Misfire, Overlap};
 
 use crate::rng::SimRng;
@@ -62,4 +66,33 @@ pub fn long_runs(jobs: &[JobSpec]) -> BTreeMap<String, u64> {
             _ => None,
         })
         .collect()
+}
+
+/// The URL of the simulated endpoint HTTP jobs call; no packet leaves the process (the
+/// recording executor counts the requests by idempotency key).
+pub const ENDPOINT: &str = "http://endpoint.sim/hook";
+
+/// The `placement` scenario's changes to the workload (issue 18): one job in five is
+/// constrained to a zone (`zone = a` or `b`), and one in four is an HTTP job calling
+/// [`ENDPOINT`].
+pub fn place(jobs: &mut [JobSpec]) {
+    let http: Arc<HttpSpec> = Arc::new(
+        RawHttp {
+            url: Some(ENDPOINT.into()),
+            method: Some("POST".into()),
+            ..RawHttp::default()
+        }
+        .check()
+        .expect("a valid request"),
+    );
+    for (i, job) in jobs.iter_mut().enumerate() {
+        if i % 5 == 1 {
+            let zone = crate::scenario::ZONES[(i / 5) % crate::scenario::ZONES.len()];
+            job.constraints = Constraints::new([("zone".to_string(), zone.to_string())].into())
+                .expect("a valid constraint");
+        }
+        if i % 4 == 2 {
+            job.exec.http = Some(http.clone());
+        }
+    }
 }

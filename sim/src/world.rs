@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use starling::core::placement::{Constraints, Placement, Tags};
 use starling::core::planner::View;
 use starling::exec::BoxFuture;
 use starling::security::{ClusterKey, Entropy, KEY_LEN, Keyring};
@@ -65,6 +68,9 @@ pub struct Run {
     pub ends: i64,
     /// Its fire id: the slot's, or a run-now request's.
     pub fire_id: u64,
+    /// The job's constraints did not hold for the node's tags when it started (issue 18:
+    /// must never happen).
+    pub misplaced: bool,
 }
 
 /// A slot a node skipped because the job's previous run was still running (`forbid`).
@@ -118,6 +124,11 @@ pub struct SimResult {
     pub samples: Vec<Sample>,
     /// Each live node's catalog at the end (`catalog` scenario).
     pub final_catalogs: Vec<FinalCatalog>,
+    /// Requests the simulated HTTP endpoint received, and how many of their idempotency
+    /// keys it had seen already.
+    pub http_requests: u64,
+    /// See `http_requests`.
+    pub http_repeated_keys: u64,
 }
 
 /// A node's clock: paused tokio time since the start, plus the epoch and a skew that the
@@ -156,16 +167,35 @@ struct Recorder {
     skips: Arc<Mutex<Vec<Skip>>>,
     run_ms: u64,
     long_runs: Arc<std::collections::BTreeMap<String, u64>>,
+    /// The node's weight and tags, as last declared.
+    placement: Arc<Mutex<Placement>>,
+    /// Each constrained job's constraints.
+    constraints: Arc<BTreeMap<String, Constraints>>,
+    /// The simulated HTTP endpoint: requests by idempotency key.
+    endpoint: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl Executor for Recorder {
-    fn execute(&self, _exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome> {
+    fn execute(&self, exec: &ExecSpec, ctx: RunContext) -> BoxFuture<Outcome> {
         let run_ms = self
             .long_runs
             .get(ctx.job.as_str())
             .copied()
             .unwrap_or(self.run_ms);
         let started = sim_ms(self.base);
+        let misplaced = self
+            .constraints
+            .get(ctx.job.as_str())
+            .is_some_and(|c| !self.placement.lock().unwrap().satisfies(c));
+        if exec.http.is_some() {
+            // The request, as the endpoint sees it: `Idempotency-Key: <fire id>`.
+            *self
+                .endpoint
+                .lock()
+                .unwrap()
+                .entry(ctx.fire_id.to_string())
+                .or_default() += 1;
+        }
         self.runs.lock().unwrap().push(Run {
             node: self.node,
             job: ctx.job.to_string(),
@@ -173,6 +203,7 @@ impl Executor for Recorder {
             started,
             ends: started + run_ms as i64,
             fire_id: ctx.fire_id.0,
+            misplaced,
         });
         let d = Duration::from_millis(run_ms);
         Box::pin(async move {
@@ -199,6 +230,8 @@ struct SimNode {
     leaving: Option<tokio::task::JoinHandle<()>>,
     clock: Arc<SimClock>,
     pause: watch::Sender<bool>,
+    /// Its weight and tags, kept across restarts.
+    placement: Arc<Mutex<Placement>>,
 }
 
 /// The name of node `i`.
@@ -238,6 +271,18 @@ struct World {
     trace: Xxh3,
     ops: Arc<Mutex<Vec<OpRecord>>>,
     samples: Vec<Sample>,
+    constraints: Arc<BTreeMap<String, Constraints>>,
+    endpoint: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+/// A node's placement: `weight` and the tag `zone`.
+fn zone_placement(weight: u32, zone: &str) -> Placement {
+    Placement {
+        weight,
+        tags: Arc::new(
+            Tags::new([("zone".to_string(), zone.to_string())].into()).expect("a valid tag"),
+        ),
+    }
 }
 
 impl World {
@@ -252,6 +297,7 @@ impl World {
         c.expected_size = self.config.expected_size;
         c.broken_ownership_for_tests = self.config.broken_ownership;
         c.cluster_keys = self.keys.clone();
+        c.placement = self.nodes[i].placement.lock().unwrap().clone();
         let (pause_tx, pause_rx) = watch::channel(false);
         let clock = self.nodes[i].clock.clone();
         let exec = Arc::new(Recorder {
@@ -261,6 +307,9 @@ impl World {
             skips: self.skips.clone(),
             run_ms: 50 + (i as u64 * 37) % 200,
             long_runs: self.config.long_runs.clone(),
+            placement: self.nodes[i].placement.clone(),
+            constraints: self.constraints.clone(),
+            endpoint: self.endpoint.clone(),
         });
         let handle = Node::builder(c)
             .jobs(self.config.jobs.iter().cloned())
@@ -341,6 +390,13 @@ impl World {
                     tokio::time::sleep(d).await;
                     let _ = pause.send(false);
                 });
+            }
+            Fault::Place { node, weight, zone } => {
+                let p = zone_placement(*weight, zone);
+                *self.nodes[*node].placement.lock().unwrap() = p.clone();
+                if let Some(h) = &self.nodes[*node].handle {
+                    h.set_placement(p).await;
+                }
             }
             Fault::ClockJump { node, delta_ms } => {
                 self.nodes[*node]
@@ -424,6 +480,11 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
     });
     let nodes = (0..config.nodes)
         .map(|i| SimNode {
+            placement: Arc::new(Mutex::new(
+                plan.placements
+                    .get(i)
+                    .map_or_else(Placement::default, |(w, z)| zone_placement(*w, z)),
+            )),
             handle: None,
             catalog: None,
             leaving: None,
@@ -447,6 +508,15 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         trace: Xxh3::new(),
         ops: Arc::default(),
         samples: Vec::new(),
+        constraints: Arc::new(
+            config
+                .jobs
+                .iter()
+                .filter(|j| !j.constraints.is_empty())
+                .map(|j| (j.name.to_string(), j.constraints.clone()))
+                .collect(),
+        ),
+        endpoint: Arc::default(),
     };
     let mut starts: Vec<(i64, usize)> = (0..config.nodes)
         .filter(|i| !plan.late_joiners.contains(i))
@@ -573,7 +643,10 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
             .trace
             .update(format!("skip {} {} {} {}\n", k.at, k.node, k.job, k.slot).as_bytes());
     }
+    let endpoint = std::mem::take(&mut *world.endpoint.lock().unwrap());
     SimResult {
+        http_requests: endpoint.values().sum(),
+        http_repeated_keys: endpoint.values().map(|n| n - 1).sum(),
         runs,
         skips,
         duplicates_detected,

@@ -26,6 +26,19 @@ impl Runtime {
         if let Some(c) = &self.cluster {
             c.set_placement(&self.config.placement).await;
         }
+        // Our own view takes the change at once, before gossip echoes it: a node that lost
+        // a tag must not start one more run of a job that needs it (the simulator's
+        // `placement` scenario checks every run against its node's tags).
+        let me = self.config.node_id.clone();
+        let mut view = self.planner.view().clone();
+        if view.members.contains(&me) {
+            if self.config.placement == Placement::default() {
+                view.placements.remove(&me);
+            } else {
+                view.placements.insert(me, self.config.placement.clone());
+            }
+            self.on_view(view);
+        }
     }
 
     /// Takes the planner's unplaceable jobs after a change of the view or of the jobs, and

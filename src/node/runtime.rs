@@ -413,7 +413,7 @@ impl Runtime {
         self.peers = Arc::new(peers);
     }
 
-    fn on_view(&mut self, view: View) {
+    pub(super) fn on_view(&mut self, view: View) {
         if &view == self.planner.view() {
             return;
         }
