@@ -130,6 +130,12 @@ fn a_constrained_job_runs_only_on_the_tagged_node_and_is_unplaceable_once_it_die
             metric(&m, "starling_slots_unplaceable_total").unwrap_or(0.0)
         })
         .collect();
+    // The API says so too, and names no owner.
+    let job = http_get(apis[0], "/v1/jobs/gpu-job").unwrap();
+    assert!(
+        job.contains("\"unplaceable\":true") && job.contains("\"owner\":null"),
+        "{job}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     let reported_after: Vec<f64> = apis[..2]
         .iter()

@@ -115,6 +115,7 @@ fn view(info: JobInfo, now: UnixMillis, n: usize, cache: &mut NextSlots) -> JobV
         source: source(&info.source),
         version: info.version.map(|v| v.to_string()),
         owner: info.owner.map(|o| o.to_string()),
+        unplaceable: info.unplaceable,
         paused: info.paused,
         next,
         last_runs: None,

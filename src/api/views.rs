@@ -46,6 +46,10 @@ pub struct JobView {
     pub version: Option<String>,
     /// The member that runs it in the answering node's view.
     pub owner: Option<String>,
+    /// No live member has the tags its constraints require: it runs nowhere, and each of
+    /// its slots is reported (issue 18).
+    #[serde(default)]
+    pub unplaceable: bool,
     /// Paused: it fires nothing until resumed.
     pub paused: bool,
     /// Its next slots (RFC 3339 UTC): one in a list, five for one job; none while paused.

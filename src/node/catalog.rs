@@ -46,6 +46,7 @@ use crate::cluster::Publisher;
 use crate::cluster::catalog::{CatalogEvent, CatalogListeners, CatalogScan};
 use crate::core::job::{JobSpec, RawJob};
 use crate::core::owner::{job_key, node_key, score};
+use crate::core::placement::Constraints;
 use crate::core::planner::View;
 use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
 
@@ -70,8 +71,11 @@ pub struct JobInfo {
     pub source: Source,
     /// Its version; `None` for in-process handler jobs (not in the catalog).
     pub version: Option<Version>,
-    /// The member that runs it in this node's view.
+    /// The member that runs it in this node's view (by the members' weights, among those
+    /// whose tags satisfy its constraints).
     pub owner: Option<NodeId>,
+    /// No live member satisfies its constraints: it runs nowhere (issue 18).
+    pub unplaceable: bool,
     /// Paused: it fires nothing until resumed.
     pub paused: bool,
     /// The version of its last pause or resume, if any.
@@ -678,16 +682,26 @@ impl CatalogTask {
         }
     }
 
+    /// The owner of a job with `constraints` in this node's view, the planner's way; and
+    /// whether it is unplaceable (members, but none that satisfies them).
+    fn placed_owner(&self, name: &JobId, constraints: &Constraints) -> (Option<NodeId>, bool) {
+        let view = self.view.borrow();
+        let owner =
+            crate::core::owner::owner_placed(name, constraints, view.placed_members()).cloned();
+        let unplaceable = owner.is_none() && !view.members.is_empty();
+        (owner, unplaceable)
+    }
+
     fn info(&self, name: &JobId) -> Option<JobInfo> {
-        let members = &self.view.borrow().members;
-        let owner = crate::core::owner::owner(name, members).cloned();
         if let Some(def) = self.local.get(name) {
+            let (owner, unplaceable) = self.placed_owner(name, &def.constraints);
             return Some(JobInfo {
                 name: name.clone(),
                 definition: def.to_raw(name),
                 source: Source::Local,
                 version: None,
                 owner,
+                unplaceable,
                 paused: self.catalog.is_paused(name),
                 pause_version: self
                     .catalog
@@ -697,12 +711,14 @@ impl CatalogTask {
             });
         }
         let r = self.catalog.resolve(name)?;
+        let (owner, unplaceable) = self.placed_owner(name, &r.def.constraints);
         Some(JobInfo {
             name: name.clone(),
             definition: r.def.to_raw(name),
             source: r.source,
             version: Some(r.version),
             owner,
+            unplaceable,
             paused: r.paused,
             pause_version: r.pause_version,
             conflicts: self.catalog.conflicts(name),
@@ -717,15 +733,21 @@ impl CatalogTask {
 
     async fn members(&self) -> Vec<MemberInfo> {
         let scan = self.publisher.catalog_scan(|_| None).await;
-        let members = self.view.borrow().members.clone();
         let mut owned: BTreeMap<NodeId, usize> = BTreeMap::new();
         let mut names = self.catalog.names();
         names.extend(self.local.keys().cloned());
         for name in names {
-            if (self.local.contains_key(&name) || self.catalog.resolve(&name).is_some())
-                && let Some(o) = crate::core::owner::owner(&name, &members)
+            let constraints = match self.local.get(&name) {
+                Some(def) => Some(def.constraints.clone()),
+                None => self
+                    .catalog
+                    .resolve(&name)
+                    .map(|r| r.def.constraints.clone()),
+            };
+            if let Some(c) = constraints
+                && let (Some(o), _) = self.placed_owner(&name, &c)
             {
-                *owned.entry(o.clone()).or_default() += 1;
+                *owned.entry(o).or_default() += 1;
             }
         }
         let mut newest: BTreeMap<NodeId, &crate::cluster::catalog::NodeRow> = BTreeMap::new();
