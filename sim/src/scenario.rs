@@ -313,9 +313,7 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
                 let n = rng.below(nodes as u64) as usize;
                 match rng.below(6) {
                     0 if nodes > 1 => {
-                        p.faults.push((t, Fault::Crash(n)));
-                        p.faults
-                            .push((t + rng.range(1_000, 10_000), Fault::Restart(n)));
+                        push_crash_and_restart(&mut p, rng, t, n);
                     }
                     1 if nodes > 1 => {
                         p.faults.push((t, Fault::Leave(n)));
@@ -323,13 +321,7 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
                             .push((t + rng.range(1_500, 10_000), Fault::Restart(n)));
                     }
                     2 => push_partition(&mut p, nodes, rng, t, t + 1, true),
-                    3 => p.faults.push((
-                        t,
-                        Fault::Stall {
-                            node: n,
-                            ms: rng.range(200, 3_000) as u64,
-                        },
-                    )),
+                    3 => push_stall(&mut p, rng, t, n),
                     4 => {
                         p.faults.push((t, Fault::Loss(0.3)));
                         p.faults.push((t + rng.range(500, 3_000), Fault::Loss(0.0)));
@@ -352,18 +344,10 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
                 let n = rng.below(nodes as u64) as usize;
                 match rng.below(4) {
                     0 if nodes > 1 => {
-                        p.faults.push((t, Fault::Crash(n)));
-                        p.faults
-                            .push((t + rng.range(1_000, 10_000), Fault::Restart(n)));
+                        push_crash_and_restart(&mut p, rng, t, n);
                     }
                     1 => push_partition(&mut p, nodes, rng, t, t + 1, true),
-                    2 => p.faults.push((
-                        t,
-                        Fault::Stall {
-                            node: n,
-                            ms: rng.range(200, 3_000) as u64,
-                        },
-                    )),
+                    2 => push_stall(&mut p, rng, t, n),
                     _ => {}
                 }
                 t = p.faults.iter().map(|f| f.0).max().unwrap_or(t) + rng.range(5_000, 15_000);
@@ -432,6 +416,24 @@ fn push_placements(p: &mut FaultPlan, nodes: usize, rng: &mut SimRng, last: i64)
             },
         ));
     }
+}
+
+/// Node `n` crashes at `t` and restarts 1-10 s later (the chaos and catalog scenarios).
+fn push_crash_and_restart(p: &mut FaultPlan, rng: &mut SimRng, t: i64, n: usize) {
+    p.faults.push((t, Fault::Crash(n)));
+    p.faults
+        .push((t + rng.range(1_000, 10_000), Fault::Restart(n)));
+}
+
+/// Node `n` stalls for 0.2-3 s at `t` (the chaos and catalog scenarios).
+fn push_stall(p: &mut FaultPlan, rng: &mut SimRng, t: i64, n: usize) {
+    p.faults.push((
+        t,
+        Fault::Stall {
+            node: n,
+            ms: rng.range(200, 3_000) as u64,
+        },
+    ));
 }
 
 fn push_partition(
