@@ -20,6 +20,8 @@ pub(super) struct Batch {
     pub(super) publish: Publish,
     /// Gates to open once the batch's records are out.
     pub(super) gates: Vec<(GateTarget, watch::Sender<GateState>)>,
+    /// The last batch: the task ends once it (and every batch sent before it) went out.
+    pub(super) last: bool,
 }
 
 impl Batch {
@@ -31,6 +33,15 @@ impl Batch {
                 running,
             },
             gates: Vec::new(),
+            last: false,
+        }
+    }
+
+    /// Asks the task to end once every batch sent before it went out (a graceful leave).
+    pub(super) fn last() -> Batch {
+        Batch {
+            last: true,
+            ..Batch::default()
         }
     }
 }
@@ -60,6 +71,8 @@ pub(super) struct GateState {
 
 /// Publishes batches in order: sets the keys in chitchat, writes the data dir (if any), then
 /// opens each batch's gates once its records reached the runner-up (or after `timeout`).
+/// Ends after a [`Batch::last`] (everything sent before it is published and saved first),
+/// or when every sender is gone.
 pub(super) async fn publisher_task(
     publisher: Publisher,
     mut rx: mpsc::UnboundedReceiver<Batch>,
@@ -68,11 +81,15 @@ pub(super) async fn publisher_task(
     timeout: Duration,
 ) {
     while let Some(mut batch) = rx.recv().await {
-        while let Ok(more) = rx.try_recv() {
+        while !batch.last
+            && let Ok(more) = rx.try_recv()
+        {
             batch.publish.records.extend(more.publish.records);
             batch.publish.running.extend(more.publish.running);
             batch.gates.extend(more.gates);
+            batch.last = more.last;
         }
+        let last = batch.last;
         let seq = publisher.publish(&batch.publish).await;
         for (_, gate) in &batch.gates {
             let _ = gate.send(GateState {
@@ -120,6 +137,9 @@ pub(super) async fn publisher_task(
                 }
                 let _ = gate.send(GateState { confirmed, ..open });
             });
+        }
+        if last {
+            return;
         }
     }
 }

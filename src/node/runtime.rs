@@ -331,6 +331,7 @@ impl Runtime {
                             running: Vec::new(),
                         },
                         gates: Vec::new(),
+                        last: false,
                     });
                 }
             }
@@ -944,6 +945,14 @@ impl Runtime {
             .now()
             .saturating_add(self.config.gossip_interval * 2);
         sleep_to(self.clock.as_ref(), until).await;
+        // Flush, then stop: the publisher sets in gossip and writes to the data dir every
+        // record and run ending sent before this, then ends and lets go of the data dir (its
+        // lock), so the node can be started again from the same data dir as soon as
+        // `NodeHandle::shutdown` returns (tests/catalog.rs, the damaged catalog file test,
+        // failed now and then with `Locked`). Aborting it instead could drop records still
+        // queued, and leave a data-dir write running in a blocking thread.
+        let _ = self.publish.send(Batch::last());
+        let _ = (&mut self.publisher).await;
         if let Some(c) = self.cluster.take() {
             c.shutdown().await;
         }
