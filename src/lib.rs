@@ -18,7 +18,8 @@
 //!   in the binary, schedules in words, and the gossip keys of its members table.
 //! - `client`: the CLI client of the API (`starling jobs|members|runs`).
 //! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records,
-//!   the catalog's keys (`cluster::catalog`), and the gossip transport that seals every packet.
+//!   the catalog's keys (`cluster::catalog`), and the gossip transport that seals every packet
+//!   and bounds the members a node learns of.
 //! - `node`: the runtime that owns the planner: clock, config, builder, handle, the loop,
 //!   and the catalog task that keeps this node's copy of the catalog and serves the
 //!   handle's catalog operations.

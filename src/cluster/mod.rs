@@ -66,6 +66,7 @@ use crate::core::placement::{DEFAULT_WEIGHT, Placement, Tags, check_weight};
 use crate::core::planner::View;
 use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
 
+mod tracked;
 mod transport;
 
 pub use transport::{

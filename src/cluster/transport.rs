@@ -6,6 +6,9 @@
 //! simulator runs the same seal. A datagram that fails to open is dropped, counted in
 //! [`GossipStats`], and logged at most once per [`LOG_EVERY`] per kind of failure, so a
 //! flood of garbage costs a counter increment per packet and no log storm.
+//!
+//! Every accepted envelope then passes the member bound ([`super::tracked`]): the
+//! entries of nodes past [`MAX_MEMBERS`] are cut before chitchat sees them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +21,8 @@ use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 use chitchat::{ChitchatEnvelope, MAX_UDP_DATAGRAM_PAYLOAD_SIZE};
 use tracing::{debug, warn};
 
+use super::tracked::Tracked;
+use crate::core::limits::MAX_MEMBERS;
 use crate::core::types::UnixMillis;
 use crate::node::Clock;
 use crate::security::{Entropy, KeyError, KeyId, Keyring, OpenError, SEALED_FORMAT, Seal};
@@ -128,6 +133,9 @@ pub struct GossipStats {
     pub rejected_stale: u64,
     /// Dropped: opened (or plain) but not a chitchat message.
     pub rejected_undecodable: u64,
+    /// Entries of nodes past the member bound ([`MAX_MEMBERS`]) cut from accepted
+    /// packets' digests and deltas, so chitchat never learned of those nodes.
+    pub member_entries_cut: u64,
 }
 
 impl GossipStats {
@@ -166,7 +174,9 @@ impl Dropped {
     }
 }
 
-const KINDS: usize = 7;
+/// Kinds of drop, plus the member bound's own log limit (the last).
+const KINDS: usize = 8;
+const MEMBERS_CUT: usize = KINDS - 1;
 
 #[derive(Default)]
 struct Counters {
@@ -178,6 +188,7 @@ struct Counters {
     bytes_received: AtomicU64,
     packets_accepted: AtomicU64,
     rejected: [AtomicU64; KINDS],
+    member_entries_cut: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: usize) {
@@ -225,6 +236,7 @@ pub struct GossipSecurity {
     counters: Counters,
     logged: Mutex<[LogLimit; KINDS]>,
     peer_keys: Mutex<PeerKeys>,
+    member_limit: usize,
 }
 
 impl std::fmt::Debug for GossipSecurity {
@@ -252,7 +264,25 @@ impl GossipSecurity {
             counters: Counters::default(),
             logged: Mutex::new([LogLimit::default(); KINDS]),
             peer_keys: Mutex::new((BTreeMap::new(), 0)),
+            member_limit: MAX_MEMBERS,
         })
+    }
+
+    /// [`GossipSecurity::new`] with another member bound than [`MAX_MEMBERS`]: for tests,
+    /// which cannot start 512 nodes to reach it.
+    #[cfg(test)]
+    pub(crate) fn with_member_limit(mut self: Arc<Self>, limit: usize) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set before the transport shares it")
+            .member_limit = limit;
+        self
+    }
+
+    /// The bound's tracker for a new socket: a node unheard of for twice the replay
+    /// window (`dead_node_grace_period`, after which chitchat forgets a dead node) frees
+    /// its place.
+    fn tracker(&self) -> Tracked {
+        Tracked::new(self.member_limit, self.window * 2)
     }
 
     fn current(&self) -> Option<Arc<Seal>> {
@@ -320,23 +350,44 @@ impl GossipSecurity {
             rejected_stale: r(4),
             rejected_sealed: r(5),
             rejected_undecodable: r(6),
+            member_entries_cut: get(&c.member_entries_cut),
         }
+    }
+
+    /// Counts `cut` entries of nodes past the member bound in a packet from `from`, and
+    /// logs it at most once per [`LOG_EVERY`].
+    fn members_cut(&self, from: SocketAddr, cut: usize, tracked: usize) {
+        add(&self.counters.member_entries_cut, cut);
+        let Some(suppressed) = self.log_allowed(MEMBERS_CUT) else {
+            return;
+        };
+        warn!(
+            %from, entries = cut, tracked, limit = self.member_limit, suppressed,
+            "ignoring nodes past the member limit: this node tracks at most {} nodes (live, dead, or older generations of a node not yet forgotten), and the cluster has more; the others are not seen, own nothing here and run nothing for this node (README, Limits)",
+            self.member_limit
+        );
+    }
+
+    /// Whether a line of log kind `kind` may be logged now, with how many went unlogged
+    /// since the last one; at most once per [`LOG_EVERY`] per kind.
+    fn log_allowed(&self, kind: usize) -> Option<u64> {
+        let now = self.clock.now();
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        let l = &mut logged[kind];
+        let every = i64::try_from(LOG_EVERY.as_millis()).unwrap_or(i64::MAX);
+        if l.last.is_some_and(|t| now.millis_since(t) < every) {
+            l.suppressed += 1;
+            return None;
+        }
+        l.last = Some(now);
+        Some(std::mem::take(&mut l.suppressed))
     }
 
     /// Counts a dropped datagram and logs it, at most once per [`LOG_EVERY`] per kind.
     fn dropped(&self, from: SocketAddr, len: usize, why: Dropped) {
         add(&self.counters.rejected[why.kind()], 1);
-        let now = self.clock.now();
-        let suppressed = {
-            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-            let l = &mut logged[why.kind()];
-            let every = i64::try_from(LOG_EVERY.as_millis()).unwrap_or(i64::MAX);
-            if l.last.is_some_and(|t| now.millis_since(t) < every) {
-                l.suppressed += 1;
-                return;
-            }
-            l.last = Some(now);
-            std::mem::take(&mut l.suppressed)
+        let Some(suppressed) = self.log_allowed(why.kind()) else {
+            return;
         };
         match why {
             Dropped::Open(OpenError::Plain) => warn!(
@@ -398,6 +449,7 @@ impl Transport for GossipTransport {
             sealed: Vec::new(),
             datagram: vec![0; 1 << 16].into_boxed_slice(),
             opened: Vec::new(),
+            tracked: self.security.tracker(),
         }))
     }
 }
@@ -409,6 +461,7 @@ struct GossipSocket {
     sealed: Vec<u8>,
     datagram: Box<[u8]>,
     opened: Vec<u8>,
+    tracked: Tracked,
 }
 
 /// Opens and decodes one datagram received from `from`; `None` if it was dropped (counted
@@ -502,7 +555,13 @@ impl Socket for GossipSocket {
             add(&self.security.counters.packets_received, 1);
             add(&self.security.counters.bytes_received, len);
             let datagram = &self.datagram[..len];
-            if let Some(envelope) = accept(&self.security, datagram, from, &mut self.opened) {
+            if let Some(mut envelope) = accept(&self.security, datagram, from, &mut self.opened) {
+                let cut = self
+                    .tracked
+                    .filter(&mut envelope, self.security.clock.now());
+                if cut > 0 {
+                    self.security.members_cut(from, cut, self.tracked.len());
+                }
                 return Ok(RecvOutcome {
                     from_addr: from,
                     envelope,
@@ -616,6 +675,53 @@ mod tests {
         assert_eq!(open_sec.keys(), GossipKeys::default());
         for c in [a, b, wrong, open] {
             c.shutdown().await;
+        }
+    }
+
+    /// Over real UDP, three nodes seeding each other: the node bounded to 2 members
+    /// tracks itself and the first peer it heard of, never learns of the third (not even
+    /// as a dead entry), and counts what it cut; the unbounded nodes see all three.
+    #[tokio::test]
+    async fn a_node_tracks_no_more_members_than_its_bound() {
+        let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+        let others = |i: usize| -> Vec<SocketAddr> {
+            let mut a = addrs.clone();
+            a.remove(i);
+            a
+        };
+        let keys = ring(3);
+        let bounded = security(Some(&keys)).with_member_limit(2);
+        let config = config("a", addrs[0], others(0));
+        let transport = GossipTransport::new(Arc::new(UdpDatagrams), bounded.clone());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let a = Cluster::spawn(&config, Arc::new(transport), tx)
+            .await
+            .unwrap();
+        let (b, _) = node("b", addrs[1], others(1), Some(&keys)).await;
+        let (c, _) = node("c", addrs[2], others(2), Some(&keys)).await;
+        for n in [&b, &c] {
+            let mut w = n.live_watcher();
+            tokio::time::timeout(Duration::from_secs(10), w.wait_for(|l| l.len() == 3))
+                .await
+                .expect("the unbounded nodes never saw all three")
+                .unwrap();
+        }
+        // Many rounds for a to hear of the third node, and to refuse it.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let seen = live_ids(&a);
+        assert_eq!(seen.len(), 2, "a tracks itself and one peer: {seen:?}");
+        assert_eq!(
+            a.known_peers().await,
+            1,
+            "the third node is not even a dead entry"
+        );
+        assert!(
+            bounded.stats().member_entries_cut > 0,
+            "{:?}",
+            bounded.stats()
+        );
+        for n in [a, b, c] {
+            n.shutdown().await;
         }
     }
 

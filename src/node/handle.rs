@@ -188,6 +188,19 @@ impl NodeHandle {
         if let Ok(catalog) = self.catalog.stats().await {
             scrape.catalog(&catalog);
         }
+        let g = self.gossip.stats();
+        scrape.counters.extend([
+            (
+                "starling_gossip_packets_dropped",
+                "Gossip datagrams dropped unopened: no seal, a wrong key, forged, stale, or not chitchat (README, Security: Dropped packets)",
+                g.rejected(),
+            ),
+            (
+                "starling_gossip_member_entries_cut",
+                "Entries of nodes past the member limit cut from received gossip, so this node never learned of those nodes (README, Limits)",
+                g.member_entries_cut,
+            ),
+        ]);
         self.metrics.render(scrape)
     }
 

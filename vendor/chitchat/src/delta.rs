@@ -26,6 +26,15 @@ impl Default for Delta {
 }
 
 impl Delta {
+    /// Keeps the updates of the nodes for which `keep` returns true, in order.
+    /// Public so that a transport can bound the nodes its receiver learns of,
+    /// on a received delta (the serialized length is left as it was, and only
+    /// a delta being built reads it).
+    pub fn retain_nodes(&mut self, mut keep: impl FnMut(&ChitchatId) -> bool) {
+        self.node_deltas
+            .retain(|node_delta| keep(&node_delta.chitchat_id));
+    }
+
     fn get_operations(&self) -> impl Iterator<Item = DeltaOpRef<'_>> {
         self.node_deltas.iter().flat_map(|node_delta| {
             std::iter::once(DeltaOpRef::Node {

@@ -102,6 +102,12 @@ impl Digest {
             .map(|node_digest| node_digest.max_version)
     }
 
+    /// Keeps the entries of the nodes for which `keep` returns true, in order.
+    /// Public so that a transport can bound the nodes its receiver learns of.
+    pub fn retain_nodes(&mut self, mut keep: impl FnMut(&ChitchatId) -> bool) {
+        self.node_digests.retain(|chitchat_id, _| keep(chitchat_id));
+    }
+
     /// Serializes the digest using the wire format selected by `protocol_version`.
     pub(crate) fn serialize(&self, protocol_version: ProtocolVersion, buf: &mut Vec<u8>) {
         match protocol_version {
