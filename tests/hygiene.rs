@@ -3,44 +3,15 @@
 //! limits on input, escaped job output.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use starling::{Clock, SystemClock};
 
 mod common;
-use common::{BIN, Proc, free_port, spawn_peer, spawn_peer_with};
-
-fn starling(args: &[&str]) -> Output {
-    let o = Command::new(BIN).args(args).output().unwrap();
-    assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
-    o
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Waits (bounded by `within`) until the log at `path` satisfies `done`; returns its text.
-fn wait_for_log(path: &Path, within: Duration, done: impl Fn(&str) -> bool) -> (bool, String) {
-    let deadline = SystemClock.now().saturating_add(within);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if done(&text) {
-            return (true, text);
-        }
-        if SystemClock.now() >= deadline {
-            return (false, text);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
+use common::{
+    Proc, free_port, processes_of, spawn_peer, spawn_peer_with, starling, stderr, wait_for_log,
+    write,
+};
 
 #[test]
 fn check_refuses_an_overlong_command_and_a_too_short_interval() {
@@ -125,28 +96,6 @@ fn job_output_cannot_forge_log_lines() {
         );
     }
     assert!(!text.contains('\x1b'), "{text}");
-}
-
-/// Pids of the processes whose environment holds `STARLING_NODE_ID=<node>` and
-/// `STARLING_JOB=<job>`: a run's processes and everything they started, `setsid` ones too.
-fn processes_of(node: &str, job: &str) -> Vec<u32> {
-    let (want_node, want_job) = (
-        format!("STARLING_NODE_ID={node}"),
-        format!("STARLING_JOB={job}"),
-    );
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        let mut vars = env.split(|&b| b == 0);
-        let vars: Vec<&[u8]> = vars.by_ref().collect();
-        if vars.contains(&want_node.as_bytes()) && vars.contains(&want_job.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// Starts a node whose two jobs never end on their own, one of them with a `setsid`

@@ -172,7 +172,7 @@ pub async fn flush_every(history: Arc<History>, every: Duration) {
         let h = history.clone();
         match tokio::task::spawn_blocking(move || h.save()).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "could not save the run history"),
+            Ok(Err(e)) => warn!(error = %e, rate_limited = true, "could not save the run history"),
             Err(e) => warn!(error = %e, "saving the run history failed"),
         }
     }

@@ -676,7 +676,7 @@ impl CatalogTask {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 self.unsaved = true;
-                warn!(error = %e, "could not save the catalog in the data dir; trying again");
+                warn!(error = %e, rate_limited = true, "could not save the catalog in the data dir; trying again");
             }
             Err(e) => warn!(error = %e, "saving the catalog failed"),
         }

@@ -114,7 +114,7 @@ pub(super) async fn publisher_task(
             match tokio::task::spawn_blocking(move || store.save(&snapshot)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "could not write the fire records; a restart may rerun the latest slots")
+                    tracing::error!(error = %e, rate_limited = true, "could not write the fire records; a restart may rerun the latest slots")
                 }
                 Err(e) => tracing::error!(error = %e, "writing the fire records failed"),
             }
