@@ -688,3 +688,141 @@ fn an_api_beyond_loopback_without_a_token_is_refused() {
         );
     }
 }
+
+/// Three keyed nodes and a fourth with another key, all seeding each other. The fourth
+/// defines a job of its own, its attempt to inject one: it runs there alone, and no keyed
+/// node lists or runs it, while the fourth lists and runs none of the cluster's jobs. A
+/// job created through a keyed node's API keeps running through kill -9 of that node.
+#[test]
+fn a_wrong_key_node_injects_nothing_and_an_api_job_outlives_its_keyed_acceptor() {
+    let mut p = Procs::new();
+    let out = p.path("runs.txt");
+    let jobs = write_jobs(p.dir.path(), JOBS, &out);
+    let injected_out = p.path("injected.txt");
+    let injected = p.path("inject.toml");
+    std::fs::write(
+        &injected,
+        format!(
+            "[[jobs]]\nname = \"injected\"\nschedule = \"@every 1s\"\ncommand = \"echo $STARLING_NODE_ID $STARLING_JOB $STARLING_SCHEDULED_AT_MS >> {}\"\n",
+            injected_out.display()
+        ),
+    )
+    .unwrap();
+    let (k1, _) = key_text(1);
+    let (k2, _) = key_text(2);
+    let (k1_file, k2_file) = (p.path("k1.key"), p.path("k2.key"));
+    write_key_file(&k1_file, &[&k1]);
+    write_key_file(&k2_file, &[&k2]);
+    let ports: Vec<u16> = (0..4).map(|_| common::free_port()).collect();
+    let apis: Vec<String> = (0..4)
+        .map(|_| format!("127.0.0.1:{}", common::free_tcp_port()))
+        .collect();
+    let token = "api-token-0123456789abcdef";
+    let key = |f: &Path| ["--cluster-key-file".to_string(), f.display().to_string()];
+    let spawn = |p: &mut Procs, i: usize, name: &str, jobs: &Path, key_file: &Path| {
+        let [flag, file] = key(key_file);
+        let args = [flag.as_str(), file.as_str(), "--api", apis[i].as_str()];
+        p.spawn(
+            name,
+            ports[i],
+            &ports,
+            jobs,
+            &args,
+            &[("STARLING_API_TOKEN", token)],
+        )
+    };
+    let a = spawn(&mut p, 0, "a", &jobs, &k1_file);
+    let b = spawn(&mut p, 1, "b", &jobs, &k1_file);
+    let c = spawn(&mut p, 2, "c", &jobs, &k1_file);
+    let d = spawn(&mut p, 3, "d", &injected, &k2_file);
+    p.wait_log(
+        &[a, b, c],
+        r#"members=["a", "b", "c"] leaving=[]"#,
+        1,
+        "startup",
+    );
+
+    // A job created through a's API, recorded in the same file as the cluster's.
+    let dyn_out = p.path("dyn.txt");
+    let add = std::process::Command::new(common::BIN)
+        .args(["jobs", "add", "--api", &apis[0], "--name", "dyn"])
+        .args(["--schedule", "@every 1s", "--command"])
+        .arg(format!(
+            "echo $STARLING_NODE_ID $STARLING_JOB $STARLING_SCHEDULED_AT_MS >> {}",
+            dyn_out.display()
+        ))
+        .env("STARLING_API_TOKEN", token)
+        .output()
+        .unwrap();
+    if !add.status.success() {
+        p.fail(&format!(
+            "jobs add: {}",
+            String::from_utf8_lossy(&add.stderr)
+        ));
+    }
+    sleep_until(now().saturating_add(Duration::from_millis(3_000)));
+    let api_jobs = |i: usize| -> Vec<String> {
+        let port: u16 = apis[i].rsplit(':').next().unwrap().parse().unwrap();
+        let body = std::process::Command::new(common::BIN)
+            .args(["jobs", "ls", "--json", "--api", &apis[i]])
+            .env("STARLING_API_TOKEN", token)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body.stdout)
+            .unwrap_or_else(|e| panic!("jobs ls on {port}: {e}: {body:?}"));
+        let list = v["jobs"].as_array().cloned().unwrap_or_default();
+        let mut names: Vec<String> = list
+            .iter()
+            .filter_map(|j| j["name"].as_str().map(String::from))
+            .collect();
+        names.sort();
+        names
+    };
+    let mut problems = Vec::new();
+    let mut cluster_jobs: Vec<String> = (0..JOBS).map(|j| format!("job-{j:02}")).collect();
+    cluster_jobs.insert(0, "dyn".into());
+    cluster_jobs.sort();
+    for i in [b, c] {
+        let seen = api_jobs(i);
+        if seen != cluster_jobs {
+            problems.push(format!("{} lists {seen:?}", p.names[i]));
+        }
+    }
+    let seen_by_d = api_jobs(d);
+    if seen_by_d != ["injected"] {
+        problems.push(format!("the node with another key lists {seen_by_d:?}"));
+    }
+
+    // kill -9 of the node that accepted the job: it keeps running on the others.
+    let killed = now();
+    p.procs[a].kill9();
+    sleep_until(killed.saturating_add(Duration::from_millis(6_000)));
+    p.stop_all();
+
+    let dyn_runs = read_runs(&dyn_out);
+    let after: Vec<_> = dyn_runs
+        .iter()
+        .filter(|((_, slot), _)| *slot >= killed.0 + 3_000)
+        .collect();
+    if after.len() < 2
+        || after
+            .iter()
+            .any(|(_, n)| n.len() != 1 || n[0] == "a" || n[0] == "d")
+    {
+        problems.push(format!("dyn after the kill -9 of a: {after:?}"));
+    }
+    if dyn_runs.values().any(|n| n.len() != 1) {
+        problems.push(format!("dyn ran a slot twice: {dyn_runs:?}"));
+    }
+    let injected_runs = read_runs(&injected_out);
+    if injected_runs.is_empty() || injected_runs.values().flatten().any(|n| n != "d") {
+        problems.push(format!(
+            "injected ran on {:?}",
+            injected_runs.values().collect::<Vec<_>>()
+        ));
+    }
+    if read_runs(&out).values().flatten().any(|n| n == "d") {
+        problems.push("the node with another key ran a job of the cluster".into());
+    }
+    p.fail_if_any(&problems, killed.0, killed.0 + 6_000);
+}

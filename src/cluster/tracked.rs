@@ -7,7 +7,9 @@
 //! the first nodes heard of are tracked, and once the bound is reached the entries of any
 //! other node are cut from digests and deltas, so chitchat never learns of it. A node not
 //! mentioned by any packet for the forget time (longer than `dead_node_grace_period`,
-//! after which chitchat itself forgets a dead node) frees its place.
+//! after which chitchat itself forgets a dead node) frees its place. The node's own id
+//! (any generation) is always kept and counts as one: chitchat knows itself whatever
+//! arrives, so cutting it would only let one more stranger in.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,22 +24,29 @@ pub(crate) struct Tracked {
     limit: usize,
     forget_after_ms: i64,
     seen: BTreeMap<ChitchatId, UnixMillis>,
+    own: Option<String>,
 }
 
 impl Tracked {
     /// Tracks at most `limit` nodes, each until no packet has mentioned it for
-    /// `forget_after`.
-    pub fn new(limit: usize, forget_after: Duration) -> Tracked {
+    /// `forget_after`; `own` is this node's id, always kept, when the transport knows it.
+    pub fn new(limit: usize, forget_after: Duration, own: Option<String>) -> Tracked {
         Tracked {
-            limit,
+            // This node takes one place.
+            limit: if own.is_some() {
+                limit.saturating_sub(1)
+            } else {
+                limit
+            },
             forget_after_ms: i64::try_from(forget_after.as_millis()).unwrap_or(i64::MAX),
             seen: BTreeMap::new(),
+            own,
         }
     }
 
-    /// How many nodes are tracked now.
+    /// How many nodes are tracked now, this one included when known.
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.seen.len() + usize::from(self.own.is_some())
     }
 
     /// Cuts from `envelope` the nodes past the limit, received at `now`; returns how many
@@ -48,7 +57,11 @@ impl Tracked {
             self.seen.retain(|_, &mut t| now.millis_since(t) <= forget);
         }
         let mut cut = 0;
+        let own = self.own.as_deref();
         let mut keep = |id: &ChitchatId| {
+            if own == Some(&id.node_id[..]) {
+                return true;
+            }
             if let Some(t) = self.seen.get_mut(id) {
                 *t = now;
                 return true;

@@ -281,8 +281,8 @@ impl GossipSecurity {
     /// The bound's tracker for a new socket: a node unheard of for twice the replay
     /// window (`dead_node_grace_period`, after which chitchat forgets a dead node) frees
     /// its place.
-    fn tracker(&self) -> Tracked {
-        Tracked::new(self.member_limit, self.window * 2)
+    fn tracker(&self, own: Option<String>) -> Tracked {
+        Tracked::new(self.member_limit, self.window * 2, own)
     }
 
     fn current(&self) -> Option<Arc<Seal>> {
@@ -427,6 +427,7 @@ impl GossipSecurity {
 pub struct GossipTransport {
     datagrams: Arc<dyn Datagrams>,
     security: Arc<GossipSecurity>,
+    own: Option<String>,
 }
 
 impl GossipTransport {
@@ -435,7 +436,16 @@ impl GossipTransport {
         GossipTransport {
             datagrams,
             security,
+            own: None,
         }
+    }
+
+    /// The id of the node this transport carries: the member bound always keeps it and
+    /// counts it as one (see [`super::tracked`]). Without it, the node's own entry can be
+    /// cut once strangers fill the bound.
+    pub fn for_node(mut self, id: &str) -> GossipTransport {
+        self.own = Some(id.to_string());
+        self
     }
 }
 
@@ -449,7 +459,7 @@ impl Transport for GossipTransport {
             sealed: Vec::new(),
             datagram: vec![0; 1 << 16].into_boxed_slice(),
             opened: Vec::new(),
-            tracked: self.security.tracker(),
+            tracked: self.security.tracker(self.own.clone()),
         }))
     }
 }
@@ -692,7 +702,7 @@ mod tests {
         let keys = ring(3);
         let bounded = security(Some(&keys)).with_member_limit(2);
         let config = config("a", addrs[0], others(0));
-        let transport = GossipTransport::new(Arc::new(UdpDatagrams), bounded.clone());
+        let transport = GossipTransport::new(Arc::new(UdpDatagrams), bounded.clone()).for_node("a");
         let (tx, _rx) = mpsc::unbounded_channel();
         let a = Cluster::spawn(&config, Arc::new(transport), tx)
             .await

@@ -340,7 +340,9 @@ impl NodeBuilder {
                 "gossip is open: no cluster key is set, so any host that reaches this node's gossip port can join the cluster, read its state and take jobs; set --cluster-key-file or STARLING_CLUSTER_KEY (README, Security)"
             ),
         }
-        let transport = Arc::new(GossipTransport::new(datagrams, security.clone()));
+        let transport = Arc::new(
+            GossipTransport::new(datagrams, security.clone()).for_node(config.node_id.as_str()),
+        );
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let cluster = Cluster::spawn(&gossip, transport, events_tx)
             .await
