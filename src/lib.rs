@@ -81,7 +81,7 @@ pub use crate::core::types::{FireId, FireRecord, JobId, NodeId, UnixMillis};
 pub use crate::exec::{Executor, HandlerError, JobHandler, Outcome, Report, RunContext};
 pub use crate::history::{History, HistoryLimits, RunEntry, RunOutcome, RunRecord};
 pub use crate::node::{
-    CatalogClient, CatalogStats, Clock, ConfigError, ConfigFile, JobInfo, JobsChange, JobsError,
-    MemberInfo, MemberState, Node, NodeBuilder, NodeConfig, NodeError, NodeHandle, Stats,
-    SystemClock,
+    CatalogClient, CatalogStats, Clock, ConfigError, ConfigFile, JobInfo, JobListing, JobsChange,
+    JobsError, MemberInfo, MemberState, Node, NodeBuilder, NodeConfig, NodeError, NodeHandle,
+    Stats, SystemClock,
 };

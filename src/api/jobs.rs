@@ -6,7 +6,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::body::job_from_json;
@@ -19,7 +20,7 @@ use crate::catalog::{CatalogError, Source};
 use crate::core::job::RawJob;
 use crate::core::schedule::{Schedule, parse_timezone};
 use crate::core::types::{FireId, UnixMillis};
-use crate::node::{Clock, JobInfo, MemberState, SystemClock};
+use crate::node::{Clock, JobInfo, JobListing, MemberState, SystemClock};
 
 /// Next slots shown for one job (`GET /v1/jobs/{name}`); the list shows one per job.
 const NEXT_SLOTS: usize = 5;
@@ -91,7 +92,19 @@ async fn members(State(state): State<ApiState>) -> Result<Json<MembersPage>, Api
 
 /// Next slots by (schedule, timezone), for one answer (one `now`, one count): jobs that
 /// share a schedule, as most of a large list do, compute them once.
-type NextSlots = BTreeMap<(String, Option<String>), Vec<String>>;
+type NextSlots = BTreeMap<(String, Option<String>), Vec<UnixMillis>>;
+
+/// `GET /v1/jobs` as last answered, serialized, and what it is valid for: the node's
+/// listing of that version (a new one comes with every change of the catalog or of the
+/// membership view), until the earliest next slot it shows comes (from then on that job's
+/// `next` would be in the past). So an answer is never staler than the catalog, the view
+/// and the clock; unchanged, 10,000 jobs are served without building anything (issue 15,
+/// p99 < 50 ms).
+pub(super) struct JobsPageCache {
+    listing: u64,
+    until: UnixMillis,
+    body: Bytes,
+}
 
 fn source(s: &Source) -> SourceView {
     match s {
@@ -110,6 +123,11 @@ fn view(info: JobInfo, now: UnixMillis, n: usize, cache: &mut NextSlots) -> JobV
     } else {
         next_slots(&info.definition, now, n, cache)
     };
+    view_with(info, next.iter().map(|t| t.to_rfc3339()).collect())
+}
+
+/// A job as the API shows it, with `next` as its next slots.
+fn view_with(info: JobInfo, next: Vec<String>) -> JobView {
     JobView {
         name: info.name.to_string(),
         source: source(&info.source),
@@ -128,7 +146,7 @@ fn view(info: JobInfo, now: UnixMillis, n: usize, cache: &mut NextSlots) -> JobV
     }
 }
 
-fn next_slots(def: &RawJob, now: UnixMillis, n: usize, cache: &mut NextSlots) -> Vec<String> {
+fn next_slots(def: &RawJob, now: UnixMillis, n: usize, cache: &mut NextSlots) -> Vec<UnixMillis> {
     let Some(text) = &def.schedule else {
         return Vec::new();
     };
@@ -147,7 +165,7 @@ fn next_slots(def: &RawJob, now: UnixMillis, n: usize, cache: &mut NextSlots) ->
             let Some(next) = schedule.next_after(t) else {
                 break;
             };
-            out.push(next.to_rfc3339());
+            out.push(next);
             t = next;
         }
     }
@@ -160,26 +178,65 @@ fn one(info: JobInfo) -> JobView {
     view(info, SystemClock.now(), NEXT_SLOTS, &mut NextSlots::new())
 }
 
-async fn jobs(State(state): State<ApiState>) -> Result<Json<JobsPage>, ApiError> {
-    let node = state.node();
+async fn jobs(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let listing = state.node().catalog().listing().await?;
     let now = SystemClock.now();
-    let jobs = node.catalog().jobs().await?;
-    let conflicts = node
-        .catalog()
-        .conflicts()
-        .await?
+    let cached = state
+        .jobs_page()
+        .as_ref()
+        .filter(|c| c.listing == listing.version && now < c.until)
+        .map(|c| c.body.clone());
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let (body, until) = jobs_page(&listing, now)?;
+            *state.jobs_page() = Some(JobsPageCache {
+                listing: listing.version,
+                until,
+                body: body.clone(),
+            });
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /v1/jobs` for `listing` at `now`, serialized; and when it goes stale by the clock
+/// (the earliest next slot it shows).
+fn jobs_page(listing: &JobListing, now: UnixMillis) -> Result<(Bytes, UnixMillis), ApiError> {
+    let mut cache = NextSlots::new();
+    let mut until = UnixMillis(i64::MAX);
+    let jobs = listing
+        .jobs
         .iter()
-        .filter_map(|c| serde_json::to_value(c).ok())
+        .map(|info| {
+            let next = if info.paused {
+                Vec::new()
+            } else {
+                next_slots(&info.definition, now, 1, &mut cache)
+            };
+            if let Some(first) = next.first() {
+                until = until.min(*first);
+            }
+            view_with(info.clone(), next.iter().map(|t| t.to_rfc3339()).collect())
+        })
         .collect();
-    Ok(Json(JobsPage {
-        jobs: {
-            let mut cache = NextSlots::new();
-            jobs.into_iter()
-                .map(|j| view(j, now, 1, &mut cache))
-                .collect()
-        },
-        conflicts,
-    }))
+    let page = JobsPage {
+        jobs,
+        conflicts: listing
+            .conflicts
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect(),
+    };
+    let body = serde_json::to_vec(&page).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("could not write the job list: {e}"),
+        )
+    })?;
+    Ok((Bytes::from(body), until))
 }
 
 async fn job(

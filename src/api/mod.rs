@@ -124,11 +124,21 @@ struct Shared {
     config: ApiConfig,
     /// For gathering from peers' APIs (one pool of connections for all requests).
     client: reqwest::Client,
+    /// `GET /v1/jobs` as last answered (see [`jobs::JobsPageCache`]).
+    jobs_page: std::sync::Mutex<Option<jobs::JobsPageCache>>,
 }
 
 impl ApiState {
     pub(crate) fn node(&self) -> &NodeHandle {
         &self.0.node
+    }
+
+    fn jobs_page(&self) -> std::sync::MutexGuard<'_, Option<jobs::JobsPageCache>> {
+        // A panic while holding it left at worst a whole earlier answer: still valid.
+        self.0
+            .jobs_page
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Who may read and write through this API.
@@ -170,6 +180,7 @@ pub fn router(node: Arc<NodeHandle>, mut config: ApiConfig) -> Router {
         node,
         config,
         client,
+        jobs_page: std::sync::Mutex::default(),
     }));
     Router::new()
         .merge(routes::routes())

@@ -23,7 +23,6 @@
 //! that restarts learns who holds what before it acts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,20 +32,20 @@ use tracing::{debug, error, info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::Clock;
+use super::listing::{JobInfo, JobListing, MemberInfo};
 use super::store::{CatalogFile, Store};
 use crate::catalog::keys::{
     FileSetMarker, KEY_FILE_PREFIX, KEY_FILES, decode_file_entry, decode_marker, decode_register,
     encode_file_entry, encode_marker, encode_register, file_set_digest,
 };
 use crate::catalog::{
-    Catalog, CatalogCounts, CatalogError, Conflict, FileSet, GossipKey, JobDef, Key, Observed,
-    Register, Source, Version,
+    Catalog, CatalogCounts, CatalogError, FileSet, GossipKey, JobDef, Key, Observed, Register,
+    Source, Version,
 };
 use crate::cluster::Publisher;
 use crate::cluster::catalog::{CatalogEvent, CatalogListeners, CatalogScan};
 use crate::core::job::{JobSpec, RawJob};
 use crate::core::owner::{job_key, node_key, score};
-use crate::core::placement::Constraints;
 use crate::core::planner::View;
 use crate::core::types::{FireId, JobId, NodeId, UnixMillis};
 
@@ -59,61 +58,6 @@ pub const ADOPT_FALLBACK_INTERVALS: u32 = 10;
 /// How often (in gossip intervals) at most the catalog is written to the data dir while
 /// it changes (and once more at a graceful shutdown).
 pub const SAVE_INTERVALS: u32 = 5;
-
-/// One job as the catalog shows it (what `GET /v1/jobs/{name}` answers).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct JobInfo {
-    /// The job's name.
-    pub name: JobId,
-    /// Its definition, as jobs-file keys (keys at their default left out).
-    pub definition: RawJob,
-    /// Where the definition comes from.
-    pub source: Source,
-    /// Its version; `None` for in-process handler jobs (not in the catalog).
-    pub version: Option<Version>,
-    /// The member that runs it in this node's view (by the members' weights, among those
-    /// whose tags satisfy its constraints).
-    pub owner: Option<NodeId>,
-    /// No live member satisfies its constraints: it runs nowhere (issue 18).
-    pub unplaceable: bool,
-    /// Paused: it fires nothing until resumed.
-    pub paused: bool,
-    /// The version of its last pause or resume, if any.
-    pub pause_version: Option<Version>,
-    /// Disagreements about it (empty normally).
-    pub conflicts: Vec<Conflict>,
-}
-
-/// A member's state, as far as chitchat tells. Chitchat's failure detector has no
-/// "suspected" state: a node past the phi threshold is dead to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemberState {
-    /// Alive and a member (it may own jobs).
-    Alive,
-    /// Alive and leaving gracefully: it owns nothing any more.
-    Leaving,
-    /// Not heard from: its state is kept until `dead_node_grace_period` has passed.
-    Dead,
-}
-
-/// One node chitchat knows of (its newest generation).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MemberInfo {
-    /// Its id.
-    pub id: NodeId,
-    /// The address it gossips on.
-    pub addr: SocketAddr,
-    /// Alive, leaving or dead.
-    pub state: MemberState,
-    /// Its generation (its start time in Unix ms; grows with every restart).
-    pub generation: u64,
-    /// How many jobs of the catalog (and of this node's handler jobs) it owns in this
-    /// node's view.
-    pub jobs_owned: usize,
-    /// True for the node answering.
-    pub is_self: bool,
-}
 
 /// Counters and sizes of the catalog (for metrics).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -161,7 +105,7 @@ type Reply<T> = oneshot::Sender<Result<T, CatalogError>>;
 
 /// A request to the catalog task.
 pub(super) enum CatalogCmd {
-    List(Reply<Vec<JobInfo>>),
+    Listing(Reply<Arc<JobListing>>),
     Registers(Reply<Vec<(Key, Register)>>),
     Get(JobId, Reply<JobInfo>),
     Put(Box<RawJob>, Reply<JobInfo>),
@@ -169,7 +113,6 @@ pub(super) enum CatalogCmd {
     Pause(JobId, bool, Reply<JobInfo>),
     Run(JobId, Reply<FireId>),
     Cancel(FireId, Reply<()>),
-    Conflicts(Reply<Vec<Conflict>>),
     Members(Reply<Vec<MemberInfo>>),
     Stats(Reply<CatalogStats>),
     /// A new set of this node's jobs-file definitions (`NodeHandle::replace_jobs`).
@@ -182,6 +125,20 @@ pub(super) enum CatalogCmd {
     Claim(FireId, oneshot::Sender<Option<u64>>),
     /// The node stops: save the catalog, answer, and end.
     Stop(oneshot::Sender<()>),
+}
+
+impl CatalogCmd {
+    /// The command changes nothing the listing shows (a read).
+    fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            CatalogCmd::Listing(_)
+                | CatalogCmd::Registers(_)
+                | CatalogCmd::Get(..)
+                | CatalogCmd::Members(_)
+                | CatalogCmd::Stats(_)
+        )
+    }
 }
 
 /// Adapts a `replace_jobs` answer to [`CatalogTask::publish_then`].
@@ -262,6 +219,10 @@ pub(super) struct CatalogTask {
     /// The data dir, if any, and whether the catalog changed since it was last saved.
     pub(super) store: Option<Arc<Store>>,
     pub(super) unsaved: bool,
+    /// The listing of every job, until the catalog or the view changes (see
+    /// [`CatalogTask::listing`]); how many listings were built.
+    pub(super) listing: Option<Arc<JobListing>>,
+    pub(super) listings: u64,
 }
 
 impl CatalogTask {
@@ -273,6 +234,7 @@ impl CatalogTask {
         loop {
             let now = self.clock.now();
             if now >= next_reconcile {
+                self.listing = None;
                 self.reconcile(now).await;
                 self.flush().await;
                 next_reconcile = now.saturating_add(self.gossip_interval * RECONCILE_INTERVALS);
@@ -291,6 +253,7 @@ impl CatalogTask {
                 _ = sleep => {}
                 ev = self.events.recv() => {
                     let Some(ev) = ev else { return };
+                    self.listing = None;
                     let now = self.clock.now();
                     self.on_event(now, ev);
                     while let Ok(ev) = self.events.try_recv() {
@@ -304,14 +267,20 @@ impl CatalogTask {
                         let _ = done.send(());
                         return;
                     }
-                    Some(cmd) => self.on_cmd(cmd).await,
+                    Some(cmd) => {
+                        if !cmd.reads_only() {
+                            self.listing = None;
+                        }
+                        self.on_cmd(cmd).await;
+                    }
                     None => return,
                 },
                 changed = self.view.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    // Membership changed: who publishes what may have too.
+                    // Membership changed: who publishes what may have too, and owners.
+                    self.listing = None;
                     next_reconcile = self.clock.now();
                 }
             }
@@ -682,101 +651,6 @@ impl CatalogTask {
         }
     }
 
-    /// The owner of a job with `constraints` in this node's view, the planner's way; and
-    /// whether it is unplaceable (members, but none that satisfies them).
-    fn placed_owner(&self, name: &JobId, constraints: &Constraints) -> (Option<NodeId>, bool) {
-        let view = self.view.borrow();
-        let owner =
-            crate::core::owner::owner_placed(name, constraints, view.placed_members()).cloned();
-        let unplaceable = owner.is_none() && !view.members.is_empty();
-        (owner, unplaceable)
-    }
-
-    fn info(&self, name: &JobId) -> Option<JobInfo> {
-        if let Some(def) = self.local.get(name) {
-            let (owner, unplaceable) = self.placed_owner(name, &def.constraints);
-            return Some(JobInfo {
-                name: name.clone(),
-                definition: def.to_raw(name),
-                source: Source::Local,
-                version: None,
-                owner,
-                unplaceable,
-                paused: self.catalog.is_paused(name),
-                pause_version: self
-                    .catalog
-                    .register(&Key::Pause(name.clone()))
-                    .map(|r| r.version.clone()),
-                conflicts: Vec::new(),
-            });
-        }
-        let r = self.catalog.resolve(name)?;
-        let (owner, unplaceable) = self.placed_owner(name, &r.def.constraints);
-        Some(JobInfo {
-            name: name.clone(),
-            definition: r.def.to_raw(name),
-            source: r.source,
-            version: Some(r.version),
-            owner,
-            unplaceable,
-            paused: r.paused,
-            pause_version: r.pause_version,
-            conflicts: self.catalog.conflicts(name),
-        })
-    }
-
-    fn list(&self) -> Vec<JobInfo> {
-        let mut names = self.catalog.names();
-        names.extend(self.local.keys().cloned());
-        names.iter().filter_map(|n| self.info(n)).collect()
-    }
-
-    async fn members(&self) -> Vec<MemberInfo> {
-        let scan = self.publisher.catalog_scan(|_| None).await;
-        let mut owned: BTreeMap<NodeId, usize> = BTreeMap::new();
-        let mut names = self.catalog.names();
-        names.extend(self.local.keys().cloned());
-        for name in names {
-            let constraints = match self.local.get(&name) {
-                Some(def) => Some(def.constraints.clone()),
-                None => self
-                    .catalog
-                    .resolve(&name)
-                    .map(|r| r.def.constraints.clone()),
-            };
-            if let Some(c) = constraints
-                && let (Some(o), _) = self.placed_owner(&name, &c)
-            {
-                *owned.entry(o).or_default() += 1;
-            }
-        }
-        let mut newest: BTreeMap<NodeId, &crate::cluster::catalog::NodeRow> = BTreeMap::new();
-        for row in &scan.nodes {
-            let e = newest.entry(row.id.clone()).or_insert(row);
-            if row.generation > e.generation {
-                *e = row;
-            }
-        }
-        newest
-            .into_values()
-            .map(|row| {
-                let state = match (row.live, row.leaving) {
-                    (true, false) => MemberState::Alive,
-                    (true, true) => MemberState::Leaving,
-                    (false, _) => MemberState::Dead,
-                };
-                MemberInfo {
-                    id: row.id.clone(),
-                    addr: row.addr,
-                    state,
-                    generation: row.generation,
-                    jobs_owned: owned.get(&row.id).copied().unwrap_or(0),
-                    is_self: row.me,
-                }
-            })
-            .collect()
-    }
-
     /// Publishes the pending writes, and answers once they went to a peer (or there is
     /// none, or two gossip intervals passed), so an acknowledged write has left the node.
     async fn publish_then<T: Send + 'static>(&mut self, reply: Reply<T>, value: T) {
@@ -800,8 +674,8 @@ impl CatalogTask {
     async fn on_cmd(&mut self, cmd: CatalogCmd) {
         let now = self.clock.now();
         match cmd {
-            CatalogCmd::List(reply) => {
-                let _ = reply.send(Ok(self.list()));
+            CatalogCmd::Listing(reply) => {
+                let _ = reply.send(Ok(self.listing()));
             }
             CatalogCmd::Registers(reply) => {
                 let registers = self
@@ -890,9 +764,6 @@ impl CatalogTask {
                     None => None,
                 };
                 let _ = reply.send(seq);
-            }
-            CatalogCmd::Conflicts(reply) => {
-                let _ = reply.send(Ok(self.catalog.all_conflicts()));
             }
             CatalogCmd::Members(reply) => {
                 let _ = reply.send(Ok(self.members().await));

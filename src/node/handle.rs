@@ -9,9 +9,10 @@ use chitchat::{ChitchatId, NodeState};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::catalog::{CatalogCmd, CatalogStats, JobInfo, MemberInfo};
+use super::catalog::{CatalogCmd, CatalogStats};
 use super::config::ConfigError;
 use super::jobs::{JobsChange, JobsError};
+use super::listing::{JobInfo, JobListing, MemberInfo};
 use super::{Clock, NodeConfig};
 use crate::catalog::{CatalogError, Conflict, Key, Register, Version};
 use crate::cluster::{GossipKeys, GossipSecurity, GossipStats, Traffic, api_addresses};
@@ -364,7 +365,15 @@ impl CatalogClient {
     /// it); a change made elsewhere shows here once gossip brought it, normally within a
     /// few gossip intervals.
     pub async fn jobs(&self) -> Result<Vec<JobInfo>, CatalogError> {
-        self.ask(CatalogCmd::List).await
+        Ok(self.listing().await?.jobs.clone())
+    }
+
+    /// [`CatalogClient::jobs`] and [`CatalogClient::conflicts`] at one moment, shared: the
+    /// node builds a listing again only once its catalog or its membership view changed
+    /// (a listing is never staler than either), so repeated reads of a large catalog cost
+    /// a message each, and [`JobListing::version`] tells whether anything changed.
+    pub async fn listing(&self) -> Result<Arc<JobListing>, CatalogError> {
+        self.ask(CatalogCmd::Listing).await
     }
 
     /// One job, as [`CatalogClient::jobs`] shows it. [`CatalogError::NotFound`] if the
@@ -436,7 +445,7 @@ impl CatalogClient {
     /// Every conflict in the catalog (jobs files that disagree, API definitions shadowed
     /// by a file), in job order. The same on every node that holds the same catalog.
     pub async fn conflicts(&self) -> Result<Vec<Conflict>, CatalogError> {
-        self.ask(CatalogCmd::Conflicts).await
+        Ok(self.listing().await?.conflicts.clone())
     }
 
     /// Every node chitchat knows of (newest generation of each): id, address, alive,

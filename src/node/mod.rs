@@ -11,6 +11,7 @@ mod clock;
 mod config;
 mod handle;
 mod jobs;
+mod listing;
 mod placement;
 mod publisher;
 mod run;
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-pub use catalog::{CatalogStats, JobInfo, MemberInfo, MemberState};
+pub use catalog::CatalogStats;
 pub use clock::{Clock, SystemClock};
 pub use config::{
     ConfigError, ConfigFile, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN,
@@ -32,6 +33,7 @@ pub use config::{
 };
 pub use handle::{CatalogClient, NodeHandle, Stats};
 pub use jobs::{JobsChange, JobsError};
+pub use listing::{JobInfo, JobListing, MemberInfo, MemberState};
 
 use crate::cluster::{
     Cluster, Datagrams, GossipConfig, GossipSecurity, GossipTransport, KEY_API, UdpDatagrams,
@@ -395,6 +397,8 @@ impl NodeBuilder {
             replaceable,
             store: store.clone(),
             unsaved: false,
+            listing: None,
+            listings: 0,
         };
         catalog_task.publish_files(&started.own, &Default::default());
         let catalog_task = tokio::spawn(catalog_task.run());
