@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use starling::{Clock, JobId, NodeId, SystemClock};
 
 mod common;
-use common::{BIN, Proc, free_port};
+use common::{BIN, Proc, free_port, metric};
 
 const TOKEN: &str = "api-test-token-0123456789abcdef";
 
@@ -50,8 +50,14 @@ impl Peer {
     /// comes from a file for node `a` and from the environment for the others, so both
     /// ways are used.
     fn spawn(&self, peers: &[&Peer], log: &str) -> Proc {
+        self.spawn_with_jobs(peers, log, "")
+    }
+
+    /// [`Peer::spawn`] with `jobs` as its jobs file.
+    fn spawn_with_jobs(&self, peers: &[&Peer], log: &str, jobs: &str) -> Proc {
+        let text = jobs;
         let jobs = self.dir.join("jobs.toml");
-        std::fs::write(&jobs, "").unwrap();
+        std::fs::write(&jobs, text).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--node-id", self.name])
             .args(["--listen", &format!("127.0.0.1:{}", self.gossip)])
@@ -493,4 +499,118 @@ async fn writes_need_the_token_and_the_cli_manages_jobs_with_it() {
     assert!(rm.status.success(), "{}", text(&rm));
     assert_eq!(get(&n.url("/v1/jobs/cli-job")).await.0, 404);
     stop(&mut proc, &n, "first.log");
+}
+
+/// The drift test on real processes, asserted through the API: a's and b's jobs
+/// files define `drift` differently and c's lacks it. Every node's `GET /v1/jobs` reports
+/// the conflict with the same chosen definition, `/metrics` counts it, the log names it,
+/// and the run log shows the chosen definition alone running, once per slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_files_that_disagree_are_reported_and_one_definition_runs_once_per_slot() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        Peer::new(root.path(), "a"),
+        Peer::new(root.path(), "b"),
+        Peer::new(root.path(), "c"),
+    );
+    let out = root.path().join("runs");
+    // Each definition appends its tag and the slot: `A <slot>` or `B <slot>`.
+    let drift = |tag: &str| {
+        format!(
+            "[[jobs]]\nname = \"drift\"\nschedule = \"@every 1s\"\ncommand = \"echo {tag} $STARLING_SCHEDULED_AT_MS >> {}\"\n",
+            out.display()
+        )
+    };
+    let peers = [&a, &b, &c];
+    let mut procs = [
+        a.spawn_with_jobs(&peers, "first.log", &drift("A")),
+        b.spawn_with_jobs(&peers, "first.log", &drift("B")),
+        c.spawn_with_jobs(&peers, "first.log", ""),
+    ];
+    wait_for_cluster(&peers, 3).await;
+
+    // c (whose file lacks the job) reports the drift and which definition runs.
+    let mut chosen = None;
+    let seen = eventually(10, async || {
+        let (_, page) = get(&c.url("/v1/jobs")).await;
+        chosen = page["conflicts"].as_array().and_then(|cs| {
+            let drift = cs
+                .iter()
+                .find(|x| x["kind"] == "file_drift" && x["job"] == "drift")?;
+            let defs = drift["definitions"].as_array()?;
+            (defs.len() == 2).then_some(())?;
+            let pick = defs.iter().find(|d| d["chosen"] == true)?;
+            Some((pick["definition"]["command"].clone(), pick["nodes"].clone()))
+        });
+        chosen.is_some()
+    })
+    .await;
+    assert!(
+        seen,
+        "c never reported the drift\n{}",
+        logs(&peers, "first.log")
+    );
+    let (command, nodes) = chosen.unwrap();
+    let tag = if command.as_str().unwrap().starts_with("echo A ") {
+        "A"
+    } else {
+        "B"
+    };
+    // Every node reports the same conflict, and the same definition as the one that runs.
+    for p in peers {
+        let ok = eventually(5, async || {
+            let (_, job) = get(&p.url("/v1/jobs/drift")).await;
+            job["definition"]["command"] == command
+                && job["source"]["file"]["nodes"] == nodes
+                && job["conflicts"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .await;
+        assert!(ok, "{} shows another definition or no conflict", p.name);
+        let metrics = http()
+            .get(p.url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            metric(&metrics, "starling_catalog_conflicts"),
+            Some(1.0),
+            "{}: {metrics}",
+            p.name
+        );
+        assert!(
+            metric(&metrics, "starling_catalog_conflicts_detected_total").unwrap_or(0.0) >= 1.0,
+            "{}: {metrics}",
+            p.name
+        );
+    }
+    let log = std::fs::read_to_string(c.dir.join("first.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("catalog conflict") && l.contains("drift")),
+        "c's log does not name the conflict:\n{log}"
+    );
+
+    // Every slot of a 4-second window ran exactly once, by the chosen definition.
+    let from = (now() / 1000 + 1) * 1000;
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let to = (now() / 1000 - 1) * 1000;
+    let mut slots: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for (slot, t) in runs_in(&out) {
+        slots.entry(slot).or_default().push(t);
+    }
+    for slot in (from..=to).step_by(1000) {
+        assert_eq!(
+            slots.get(&slot),
+            Some(&vec![tag.to_string()]),
+            "slot {slot} (window {from}..={to}, chosen {tag}): {slots:?}\n{}",
+            logs(&peers, "first.log")
+        );
+    }
+    for (p, proc) in peers.iter().zip(procs.iter_mut()) {
+        stop(proc, p, "first.log");
+    }
 }
