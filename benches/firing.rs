@@ -584,7 +584,7 @@ async fn publish_cost(jobs: usize, rounds: usize) -> AnyResult<Vec<i64>> {
         publisher
             .publish(&Publish {
                 records,
-                running: Vec::new(),
+                ..Publish::default()
             })
             .await;
         times_us.push(start.elapsed().as_micros() as i64);

@@ -134,6 +134,7 @@ async fn publish(p: &Peer, slot: i64) {
                 node: NodeId::new("a"),
             }],
             running: Vec::new(),
+            members: None,
         })
         .await;
 }

@@ -41,8 +41,6 @@ pub enum Reason {
     Partition,
     /// A packet-loss burst was on.
     Loss,
-    /// One of the nodes was stalled.
-    Stall,
     /// One of the nodes crashed right after starting the slot, before its record left.
     Crash,
 }
@@ -95,6 +93,14 @@ pub struct Findings {
     /// All live nodes agree on the members (hence on every owner) at the end, when the
     /// last membership change was long enough ago; `None` when it was too recent to judge.
     pub owners_agree: Option<bool>,
+    /// Second processes started with a live node's id: refused, and started (each on the
+    /// far side of a partition from the holder, else a finding below).
+    pub impostors_refused: u64,
+    pub impostors_started: u64,
+    /// What went wrong with node identity: an impostor that started although it could
+    /// reach the holder, or a node that stopped counting the holder as a member while an
+    /// impostor lived (issue 14: the whole cluster saw it leaving for about 3 s).
+    pub identity: Vec<String>,
 }
 
 impl Findings {
@@ -109,6 +115,7 @@ impl Findings {
     /// True when the run passes: no unexplained duplicate, no disallowed miss, owners agree.
     pub fn passed(&self) -> bool {
         self.missed.is_empty()
+            && self.identity.is_empty()
             && self.spurious.is_empty()
             && self.misplaced == 0
             && self.unexplained() == 0
@@ -121,8 +128,6 @@ impl Findings {
 enum Who {
     /// Nobody could rely on hearing anybody (loss burst).
     All,
-    /// This node could hear nobody, and nobody it (a stall).
-    Node(usize),
     /// These two could not hear each other (a partition).
     Pair(usize, usize),
 }
@@ -166,14 +171,8 @@ impl Deafness {
                         spans.push((from, a.at + b.settle_ms, Who::All, Reason::Loss));
                     }
                 }
-                Fault::Stall { node, ms } => {
-                    spans.push((
-                        a.at,
-                        a.at + *ms as i64 + b.settle_ms,
-                        Who::Node(*node),
-                        Reason::Stall,
-                    ));
-                }
+                // A stalled or stopped node suspects itself when it wakes (issue 14): a
+                // slot it runs that another node ran meanwhile is a bug, not the fault's.
                 Fault::Crash(n) => crashes.push((*n, a.at)),
                 _ => {}
             }
@@ -198,7 +197,6 @@ impl Deafness {
             .filter(|(s, e, _, _)| *s <= to && *e >= from)
             .find(|(_, _, who, _)| match *who {
                 Who::All => true,
-                Who::Node(n) => n == x || n == y,
                 Who::Pair(i, j) => (i == x && j == y) || (i == y && j == x),
             })
             .map(|(_, _, _, r)| *r)
@@ -234,6 +232,51 @@ impl Deafness {
         applied
             .iter()
             .any(|a| a.at <= to && a.at + b.settle_ms + 5_000 >= from)
+    }
+}
+
+/// Impostors: refused unless cut off from the holder, and never a blip in the others'
+/// views of the holder while they live.
+fn check_identity(f: &mut Findings, result: &SimResult, deaf: &Deafness, end_ms: i64, b: Bounds) {
+    let slots: std::collections::BTreeSet<usize> =
+        result.impostors.iter().map(|i| i.node).collect();
+    for imp in &result.impostors {
+        if imp.started {
+            f.impostors_started += 1;
+        } else {
+            f.impostors_refused += 1;
+        }
+        let cut_off = deaf
+            .explain(imp.node, imp.of, imp.at - b.settle_ms, imp.at)
+            .is_some();
+        if imp.started && !cut_off {
+            f.identity.push(format!(
+                "an impostor of n{} started at {} ms although n{} was live and reachable",
+                imp.of, imp.at, imp.of
+            ));
+        }
+        let left = result
+            .applied
+            .iter()
+            .find(|a| a.at > imp.at && a.fault == Fault::Leave(imp.node))
+            .map_or(end_ms, |a| a.at);
+        let holder = format!("n{}", imp.of);
+        for v in &result.views {
+            let inside = v.at >= imp.at && v.at <= left + b.settle_ms;
+            if !inside || v.node == imp.of || slots.contains(&v.node) {
+                continue;
+            }
+            if !v.members.contains(&holder)
+                && deaf
+                    .explain(v.node, imp.of, v.at - b.settle_ms, v.at)
+                    .is_none()
+            {
+                f.identity.push(format!(
+                    "n{} lost {holder} from its members at {} ms while an impostor of it lived",
+                    v.node, v.at
+                ));
+            }
+        }
     }
 }
 
@@ -374,6 +417,7 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
             });
         }
     }
+    check_identity(&mut f, result, &deaf, end_ms, b);
     lateness.sort_unstable();
     f.lateness_ms = (
         percentile(&lateness, 0.50),
@@ -385,7 +429,7 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
         .iter()
         .filter(|a| !matches!(a.fault, Fault::ClockJump { .. }))
         .map(|a| match a.fault {
-            Fault::Stall { ms, .. } => a.at + ms as i64,
+            Fault::Stall { ms, .. } | Fault::Pause { ms, .. } => a.at + ms as i64,
             _ => a.at,
         })
         .max()

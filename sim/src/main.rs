@@ -49,8 +49,8 @@ struct Args {
     #[arg(long, value_parser = parse_range)]
     seeds: Option<(u64, u64)>,
     /// The scenario: steady, crash, restart, rolling, join, partition, partition-quorum,
-    /// flap, skew, chaos, catalog, or `all` (each in turn, then a results table in
-    /// Markdown).
+    /// flap, skew, pause, dup-id, chaos, catalog, placement, or `all` (each in turn, then a
+    /// results table in Markdown).
     #[arg(long, default_value = "steady", value_parser = parse_scenarios)]
     scenario: Scenarios,
     /// Number of nodes.
@@ -251,6 +251,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 long_runs,
                 sealed: !a.plain_gossip,
             };
+            let lanes = a.nodes + plan.extra_slots;
             let result = rt.block_on(world::run(config, plan));
             drop(rt);
             let bounds = Bounds::for_gossip(a.gossip_interval.as_millis() as i64);
@@ -263,7 +264,6 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                     let key = match r {
                         Reason::Partition => "partition",
                         Reason::Loss => "loss",
-                        Reason::Stall => "stall",
                         Reason::Crash => "crash",
                     };
                     *by.entry(key.to_string()).or_insert(0) += 1;
@@ -273,7 +273,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 svg::timeline(
                     &result,
                     &findings,
-                    a.nodes,
+                    lanes,
                     end_ms,
                     &format!(
                         "starling-sim seed {seed} scenario {scenario} ({} nodes, {} jobs)",
@@ -516,6 +516,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_timer(world::SimTime)
         .init();
     let (from, to) = match (args.seed, args.seeds) {
         (Some(s), _) => (s, s + 1),
@@ -633,6 +634,9 @@ fn main() -> ExitCode {
             for l in c.requests_twice.iter().take(5) {
                 println!("  seed {}: {l}", r.seed);
             }
+        }
+        for i in r.findings.identity.iter().take(5) {
+            println!("  seed {}: {i}", r.seed);
         }
         if r.owners_agree == Some(false) {
             println!(

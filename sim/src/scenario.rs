@@ -36,6 +36,24 @@ pub enum Fault {
         /// How long, ms.
         ms: u64,
     },
+    /// The node's whole process is stopped for `ms` (SIGSTOP, a VM migration, swap): its
+    /// scheduling loop and its runs are frozen, its traffic is held both ways, and its
+    /// gossip hears nothing, so on resume it finds every peer silent and its clock jumped.
+    Pause {
+        /// The node.
+        node: usize,
+        /// How long, ms.
+        ms: u64,
+    },
+    /// A second process starts with the id of node `of`, at the address of slot `node`
+    /// (a slot past the cluster's nodes): it must find the id live and not start, or, if
+    /// it cannot hear the holder (a partition), start and yield the id once it can.
+    Impostor {
+        /// The impostor's slot.
+        node: usize,
+        /// The node whose id it takes.
+        of: usize,
+    },
     /// The node's wall clock jumps by `delta_ms`.
     ClockJump {
         /// The node.
@@ -117,6 +135,8 @@ pub struct FaultPlan {
     pub faults: Vec<(i64, Fault)>,
     /// Nodes that are not started at time 0 (they join later).
     pub late_joiners: Vec<usize>,
+    /// Node slots past the cluster's nodes, for impostors (`Fault::Impostor`).
+    pub extra_slots: usize,
     /// Per-node clock offset at start, ms.
     pub skew_ms: Vec<i64>,
     /// When each node starts (ms), so gossip rounds are not in phase across nodes.
@@ -150,6 +170,11 @@ pub enum Scenario {
     Flap,
     /// Clocks are skewed and one jumps.
     Skew,
+    /// A node's whole process is stopped (SIGSTOP) for 2 s to 60 s, then resumes.
+    Pause,
+    /// A second process starts with a live node's id, sometimes on the other side of a
+    /// partition.
+    DupId,
     /// A random mix of all of the above.
     Chaos,
     /// Jobs created, changed, paused, resumed, deleted and run now through the nodes'
@@ -172,6 +197,8 @@ impl Scenario {
         Scenario::PartitionQuorum,
         Scenario::Flap,
         Scenario::Skew,
+        Scenario::Pause,
+        Scenario::DupId,
         Scenario::Chaos,
         Scenario::Catalog,
         Scenario::Placement,
@@ -189,6 +216,8 @@ impl Scenario {
             Scenario::PartitionQuorum => "partition-quorum",
             Scenario::Flap => "flap",
             Scenario::Skew => "skew",
+            Scenario::Pause => "pause",
+            Scenario::DupId => "dup-id",
             Scenario::Chaos => "chaos",
             Scenario::Catalog => "catalog",
             Scenario::Placement => "placement",
@@ -306,6 +335,67 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
                     delta_ms: jump,
                 },
             ));
+        }
+        Scenario::Pause => {
+            // The lengths issue 14 measured on real processes, each stretched or shrunk by
+            // up to a fifth and started anywhere in a second.
+            let mut t = WARMUP_MS + rng.range(0, 1_000);
+            while t < last {
+                let base = [2_000, 5_000, 15_000, 60_000][rng.below(4) as usize];
+                let ms = rng.range(base * 4 / 5, base * 6 / 5);
+                let node = rng.below(nodes as u64) as usize;
+                p.faults.push((
+                    t,
+                    Fault::Pause {
+                        node,
+                        ms: ms as u64,
+                    },
+                ));
+                t += ms + rng.range(8_000, 15_000);
+            }
+        }
+        Scenario::DupId => {
+            // One impostor at a time, in slot `nodes`; a quarter of them on the far side of
+            // a partition from the node whose id they take.
+            p.extra_slots = 1;
+            let imp = nodes;
+            let mut t = WARMUP_MS + rng.range(0, 1_000);
+            while t < last {
+                let of = rng.below(nodes as u64) as usize;
+                if rng.chance(0.25) && nodes >= 3 {
+                    let mut others: Vec<usize> = (0..nodes).filter(|&n| n != of).collect();
+                    for i in (1..others.len()).rev() {
+                        others.swap(i, rng.below(i as u64 + 1) as usize);
+                    }
+                    // The impostor's side: fewer than half of the others, at least one seed.
+                    let take = 1 + rng.below(((nodes - 1) / 2) as u64) as usize;
+                    let mut b: Vec<usize> = others.split_off(others.len() - take);
+                    b.push(imp);
+                    b.sort_unstable();
+                    let mut a = others;
+                    a.push(of);
+                    a.sort_unstable();
+                    p.faults.push((
+                        t,
+                        Fault::Partition {
+                            a,
+                            b,
+                            one_way: false,
+                        },
+                    ));
+                    p.faults.push((t + 500, Fault::Impostor { node: imp, of }));
+                    let heal = t + rng.range(4_000, 10_000);
+                    p.faults.push((heal, Fault::Heal));
+                    let leave = heal + rng.range(3_000, 10_000);
+                    p.faults.push((leave, Fault::Leave(imp)));
+                    t = leave + rng.range(5_000, 10_000);
+                } else {
+                    p.faults.push((t, Fault::Impostor { node: imp, of }));
+                    let leave = t + rng.range(3_000, 15_000);
+                    p.faults.push((leave, Fault::Leave(imp)));
+                    t = leave + rng.range(4_000, 10_000);
+                }
+            }
         }
         Scenario::Chaos => {
             let mut t = WARMUP_MS;

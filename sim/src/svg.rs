@@ -90,6 +90,13 @@ pub fn timeline(
                 "#088",
                 &format!("weight {weight}, zone {zone}"),
             ),
+            Fault::Impostor { node, of } => marker(
+                &mut s,
+                x(a.at),
+                lane_y(*node),
+                "#c06",
+                &format!("impostor of n{of}"),
+            ),
             Fault::ClockJump { node, delta_ms } => marker(
                 &mut s,
                 x(a.at),
@@ -105,6 +112,15 @@ pub fn timeline(
                 24.0,
                 "#fc0",
                 "stall",
+            ),
+            Fault::Pause { node, ms } => band(
+                &mut s,
+                x(a.at),
+                x(a.at + *ms as i64),
+                lane_y(*node) - 12.0,
+                24.0,
+                "#f6c",
+                "paused (SIGSTOP)",
             ),
             Fault::Partition { a: side, .. } => partition_start = Some((a.at, side.clone())),
             Fault::Heal => {

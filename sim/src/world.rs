@@ -86,6 +86,30 @@ pub struct Skip {
     pub at: i64,
 }
 
+/// A view a node formed (its planner's members), for the checker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewChange {
+    /// When (ms since sim start).
+    pub at: i64,
+    /// Index of the node.
+    pub node: usize,
+    /// Its members.
+    pub members: Vec<String>,
+}
+
+/// A second process started with a live node's id (`Fault::Impostor`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Impostor {
+    /// When (ms since sim start).
+    pub at: i64,
+    /// Its slot.
+    pub node: usize,
+    /// The node whose id it took.
+    pub of: usize,
+    /// False when it found the id live and refused to start.
+    pub started: bool,
+}
+
 /// A fault as applied, for the timeline and the checker.
 #[derive(Clone, Debug)]
 pub struct Applied {
@@ -110,6 +134,10 @@ pub struct SimResult {
     pub repaired: u64,
     /// Every fault, as applied.
     pub applied: Vec<Applied>,
+    /// Every view every node formed.
+    pub views: Vec<ViewChange>,
+    /// Every impostor, and whether it started.
+    pub impostors: Vec<Impostor>,
     /// Views of the live nodes at the end (index, view), for the agreement check.
     pub final_views: Vec<(usize, View)>,
     /// Hash of the event trace (runs and faults in order).
@@ -147,6 +175,25 @@ impl SimClock {
     }
 }
 
+/// Sim time 0 of the simulation this process runs, for [`SimTime`].
+static LOG_BASE: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+
+/// Stamps the nodes' log lines with simulated time (seconds since the start), so they can
+/// be read against the fault schedule.
+pub struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match LOG_BASE.get() {
+            // Inside the simulation's runtime: its paused clock.
+            Some(base) if tokio::runtime::Handle::try_current().is_ok() => {
+                write!(w, "sim {:>9.3}s", sim_ms(*base) as f64 / 1000.0)
+            }
+            _ => write!(w, "sim         -"),
+        }
+    }
+}
+
 /// True simulated time in ms since the start.
 #[allow(clippy::disallowed_methods)] // paused tokio time: simulated and deterministic
 pub fn sim_ms(base: tokio::time::Instant) -> i64 {
@@ -163,6 +210,9 @@ impl Clock for SimClock {
 struct Recorder {
     node: usize,
     base: tokio::time::Instant,
+    /// While the node's process is stopped (`Fault::Pause`), until when (ms since start): a
+    /// run whose task got to its executor meanwhile starts when the process resumes.
+    frozen_until: Arc<AtomicI64>,
     runs: Arc<Mutex<Vec<Run>>>,
     skips: Arc<Mutex<Vec<Skip>>>,
     run_ms: u64,
@@ -182,31 +232,49 @@ impl Executor for Recorder {
             .get(ctx.job.as_str())
             .copied()
             .unwrap_or(self.run_ms);
-        let started = sim_ms(self.base);
-        let misplaced = self
-            .constraints
-            .get(ctx.job.as_str())
-            .is_some_and(|c| !self.placement.lock().unwrap().satisfies(c));
-        if exec.http.is_some() {
-            // The request, as the endpoint sees it: `Idempotency-Key: <fire id>`.
-            *self
-                .endpoint
-                .lock()
-                .unwrap()
-                .entry(ctx.fire_id.to_string())
-                .or_default() += 1;
-        }
-        self.runs.lock().unwrap().push(Run {
+        let run = Run {
             node: self.node,
             job: ctx.job.to_string(),
             slot: ctx.scheduled_at.0,
-            started,
-            ends: started + run_ms as i64,
+            started: 0,
+            ends: 0,
             fire_id: ctx.fire_id.0,
-            misplaced,
-        });
+            misplaced: false,
+        };
+        let (base, runs) = (self.base, self.runs.clone());
+        let frozen = self.frozen_until.load(Ordering::Relaxed) - sim_ms(base);
+        let placement = self.placement.clone();
+        let constraints = self.constraints.get(ctx.job.as_str()).cloned();
+        // The request, as the endpoint sees it: `Idempotency-Key: <fire id>`.
+        let request = exec
+            .http
+            .is_some()
+            .then(|| (self.endpoint.clone(), ctx.fire_id.to_string()));
+        // At the run's true start: after the process resumes when it is stopped.
+        let record = move || {
+            let started = sim_ms(base);
+            let misplaced = constraints.is_some_and(|c| !placement.lock().unwrap().satisfies(&c));
+            if let Some((endpoint, key)) = request {
+                *endpoint.lock().unwrap().entry(key).or_default() += 1;
+            }
+            runs.lock().unwrap().push(Run {
+                started,
+                ends: started + run_ms as i64,
+                misplaced,
+                ..run
+            });
+        };
         let d = Duration::from_millis(run_ms);
+        if frozen <= 0 {
+            record();
+            return Box::pin(async move {
+                tokio::time::sleep(d).await;
+                Outcome::Success
+            });
+        }
         Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(frozen as u64)).await;
+            record();
             tokio::time::sleep(d).await;
             Outcome::Success
         })
@@ -223,15 +291,21 @@ impl Executor for Recorder {
 }
 
 struct SimNode {
+    /// Its node id: `n<i>`, or the id an impostor takes.
+    name: String,
     handle: Option<NodeHandle>,
     /// The node's catalog client while it runs.
     catalog: Option<CatalogClient>,
+    /// Its start, while under way (see `World::start_node`).
+    starting: Option<tokio::task::JoinHandle<Result<NodeHandle, starling::NodeError>>>,
     /// A graceful leave still in progress.
     leaving: Option<tokio::task::JoinHandle<()>>,
     clock: Arc<SimClock>,
     pause: watch::Sender<bool>,
     /// Its weight and tags, kept across restarts.
     placement: Arc<Mutex<Placement>>,
+    /// See `Recorder::frozen_until`.
+    frozen_until: Arc<AtomicI64>,
 }
 
 /// The name of node `i`.
@@ -259,6 +333,10 @@ impl Entropy for SimEntropy {
 }
 
 struct World {
+    impostors: Vec<Impostor>,
+    /// Impostors whose start is under way: slot -> (when, whose id).
+    probing: std::collections::BTreeMap<usize, (i64, usize)>,
+    views: Arc<Mutex<Vec<ViewChange>>>,
     config: SimConfig,
     base: tokio::time::Instant,
     net: SimNet,
@@ -286,8 +364,21 @@ fn zone_placement(weight: u32, zone: &str) -> Placement {
 }
 
 impl World {
-    async fn start_node(&mut self, i: usize) {
-        let mut c = NodeConfig::new(node_name(i), node_addr(i));
+    /// Holds node `node`'s loop (its pause switch) for `ms` simulated ms.
+    fn pause_for(&self, node: usize, ms: u64) {
+        let _ = self.nodes[node].pause.send(true);
+        let pause = self.nodes[node].pause.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let _ = pause.send(false);
+        });
+    }
+
+    /// Starts node `i` in a task of its own: a node probes the cluster for its id before it
+    /// announces it, which takes simulated time, and nodes start side by side. See
+    /// [`World::started`].
+    fn start_node(&mut self, i: usize) {
+        let mut c = NodeConfig::new(&self.nodes[i].name, node_addr(i));
         c.seeds = (0..self.config.nodes)
             .filter(|&k| k != i)
             .map(node_addr)
@@ -303,6 +394,7 @@ impl World {
         let exec = Arc::new(Recorder {
             node: i,
             base: self.base,
+            frozen_until: self.nodes[i].frozen_until.clone(),
             runs: self.runs.clone(),
             skips: self.skips.clone(),
             run_ms: 50 + (i as u64 * 37) % 200,
@@ -311,7 +403,7 @@ impl World {
             constraints: self.constraints.clone(),
             endpoint: self.endpoint.clone(),
         });
-        let handle = Node::builder(c)
+        let builder = Node::builder(c)
             .jobs(self.config.jobs.iter().cloned())
             .expect("workload job names are unique")
             .clock(clock)
@@ -320,13 +412,70 @@ impl World {
             .entropy(self.entropy.clone())
             .pause_switch(pause_rx)
             // Every node on the simulator's one deterministic thread.
-            .scheduler_thread(false)
-            .start()
-            .await
-            .expect("a simulated node starts");
-        self.nodes[i].catalog = Some(handle.catalog());
-        self.nodes[i].handle = Some(handle);
+            .scheduler_thread(false);
+        let (views, base) = (self.views.clone(), self.base);
+        self.nodes[i].starting = Some(tokio::spawn(async move {
+            let handle = builder.start().await?;
+            // Every view it forms, for the checker.
+            let mut view = handle.watch_view();
+            tokio::spawn(async move {
+                while view.changed().await.is_ok() {
+                    let members = view
+                        .borrow_and_update()
+                        .members
+                        .iter()
+                        .map(|m| m.to_string())
+                        .collect();
+                    views.lock().unwrap().push(ViewChange {
+                        at: sim_ms(base),
+                        node: i,
+                        members,
+                    });
+                }
+            });
+            Ok(handle)
+        }));
         self.nodes[i].pause = pause_tx;
+    }
+
+    /// Waits for node `i`'s start, if one is under way; returns whether it started (false:
+    /// its id was held by a live process), `None` if none was under way.
+    async fn started(&mut self, i: usize) -> Option<bool> {
+        let starting = self.nodes[i].starting.take()?;
+        let started = match starting.await.expect("a node's start task") {
+            Ok(h) => {
+                self.nodes[i].catalog = Some(h.catalog());
+                self.nodes[i].handle = Some(h);
+                true
+            }
+            Err(starling::NodeError::DuplicateId { .. }) => false,
+            Err(e) => panic!("a simulated node starts: {e}"),
+        };
+        if let Some((at, of)) = self.probing.remove(&i) {
+            self.impostors.push(Impostor {
+                at,
+                node: i,
+                of,
+                started,
+            });
+            self.trace
+                .update(format!("impostor {i} of {of} started {started}\n").as_bytes());
+        }
+        Some(started)
+    }
+
+    /// Takes in every start that has completed, so the nodes' catalog clients are there
+    /// for operations and samples.
+    async fn collect_started(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i]
+                .starting
+                .as_ref()
+                .is_some_and(|s| s.is_finished())
+            {
+                self.started(i).await;
+            }
+        }
     }
 
     fn record(&mut self, at: i64, fault: Fault) {
@@ -335,6 +484,19 @@ impl World {
     }
 
     async fn apply(&mut self, at: i64, fault: Fault) {
+        // A node's start still under way completes before a fault touches it.
+        let touched: Vec<usize> = match &fault {
+            Fault::Crash(i) | Fault::Restart(i) | Fault::Leave(i) | Fault::Join(i) => vec![*i],
+            Fault::Stall { node, .. }
+            | Fault::Pause { node, .. }
+            | Fault::ClockJump { node, .. }
+            | Fault::Impostor { node, .. }
+            | Fault::Place { node, .. } => vec![*node],
+            _ => Vec::new(),
+        };
+        for i in touched {
+            self.started(i).await;
+        }
         match &fault {
             Fault::Crash(i) => {
                 self.nodes[*i].catalog = None;
@@ -348,7 +510,17 @@ impl World {
                     let _ = leaving.await;
                 }
                 if self.nodes[*i].handle.is_none() {
-                    self.start_node(*i).await;
+                    self.start_node(*i);
+                }
+            }
+            Fault::Impostor { node, of } => {
+                if let Some(leaving) = self.nodes[*node].leaving.take() {
+                    let _ = leaving.await;
+                }
+                if self.nodes[*node].handle.is_none() {
+                    self.nodes[*node].name = node_name(*of);
+                    self.probing.insert(*node, (at, *of));
+                    self.start_node(*node);
                 }
             }
             Fault::Leave(i) => {
@@ -383,13 +555,21 @@ impl World {
                 self.net.update(|c| {
                     c.held_until.insert(addr, until);
                 });
-                let _ = self.nodes[*node].pause.send(true);
-                let pause = self.nodes[*node].pause.clone();
-                let d = Duration::from_millis(*ms);
-                tokio::spawn(async move {
-                    tokio::time::sleep(d).await;
-                    let _ = pause.send(false);
+                self.pause_for(*node, *ms);
+            }
+            Fault::Pause { node, ms } => {
+                // As `Stall`, and the node's runs freeze too: the whole process is stopped.
+                // Its gossip task cannot be suspended, but with its traffic held both ways
+                // it hears nobody, so on resume it finds every peer silent, as a process
+                // woken from SIGSTOP does at its first gossip round.
+                let until = at + *ms as i64;
+                self.nodes[*node]
+                    .frozen_until
+                    .store(until, Ordering::Relaxed);
+                self.net.update(|c| {
+                    c.held_until.insert(node_addr(*node), until);
                 });
+                self.pause_for(*node, *ms);
             }
             Fault::Place { node, weight, zone } => {
                 let p = zone_placement(*weight, zone);
@@ -460,6 +640,7 @@ const SAMPLE_EVERY_MS: i64 = 2_000;
 pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
     #[allow(clippy::disallowed_methods)] // paused tokio time: simulated and deterministic
     let base = tokio::time::Instant::now();
+    let _ = LOG_BASE.set(base);
     let mut rng = SimRng::new(config.seed);
     let net = SimNet::new(
         rng.fork(1),
@@ -478,8 +659,9 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         entropy.fill(&mut bytes);
         Keyring::new(vec![ClusterKey::from_bytes(bytes)]).expect("one key")
     });
-    let nodes = (0..config.nodes)
+    let nodes = (0..config.nodes + plan.extra_slots)
         .map(|i| SimNode {
+            name: node_name(i),
             placement: Arc::new(Mutex::new(
                 plan.placements
                     .get(i)
@@ -487,15 +669,20 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
             )),
             handle: None,
             catalog: None,
+            starting: None,
             leaving: None,
             clock: Arc::new(SimClock::new(
                 base,
                 plan.skew_ms.get(i).copied().unwrap_or(0),
             )),
             pause: watch::channel(false).0,
+            frozen_until: Arc::new(AtomicI64::new(0)),
         })
         .collect();
     let mut world = World {
+        impostors: Vec::new(),
+        probing: std::collections::BTreeMap::new(),
+        views: Arc::default(),
         config: config.clone(),
         base,
         net,
@@ -528,7 +715,7 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
-        world.start_node(i).await;
+        world.start_node(i);
     }
     // Faults, catalog operations and catalog samples, in time order (a fault first at
     // equal times).
@@ -553,8 +740,10 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
             world.apply(at, fault).await;
         } else if next_op == at {
             let (at, op) = ops.next().expect("peeked");
+            world.collect_started().await;
             world.start_op(at, op);
         } else {
+            world.collect_started().await;
             world.sample(at).await;
             next_sample += SAMPLE_EVERY_MS;
         }
@@ -570,6 +759,9 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
     let wait = end - sim_ms(base);
     if wait > 0 {
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+    for i in 0..world.nodes.len() {
+        world.started(i).await;
     }
     let final_views = world
         .nodes
@@ -653,6 +845,8 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         abandoned,
         repaired,
         applied: world.applied,
+        views: std::mem::take(&mut *world.views.lock().unwrap()),
+        impostors: world.impostors,
         final_views,
         trace_hash: world.trace.digest(),
         net_hash: world.net.hash(),

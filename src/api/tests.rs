@@ -237,9 +237,14 @@ async fn runs_are_gathered_from_every_node_with_an_api() {
         })
         .collect::<String>();
     let (ga, gb, gc) = (free_udp(), free_udp(), free_udp());
-    let a = start("a", ga, &[gb, gc], &jobs, with_token(), true).await;
-    let b = start("b", gb, &[ga, gc], &jobs, with_token(), true).await;
-    let c = start("c", gc, &[ga, gb], &jobs, with_token(), false).await;
+    // Side by side, as a cluster starts: a node with seeds probes them for its id first,
+    // and one started alone would run every job before the others joined.
+    let (sa, sb, sc) = ([gb, gc], [ga, gc], [ga, gb]);
+    let (a, b, c) = tokio::join!(
+        start("a", ga, &sa, &jobs, with_token(), true),
+        start("b", gb, &sb, &jobs, with_token(), true),
+        start("c", gc, &sc, &jobs, with_token(), false),
+    );
     for n in [&a.node, &b.node, &c.node] {
         assert!(n.wait_for_members(3, Duration::from_secs(10)).await);
     }

@@ -163,7 +163,13 @@ impl Publisher {
         let live: std::collections::BTreeSet<_> = guard.live_nodes().cloned().collect();
         let mut scan = CatalogScan::default();
         let mut newest: BTreeMap<&str, u64> = BTreeMap::new();
-        for (id, state) in guard.node_states() {
+        // A starting node's id probe is not a node (see `identity`).
+        let states: Vec<_> = guard
+            .node_states()
+            .iter()
+            .filter(|(id, _)| !super::is_probe(&id.node_id))
+            .collect();
+        for &(id, state) in &states {
             let e = newest.entry(&id.node_id).or_insert(id.generation_id);
             *e = (*e).max(id.generation_id);
             scan.nodes.push(NodeRow {
@@ -176,7 +182,7 @@ impl Publisher {
                 me: *id == me,
             });
         }
-        for (id, state) in guard.node_states() {
+        for &(id, state) in &states {
             let holder = *id != me
                 && live.contains(id)
                 && newest.get(&*id.node_id) == Some(&id.generation_id)
@@ -205,7 +211,7 @@ impl Publisher {
         let me = guard.self_chitchat_id().clone();
         guard
             .live_nodes()
-            .find(|id| **id != me)
+            .find(|id| **id != me && !super::is_probe(&id.node_id))
             .map(|id| id.gossip_advertise_addr)
     }
 

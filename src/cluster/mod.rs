@@ -12,6 +12,7 @@
 //! | `weight` | the node's weight (`--weight`), when it is not 1: its share of the jobs relative to the others' |
 //! | `tags` | the node's tags (`--tag`), `k=v` pairs joined by `,` in key order, when it has any |
 //! | `running:<job>` | the slot of `<job>` this node is running, published once a run has lasted a gossip interval; empty when it ended |
+//! | `members` | the digest of the member set this node's planner uses (see `evidence`): a node back from a stall knows the others count it as a member again when they publish the same value as its own |
 //!
 //! Values stay small: a record is at most five integers, and job names are at most 128
 //! bytes.
@@ -66,9 +67,13 @@ use crate::core::placement::{DEFAULT_WEIGHT, Placement, Tags, check_weight};
 use crate::core::planner::View;
 use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
 
+mod evidence;
+mod identity;
 mod tracked;
 mod transport;
 
+pub use evidence::{Evidence, EvidenceWatch, members_digest};
+pub use identity::{Conflict, Rivals, conflict_with, is_probe, probe, probe_id};
 pub use transport::{
     DatagramSocket, Datagrams, GossipKeys, GossipSecurity, GossipStats, GossipTransport, LOG_EVERY,
     MAX_PEER_KEYS, UdpDatagrams,
@@ -88,6 +93,8 @@ pub const KEY_TAGS: &str = "tags";
 pub const KEY_FIRE_PREFIX: &str = "fire:";
 /// Prefix of running-state keys: `running:<job>`.
 pub const KEY_RUNNING_PREFIX: &str = "running:";
+/// Key holding the digest of the member set a node's planner uses.
+pub const KEY_MEMBERS: &str = "members";
 /// Status of a node that is running normally.
 pub const STATUS_ALIVE: &str = "alive";
 /// Status of a node that began a graceful leave.
@@ -159,6 +166,9 @@ pub struct Publish {
     /// Running-state changes of this node's runs: `(job, Some(slot))` while running,
     /// `(job, None)` once ended.
     pub running: Vec<(JobId, Option<UnixMillis>)>,
+    /// The digest of the member set this node's planner now uses ([`members_digest`]), set
+    /// after the records before it.
+    pub members: Option<String>,
 }
 
 /// Publication sequence numbers (our state's version after each), and per peer the
@@ -177,6 +187,10 @@ struct Sent {
     /// Waits for receipts in progress (digests are read only while there is one).
     receipt_waits: AtomicUsize,
     notify: Notify,
+    /// Peers' digests, read while the node looks for fresh evidence (see `evidence`).
+    digests: evidence::Digests,
+    /// SYNs sent: gossip rounds started (see [`Cluster::rounds`]).
+    syns: AtomicU64,
 }
 
 impl Sent {
@@ -273,6 +287,9 @@ impl Socket for CountingSocket {
             envelope.message,
             ChitchatMessage::SynAck { .. } | ChitchatMessage::Ack { .. }
         );
+        if matches!(envelope.message, ChitchatMessage::Syn { .. }) {
+            self.sent.syns.fetch_add(1, Ordering::Relaxed);
+        }
         let outcome = self.inner.send(to, envelope).await;
         if let Ok(o) = &outcome {
             let bytes = o.num_bytes_sent as u64;
@@ -299,10 +316,13 @@ impl Socket for CountingSocket {
         }
         // Chitchat computes its answer to this message after this point.
         self.seen_at_recv = self.sent.published.load(Ordering::Acquire);
-        if let Ok(r) = &got
-            && self.sent.receipt_waits.load(Ordering::Acquire) > 0
-        {
-            self.sent.note_digest(r.from_addr, &r.envelope.message);
+        if let Ok(r) = &got {
+            if self.sent.receipt_waits.load(Ordering::Acquire) > 0 {
+                self.sent.note_digest(r.from_addr, &r.envelope.message);
+            }
+            if self.sent.digests.watching.load(Ordering::Acquire) > 0 {
+                self.sent.note_evidence(r.from_addr, &r.envelope.message);
+            }
         }
         got
     }
@@ -374,6 +394,8 @@ impl Cluster {
             received: Mutex::default(),
             receipt_waits: AtomicUsize::new(0),
             notify: Notify::new(),
+            digests: evidence::Digests::default(),
+            syns: AtomicU64::new(0),
         });
         let traffic = Arc::new(Traffic::default());
         let counting = Counting {
@@ -468,6 +490,32 @@ impl Cluster {
             .set(KEY_STATUS, STATUS_LEAVING);
     }
 
+    /// The live incarnations of this node's id at other addresses (see `identity`), and of
+    /// them the one that keeps the id instead of this node, if any.
+    pub async fn rivals(
+        &self,
+        seen: &mut Rivals,
+        now: tokio::time::Instant,
+        within: Duration,
+    ) -> (Option<Conflict>, Vec<Conflict>) {
+        let chitchat = self.handle.chitchat();
+        let guard = chitchat.lock().await;
+        let me = guard.self_chitchat_id().clone();
+        let live: BTreeMap<ChitchatId, NodeState> = guard
+            .live_nodes()
+            .filter(|id| id.node_id == me.node_id && **id != me)
+            .filter_map(|id| Some((id.clone(), guard.node_state(id)?.clone())))
+            .collect();
+        drop(guard);
+        conflict_with(&live, &me, seen, now, within)
+    }
+
+    /// SYNs this node has sent: it sends some at every gossip round, so a count that stops
+    /// growing while there are peers or seeds means its gossip fell behind.
+    pub fn rounds(&self) -> u64 {
+        self.sent.syns.load(Ordering::Relaxed)
+    }
+
     /// Number of other nodes chitchat knows about (live or not).
     pub async fn known_peers(&self) -> usize {
         let chitchat = self.handle.chitchat();
@@ -524,6 +572,11 @@ impl Publisher {
         for (job, slot) in &batch.running {
             let value = slot.map_or(String::new(), |s| s.0.to_string());
             state.set(format!("{KEY_RUNNING_PREFIX}{job}"), value);
+        }
+        if let Some(members) = &batch.members
+            && state.get(KEY_MEMBERS) != Some(members.as_str())
+        {
+            state.set(KEY_MEMBERS, members);
         }
         // The state's version: a peer whose digest shows it holds the whole publication.
         let seq = state.max_version();
@@ -649,7 +702,7 @@ pub fn newest_generations(
     live: &BTreeMap<ChitchatId, NodeState>,
 ) -> BTreeMap<NodeId, (u64, SocketAddr)> {
     let mut out: BTreeMap<NodeId, (u64, SocketAddr)> = BTreeMap::new();
-    for id in live.keys() {
+    for id in live.keys().filter(|id| !is_probe(&id.node_id)) {
         let e = out
             .entry(NodeId::new(&*id.node_id))
             .or_insert((id.generation_id, id.gossip_advertise_addr));
@@ -675,7 +728,7 @@ pub fn api_addresses(live: &BTreeMap<ChitchatId, NodeState>) -> BTreeMap<NodeId,
 /// The state of every live node's newest generation, by node id.
 fn newest_states(live: &BTreeMap<ChitchatId, NodeState>) -> BTreeMap<&str, &NodeState> {
     let mut newest: BTreeMap<&str, (u64, &NodeState)> = BTreeMap::new();
-    for (id, state) in live {
+    for (id, state) in live.iter().filter(|(id, _)| !is_probe(&id.node_id)) {
         let e = newest
             .entry(&id.node_id)
             .or_insert((id.generation_id, state));
@@ -713,17 +766,27 @@ pub fn placement_of(state: &NodeState) -> Placement {
     }
 }
 
-/// Turns chitchat's live set into a [`View`]: per node id keep only the highest generation;
-/// a node whose status is `leaving` is alive but not a member.
+/// Turns chitchat's live set into a [`View`]: a node is alive if any of its generations
+/// is, and a member if any of its live generations is not `leaving` (a probe, see
+/// `identity`, is neither). Taking the newest generation's status instead made a whole
+/// cluster see a live node as leaving for seconds when a second process started with its
+/// id left (issue 14); a restarted node's old generation, when it left gracefully, is
+/// `leaving` and its new one is not, so the node stays a member either way. Its placement
+/// is that of its newest generation that is a member (`live` is in generation order).
 pub fn view_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> View {
     let mut members = BTreeSet::new();
     let mut alive = BTreeSet::new();
     let mut placements = BTreeMap::new();
-    for (id, state) in newest_states(live) {
-        let node = NodeId::new(id);
+    for (id, state) in live {
+        if is_probe(&id.node_id) {
+            continue;
+        }
+        let node = NodeId::new(&*id.node_id);
         if state.get(KEY_STATUS) != Some(STATUS_LEAVING) {
             let placement = placement_of(state);
-            if placement != Placement::default() {
+            if placement == Placement::default() {
+                placements.remove(&node);
+            } else {
                 placements.insert(node.clone(), placement);
             }
             members.insert(node.clone());
@@ -793,6 +856,7 @@ pub(super) mod tests {
                     node: NodeId::new("a"),
                 }],
                 running: Vec::new(),
+                members: None,
             })
             .await;
         assert!(seq > 0);

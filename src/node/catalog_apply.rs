@@ -134,6 +134,7 @@ impl Runtime {
                 guard: RunGuard {
                     counters: Arc::clone(&self.counters),
                     shared: None,
+                    stalls: None,
                 },
                 wait: Some(wait),
                 input: RunInput {

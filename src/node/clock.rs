@@ -28,6 +28,17 @@ pub trait Clock: Send + Sync + 'static {
     fn block_until(&self, deadline: UnixMillis, within: Duration) {
         let _ = (deadline, within);
     }
+
+    /// A monotonic instant, for measuring how long the node was away (a stopped process,
+    /// see `node::health`): unlike [`Clock::now`], it never jumps when the wall clock is
+    /// set. It keeps counting while the process is stopped (SIGSTOP), as Linux's
+    /// `CLOCK_MONOTONIC` does; it may stop during a system suspend, which the node then
+    /// notices as a wall-clock step instead. The default is tokio's clock: the system's
+    /// monotonic clock, or the simulator's paused time.
+    fn monotonic(&self) -> tokio::time::Instant {
+        #[allow(clippy::disallowed_methods)] // monotonic, never a wall-clock reading
+        tokio::time::Instant::now()
+    }
 }
 
 /// Sleeps are cut to this, so a wall clock that jumps is noticed within a second.

@@ -115,6 +115,12 @@ impl NodeHandle {
         self.view.borrow().clone()
     }
 
+    /// A receiver of this node's view, which changes with every membership change (the
+    /// simulator records them).
+    pub fn watch_view(&self) -> watch::Receiver<View> {
+        self.view.clone()
+    }
+
     /// The owner of `job` in this node's current view, by the members' weights: the same
     /// pure function every node uses, so it answers for jobs this node does not know too.
     /// It does not know a job's constraints: for a job with constraints, see

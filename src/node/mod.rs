@@ -10,6 +10,7 @@ mod catalog_apply;
 mod clock;
 mod config;
 mod handle;
+mod health;
 mod jobs;
 mod listing;
 mod placement;
@@ -76,6 +77,20 @@ pub enum NodeError {
     /// The scheduler's thread or its runtime could not be created.
     #[error("could not start the scheduler thread: {0}")]
     Scheduler(std::io::Error),
+    /// Another live process holds this node's id (found by probing the cluster before
+    /// announcing it, see `cluster::probe`). Nothing was announced under the id.
+    #[error(
+        "node id `{node}` is already held by a live process at {addr} (generation {generation}): \
+         start this one with another node id, or stop that process first"
+    )]
+    DuplicateId {
+        /// The id.
+        node: crate::core::types::NodeId,
+        /// The other holder's gossip address.
+        addr: std::net::SocketAddr,
+        /// The other holder's generation (its start time, Unix ms).
+        generation: u64,
+    },
     /// Gossip could not start (e.g. the UDP address is in use).
     #[error("could not start gossip on {addr}: {source:#}")]
     Gossip {
@@ -117,6 +132,27 @@ pub struct NodeBuilder {
 
 /// Entry point of the runtime.
 pub struct Node;
+
+/// The gossip settings of a node whose process starts at `now` (its generation).
+fn gossip_config(config: &NodeConfig, now: crate::core::types::UnixMillis) -> GossipConfig {
+    GossipConfig {
+        node_id: config.node_id.clone(),
+        generation: u64::try_from(now.0).unwrap_or(0),
+        listen_addr: config.listen_addr,
+        advertise_addr: config.advertise(),
+        seeds: config
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| *s != config.advertise())
+            .collect(),
+        cluster_id: config.cluster_id.clone(),
+        gossip_interval: config.gossip_interval,
+        phi_threshold: config.phi_threshold,
+        dead_node_grace_period: config.dead_node_grace_period,
+        placement: config.placement.clone(),
+    }
+}
 
 impl Node {
     /// A builder for a node with `config`.
@@ -280,6 +316,44 @@ impl NodeBuilder {
             None => (None, BTreeMap::new()),
         };
         let store = store.map(Arc::new);
+        // Packets older than a dead node's state is kept cannot revive it (README, Security).
+        let security = GossipSecurity::new(
+            config.cluster_keys.as_ref(),
+            &config.cluster_id,
+            config.dead_node_grace_period,
+            clock.clone(),
+            entropy.unwrap_or_else(|| Arc::new(CountedNonces::from_os())),
+        );
+        match &config.cluster_keys {
+            Some(keys) => info!(
+                sealing_key = %keys.sealing().id(),
+                keys = keys.keys().len(),
+                "gossip is sealed with the cluster key"
+            ),
+            None => warn!(
+                "gossip is open: no cluster key is set, so any host that reaches this node's gossip port can join the cluster, read its state and take jobs; set --cluster-key-file or STARLING_CLUSTER_KEY (README, Security)"
+            ),
+        }
+        let transport = Arc::new(
+            GossipTransport::new(datagrams, security.clone()).for_node(config.node_id.as_str()),
+        );
+        let probe_gossip = gossip_config(&config, clock.now());
+        if !probe_gossip.seeds.is_empty() {
+            // Before the id is announced: a second holder would disturb the live one.
+            let found = crate::cluster::probe(&probe_gossip, transport.clone())
+                .await
+                .map_err(|source| NodeError::Gossip {
+                    addr: config.listen_addr,
+                    source,
+                })?;
+            if let Some(c) = found {
+                return Err(NodeError::DuplicateId {
+                    node: config.node_id.clone(),
+                    addr: c.addr,
+                    generation: c.generation,
+                });
+            }
+        }
         let now = clock.now();
         let generation = u64::try_from(now.0).unwrap_or(0);
         let mut planner = Planner::new(config.node_id.clone(), config.planner(), now);
@@ -307,44 +381,7 @@ impl NodeBuilder {
         });
         // Before gossip starts: nothing to stop if this fails.
         let scheduler = scheduler_thread.then(start_scheduler_thread).transpose()?;
-        let gossip = GossipConfig {
-            node_id: config.node_id.clone(),
-            generation,
-            listen_addr: config.listen_addr,
-            advertise_addr: config.advertise(),
-            seeds: config
-                .seeds
-                .iter()
-                .copied()
-                .filter(|s| *s != config.advertise())
-                .collect(),
-            cluster_id: config.cluster_id.clone(),
-            gossip_interval: config.gossip_interval,
-            phi_threshold: config.phi_threshold,
-            dead_node_grace_period: config.dead_node_grace_period,
-            placement: config.placement.clone(),
-        };
-        // Packets older than a dead node's state is kept cannot revive it (README, Security).
-        let security = GossipSecurity::new(
-            config.cluster_keys.as_ref(),
-            &config.cluster_id,
-            config.dead_node_grace_period,
-            clock.clone(),
-            entropy.unwrap_or_else(|| Arc::new(CountedNonces::from_os())),
-        );
-        match &config.cluster_keys {
-            Some(keys) => info!(
-                sealing_key = %keys.sealing().id(),
-                keys = keys.keys().len(),
-                "gossip is sealed with the cluster key"
-            ),
-            None => warn!(
-                "gossip is open: no cluster key is set, so any host that reaches this node's gossip port can join the cluster, read its state and take jobs; set --cluster-key-file or STARLING_CLUSTER_KEY (README, Security)"
-            ),
-        }
-        let transport = Arc::new(
-            GossipTransport::new(datagrams, security.clone()).for_node(config.node_id.as_str()),
-        );
+        let gossip = gossip_config(&config, now);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let cluster = Cluster::spawn(&gossip, transport, events_tx)
             .await
@@ -433,6 +470,8 @@ impl NodeBuilder {
         );
         let runs_clock = clock.clone();
         let handle_clock = clock.clone();
+        let health = health::Health::new(config.gossip_interval, clock.monotonic());
+        let runs_not_run = not_run_tx.clone();
         let runtime = Runtime {
             config: config.clone(),
             planner,
@@ -464,6 +503,8 @@ impl NodeBuilder {
             runs: RunHandles::default(),
             counters: Arc::new(RunCounters {
                 clock: runs_clock,
+                health: health.shared.clone(),
+                not_run: runs_not_run,
                 running: AtomicUsize::new(0),
                 failed: AtomicU64::new(0),
                 idle: tokio::sync::Notify::new(),
@@ -471,6 +512,7 @@ impl NodeBuilder {
                 metrics: metrics.clone(),
             }),
             stats: Stats::default(),
+            health,
             pause_live: pause.is_some(),
             pause: pause.unwrap_or_else(|| watch::channel(false).1),
             plan_rx,

@@ -37,7 +37,7 @@ impl Runtime {
             } else {
                 view.placements.insert(me, self.config.placement.clone());
             }
-            self.on_view(view);
+            self.on_view(view).await;
         }
     }
 

@@ -29,8 +29,19 @@ impl Batch {
     pub(super) fn running(running: Vec<(JobId, Option<UnixMillis>)>) -> Batch {
         Batch {
             publish: Publish {
-                records: Vec::new(),
                 running,
+                ..Publish::default()
+            },
+            gates: Vec::new(),
+        }
+    }
+
+    /// The digest of the member set the planner now uses (`members`).
+    pub(super) fn members(members: String) -> Batch {
+        Batch {
+            publish: Publish {
+                members: Some(members),
+                ..Publish::default()
             },
             gates: Vec::new(),
             last: false,
@@ -86,6 +97,9 @@ pub(super) async fn publisher_task(
         {
             batch.publish.records.extend(more.publish.records);
             batch.publish.running.extend(more.publish.running);
+            if more.publish.members.is_some() {
+                batch.publish.members = more.publish.members;
+            }
             batch.gates.extend(more.gates);
             batch.last = more.last;
         }

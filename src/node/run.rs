@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::Clock;
+use super::health::HealthShared;
 use super::publisher::{Batch, GateState};
 use crate::cluster::Publisher;
 use crate::core::job::ExecSpec;
@@ -64,6 +65,20 @@ pub(super) async fn run_task(guard: RunGuard, wait: Option<BoxFuture<bool>>, inp
         return;
     }
     let counters = &*guard.counters;
+    if let Some(stalls) = guard.stalls
+        && !counters
+            .health
+            .may_start(stalls, counters.clock.monotonic())
+    {
+        // The node stalled since this run was fired (see `health`): its loop decides.
+        let _ = counters.not_run.send(NotRun::Stalled {
+            job: input.ctx.job.clone(),
+            slot: input.ctx.scheduled_at,
+            epoch: input.ctx.epoch,
+            stalls,
+        });
+        return;
+    }
     let started = counters.clock.now();
     if let Some(shared) = &guard.shared {
         shared.start(started);
@@ -156,6 +171,10 @@ pub(super) async fn run_attempts(input: &RunInput, attempts_made: &AtomicU32) ->
 /// shared allocation for every run).
 pub(super) struct RunCounters {
     pub(super) clock: Arc<dyn Clock>,
+    /// Whether runs may start (see `health`).
+    pub(super) health: Arc<HealthShared>,
+    /// Runs that end without running their slot report here.
+    pub(super) not_run: mpsc::UnboundedSender<NotRun>,
     /// Runs started and not finished.
     pub(super) running: AtomicUsize,
     /// Runs that ended in failure after all retries.
@@ -367,6 +386,14 @@ pub(super) enum NotRun {
         slot: UnixMillis,
         running: UnixMillis,
     },
+    /// The node stalled after the run was fired under `epoch`, at stall count `stalls` (see
+    /// `health`), or its loop had not turned lately when the run was about to start.
+    Stalled {
+        job: JobId,
+        slot: UnixMillis,
+        epoch: u64,
+        stalls: u64,
+    },
 }
 
 /// Sleeps on `clock` until it reads `until` or later.
@@ -434,6 +461,10 @@ pub(super) struct Prepared {
 pub(super) struct RunGuard {
     pub(super) counters: Arc<RunCounters>,
     pub(super) shared: Option<Arc<RunShared>>,
+    /// The node's stall count when the run was fired (see `health`). `None` for a run-now
+    /// request: it is claimed in gossip just before it starts, and the claim, not the
+    /// schedule's records, is what keeps it to one run.
+    pub(super) stalls: Option<u64>,
 }
 
 impl Drop for RunGuard {

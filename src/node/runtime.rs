@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::catalog::{CatalogCmd, PlanUpdate};
 use super::handle::{Command, Stats};
+use super::health::Health;
 use super::publisher::{Batch, GateState, GateTarget};
 use super::run::{
     After, LocalRun, NotRun, Prepared, QuorumWait, RUN_ENDED, RUN_STARTED, Retry, RunCounters,
@@ -89,6 +90,8 @@ pub(super) struct Runtime {
     pub(super) own_thread: bool,
     pub(super) counters: Arc<RunCounters>,
     pub(super) stats: Stats,
+    /// The node's own health: stalls noticed, recovery (see `health`).
+    pub(super) health: Health,
     pub(super) pause: watch::Receiver<bool>,
     /// False once the pause switch's sender is gone (or there never was one).
     pub(super) pause_live: bool,
@@ -161,7 +164,7 @@ pub(super) const PRECISE_WAKE: Duration = Duration::from_millis(10);
 pub(super) const LONELY_WARN_EVERY: Duration = Duration::from_secs(5);
 
 impl Runtime {
-    fn cluster(&self) -> &Cluster {
+    pub(super) fn cluster(&self) -> &Cluster {
         self.cluster.as_ref().expect("cluster lives until shutdown")
     }
 
@@ -179,6 +182,7 @@ impl Runtime {
                 // A stalled process does nothing until it resumes.
                 let _ = self.pause.wait_for(|p| !p).await;
             }
+            self.health_turn().await;
             let now = self.clock.now();
             self.planner.poll(now);
             self.apply_actions(now, false).await;
@@ -206,7 +210,9 @@ impl Runtime {
                     self.unplaceable
                         .next_deadline()
                         .unwrap_or(UnixMillis(i64::MAX)),
-                );
+                )
+                // It wakes at least this often, so it notices its own stalls (see `health`).
+                .min(now.saturating_add(self.health.tick));
             // On a thread of its own the loop wakes a little early and blocks the rest of
             // the way, to start a slot's runs within ~0.1 ms of it instead of ~1-2 ms.
             let early = self.own_thread && self.ahead_of.is_none();
@@ -215,6 +221,7 @@ impl Runtime {
             } else {
                 deadline
             };
+            self.health_expect(wake_at);
             let sleep = self.clock.sleep_until(wake_at);
             tokio::select! {
                 _ = sleep => if early {
@@ -230,12 +237,13 @@ impl Runtime {
                     }
                     let (view, peers) = {
                         let live = live.borrow_and_update();
-                        (view_from_live(&live), newest_generations(&live))
+                        let view = self.health_filter(view_from_live(&live), &live);
+                        (view, newest_generations(&live))
                     };
                     self.on_peers(peers);
-                    self.on_view(view);
+                    self.on_view(view).await;
                 }
-                Some(not_run) = self.not_run_rx.recv() => self.on_not_run(not_run),
+                Some(not_run) = self.not_run_rx.recv() => self.on_not_run(not_run).await,
                 Some(update) = self.plan_rx.recv() => {
                     self.on_plan(update);
                     while let Ok(update) = self.plan_rx.try_recv() {
@@ -303,14 +311,23 @@ impl Runtime {
         if self.clock.now() < deadline.saturating_sub(PRECISE_WAKE) {
             return;
         }
+        // A stop while it slept shows here first.
+        self.health_turn().await;
         self.planner.poll(deadline);
         self.apply_actions(deadline, true).await;
         self.ahead_of = Some(deadline);
+        self.health_expect(deadline);
         self.clock.block_until(deadline, PRECISE_WAKE);
     }
 
-    fn on_not_run(&mut self, not_run: NotRun) {
+    async fn on_not_run(&mut self, not_run: NotRun) {
         match not_run {
+            NotRun::Stalled {
+                job,
+                slot,
+                epoch,
+                stalls,
+            } => self.hold_run(job, slot, epoch, stalls).await,
             NotRun::Abandoned { job, slot } => {
                 self.stats.abandoned += 1;
                 self.not_run(
@@ -329,6 +346,7 @@ impl Runtime {
                                 node: self.config.node_id.clone(),
                             }],
                             running: Vec::new(),
+                            members: None,
                         },
                         gates: Vec::new(),
                         last: false,
@@ -350,7 +368,7 @@ impl Runtime {
         }
     }
 
-    fn on_event(&mut self, ev: Event) {
+    pub(super) fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Record(r) => self.on_record(r),
             Event::Running(r) => self.on_running(r),
@@ -414,10 +432,11 @@ impl Runtime {
         self.peers = Arc::new(peers);
     }
 
-    pub(super) fn on_view(&mut self, view: View) {
+    pub(super) async fn on_view(&mut self, view: View) {
         if &view == self.planner.view() {
             return;
         }
+        let old = self.planner.view().clone();
         info!(
             node = %self.config.node_id,
             members = ?view.members.iter().map(NodeId::as_str).collect::<Vec<_>>(),
@@ -440,6 +459,11 @@ impl Runtime {
             ),
             _ => {}
         }
+        // Peers back from a stall wait until every member publishes the view they see.
+        let _ = self
+            .publish
+            .send(Batch::members(crate::cluster::members_digest(&view)));
+        self.health_view(&old, &view).await;
         let _ = self.view_tx.send(view);
     }
 
@@ -815,7 +839,11 @@ impl Runtime {
             ctx,
             retry,
         };
-        let guard = RunGuard { counters, shared };
+        let guard = RunGuard {
+            counters,
+            shared,
+            stalls: Some(self.health.shared.epoch()),
+        };
         self.prepared.push(Prepared { guard, wait, input });
         if let Some((ctx, shared)) = local {
             // Long runs are announced, so a new owner honours `forbid` and `replace`.

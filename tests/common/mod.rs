@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use starling::{Clock, SystemClock, UnixMillis};
 
+pub mod trio;
+
 /// The `starling` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_starling");
 
@@ -52,6 +54,14 @@ impl Proc {
         c.kill().ok();
         c.wait().ok();
         panic!("process did not exit within 10 s of SIGTERM");
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) to the process.
+    pub fn signal(&self, signal: i32) {
+        let c = self.0.as_ref().expect("running");
+        // SAFETY: signalling our own child.
+        let rc = unsafe { libc::kill(c.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", c.id());
     }
 
     /// Whether the process is still running (it has not exited on its own).

@@ -37,6 +37,11 @@ pub(super) struct Seen {
     pub(super) epoch_seen: u64,
     /// The highest epoch in another node's record of the job.
     pub(super) epoch_others: u64,
+    /// Where the epoch of the record holding `others` began, when another node's record
+    /// placed it (`None` too when several nodes' records hold `others`): a record of this
+    /// node's tells whether that node skipped a slot because of it (see
+    /// `Planner::resolve_held`).
+    pub(super) others_follows: Option<Follows>,
 }
 
 impl Seen {
@@ -47,7 +52,13 @@ impl Seen {
 
     /// A record of `slot` under `epoch`, from this node, or from the other node whose
     /// [`super::owner::node_key`] is `by`.
-    pub(super) fn record(&mut self, slot: UnixMillis, epoch: u64, by: Option<u64>) {
+    pub(super) fn record(
+        &mut self,
+        slot: UnixMillis,
+        epoch: u64,
+        by: Option<u64>,
+        follows: Option<Follows>,
+    ) {
         self.epoch_seen = self.epoch_seen.max(epoch);
         let Some(by) = by else {
             self.own_slot(slot);
@@ -59,11 +70,13 @@ impl Seen {
             Some(o) if o == slot => {
                 if self.others_by != by {
                     self.others_by = 0;
+                    self.others_follows = None;
                 }
             }
             _ => {
                 self.others = Some(slot);
                 self.others_by = by;
+                self.others_follows = follows;
             }
         }
     }

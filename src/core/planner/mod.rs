@@ -206,8 +206,11 @@ pub enum PlannerError {
 
 mod catalog;
 mod job;
+mod suspend;
 #[cfg(test)]
 mod tests;
+
+pub use suspend::Held;
 
 use job::{Job, Mine, Seen, Tenure};
 
@@ -221,6 +224,12 @@ pub struct Planner {
     /// [`PlannerConfig::peer_wait`]); `None` once it has.
     lonely_until: Option<UnixMillis>,
     leaving: bool,
+    /// The node doubts its own view (it was stopped, or its gossip fell behind): nothing
+    /// fires and nothing is taken over until [`Planner::resume`] (see `suspend.rs`).
+    suspended: bool,
+    /// Repairs a record asked for while suspended: job -> after which slot (see
+    /// [`Planner::abandon`]); made at [`Planner::resume`].
+    pending_repairs: BTreeMap<JobId, UnixMillis>,
     view: View,
     jobs: Vec<Option<Job>>,
     free: Vec<usize>,
@@ -256,6 +265,8 @@ impl Planner {
                 .then(|| now.saturating_add(config.peer_wait)),
             config,
             leaving: false,
+            suspended: false,
+            pending_repairs: BTreeMap::new(),
             view: View::default(),
             jobs: Vec::new(),
             free: Vec::new(),
@@ -518,7 +529,7 @@ impl Planner {
         if let Some(j) = self.jobs[idx].take() {
             let mut seen = j.seen;
             if let Some(own) = seen.own.take() {
-                seen.record(own, seen.epoch_seen, Some(self.me_key));
+                seen.record(own, seen.epoch_seen, Some(self.me_key), None);
             }
             self.stray_records.insert(name.clone(), seen);
         }
@@ -610,7 +621,7 @@ impl Planner {
         let by = (!ours).then(|| super::owner::node_key(from.as_str()).max(1));
         let Some(&idx) = self.index.get(job) else {
             let e = self.stray_records.entry(job.clone()).or_default();
-            e.record(slot, record.epoch, by);
+            e.record(slot, record.epoch, by, record.follows);
             return true;
         };
         if let Some(f) = record.follows
@@ -618,11 +629,16 @@ impl Planner {
             && !ours
             && self.abandoned.contains_key(job)
         {
-            self.repair(now, job, idx, f.slot);
+            if self.suspended {
+                let e = self.pending_repairs.entry(job.clone()).or_insert(f.slot);
+                *e = (*e).max(f.slot);
+            } else {
+                self.repair(now, job, idx, f.slot);
+            }
         }
         let j = self.jobs[idx].as_mut().expect("indexed job exists");
         let before = j.cursor;
-        j.seen.record(slot, record.epoch, by);
+        j.seen.record(slot, record.epoch, by, record.follows);
         j.update_cursor();
         if ours {
             // What an earlier generation of this node ran, to recognise duplicates of it.
@@ -786,6 +802,9 @@ impl Planner {
     /// Nothing fires before this: the startup delay, or while no other node was heard of,
     /// the peer wait.
     fn start_at(&self) -> UnixMillis {
+        if self.suspended {
+            return UnixMillis(i64::MAX);
+        }
         self.lonely_until
             .map_or(self.not_before, |t| t.max(self.not_before))
     }

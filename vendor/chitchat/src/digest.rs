@@ -108,6 +108,14 @@ impl Digest {
         self.node_digests.retain(|chitchat_id, _| keep(chitchat_id));
     }
 
+    /// Every node the digest lists, with its heartbeat and the highest version
+    /// of its state the digest's sender holds, in node order.
+    pub fn entries(&self) -> impl Iterator<Item = (&ChitchatId, Heartbeat, Version)> {
+        self.node_digests.iter().map(|(chitchat_id, node_digest)| {
+            (chitchat_id, node_digest.heartbeat, node_digest.max_version)
+        })
+    }
+
     /// Serializes the digest using the wire format selected by `protocol_version`.
     pub(crate) fn serialize(&self, protocol_version: ProtocolVersion, buf: &mut Vec<u8>) {
         match protocol_version {

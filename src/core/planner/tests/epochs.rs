@@ -272,7 +272,7 @@ fn repairs_follow_the_misfire_policy_and_the_catch_up_window() {
 fn an_epoch_follows_the_one_node_whose_record_placed_the_cursor() {
     let mut s = Seen::default();
     assert_eq!(s.follows(), None);
-    s.record(UnixMillis(5_000), 1, Some(7));
+    s.record(UnixMillis(5_000), 1, Some(7), None);
     assert_eq!(
         s.follows(),
         Some(Follows {
@@ -280,21 +280,21 @@ fn an_epoch_follows_the_one_node_whose_record_placed_the_cursor() {
             node: 7
         })
     );
-    s.record(UnixMillis(4_000), 1, Some(8));
+    s.record(UnixMillis(4_000), 1, Some(8), None);
     assert_eq!(
         s.follows().map(|f| f.node),
         Some(7),
         "a lower record changes nothing"
     );
-    s.record(UnixMillis(5_000), 2, Some(8));
+    s.record(UnixMillis(5_000), 2, Some(8), None);
     assert_eq!(
         s.follows().map(|f| f.node),
         Some(0),
         "two nodes at the same slot: nobody"
     );
-    s.record(UnixMillis(6_000), 2, Some(8));
+    s.record(UnixMillis(6_000), 2, Some(8), None);
     assert_eq!(s.follows().map(|f| f.node), Some(8));
-    s.record(UnixMillis(6_000), 2, None);
+    s.record(UnixMillis(6_000), 2, None, None);
     assert_eq!(s.follows(), None, "our own record placed it");
 }
 

@@ -7,6 +7,7 @@ use crate::core::types::Follows;
 
 mod epochs;
 mod jobset;
+mod suspend;
 
 fn spec(name: &str, schedule: &str, misfire: Misfire) -> JobSpec {
     JobSpec {
