@@ -187,7 +187,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Restart,
