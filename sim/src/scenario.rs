@@ -5,6 +5,20 @@ use std::str::FromStr;
 
 use crate::rng::SimRng;
 
+/// Where a whole-process stop (`Fault::Pause`) lands in the node's loop. A real process
+/// is stopped at any instruction; a stop while the loop waits is noticed when it wakes, but
+/// one in the middle of a turn falls between the loop's health check and what it does next
+/// (issue 14: on real processes, a node fired every slot of the stop 3 ms after waking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopPoint {
+    /// While the loop waits.
+    Waiting,
+    /// Right after the loop's health check, before it reads the clock and fires.
+    AfterCheck,
+    /// After the loop fired what was due, before it plans its next wait.
+    AfterFiring,
+}
+
 /// One fault, applied at a point in simulated time.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
@@ -44,6 +58,8 @@ pub enum Fault {
         node: usize,
         /// How long, ms.
         ms: u64,
+        /// Where in the node's loop the stop lands.
+        point: StopPoint,
     },
     /// A second process starts with the id of node `of`, at the address of slot `node`
     /// (a slot past the cluster's nodes): it must find the id live and not start, or, if
@@ -344,11 +360,17 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
                 let base = [2_000, 5_000, 15_000, 60_000][rng.below(4) as usize];
                 let ms = rng.range(base * 4 / 5, base * 6 / 5);
                 let node = rng.below(nodes as u64) as usize;
+                let point = [
+                    StopPoint::Waiting,
+                    StopPoint::AfterCheck,
+                    StopPoint::AfterFiring,
+                ][rng.below(3) as usize];
                 p.faults.push((
                     t,
                     Fault::Pause {
                         node,
                         ms: ms as u64,
+                        point,
                     },
                 ));
                 t += ms + rng.range(8_000, 15_000);

@@ -113,7 +113,7 @@ pub fn timeline(
                 "#fc0",
                 "stall",
             ),
-            Fault::Pause { node, ms } => band(
+            Fault::Pause { node, ms, .. } => band(
                 &mut s,
                 x(a.at),
                 x(a.at + *ms as i64),

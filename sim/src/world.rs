@@ -14,7 +14,7 @@ use starling::exec::BoxFuture;
 use starling::security::{ClusterKey, Entropy, KEY_LEN, Keyring};
 use starling::{
     CatalogClient, Clock, ExecSpec, Executor, JobSpec, Node, NodeConfig, NodeHandle, Outcome,
-    RunContext, UnixMillis,
+    PausePoint, RunContext, UnixMillis,
 };
 use tokio::sync::watch;
 use xxhash_rust::xxh3::Xxh3;
@@ -22,7 +22,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::catalog::{FinalCatalog, OpRecord, Sample};
 use crate::net::{Conditions, SimNet};
 use crate::rng::SimRng;
-use crate::scenario::{Fault, FaultPlan, Op};
+use crate::scenario::{Fault, FaultPlan, Op, StopPoint};
 
 /// Sim time 0 on every node's clock (before skew): 2026-03-08T06:59:00Z, one minute
 /// before New York springs forward, so timezone jobs cross a DST change.
@@ -301,7 +301,7 @@ struct SimNode {
     /// A graceful leave still in progress.
     leaving: Option<tokio::task::JoinHandle<()>>,
     clock: Arc<SimClock>,
-    pause: watch::Sender<bool>,
+    pause: watch::Sender<PausePoint>,
     /// Its weight and tags, kept across restarts.
     placement: Arc<Mutex<Placement>>,
     /// See `Recorder::frozen_until`.
@@ -364,13 +364,13 @@ fn zone_placement(weight: u32, zone: &str) -> Placement {
 }
 
 impl World {
-    /// Holds node `node`'s loop (its pause switch) for `ms` simulated ms.
-    fn pause_for(&self, node: usize, ms: u64) {
-        let _ = self.nodes[node].pause.send(true);
+    /// Holds node `node`'s loop (its pause switch) at `point` for `ms` simulated ms.
+    fn pause_for(&self, node: usize, ms: u64, point: PausePoint) {
+        let _ = self.nodes[node].pause.send(point);
         let pause = self.nodes[node].pause.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            let _ = pause.send(false);
+            let _ = pause.send(PausePoint::Off);
         });
     }
 
@@ -389,7 +389,7 @@ impl World {
         c.broken_ownership_for_tests = self.config.broken_ownership;
         c.cluster_keys = self.keys.clone();
         c.placement = self.nodes[i].placement.lock().unwrap().clone();
-        let (pause_tx, pause_rx) = watch::channel(false);
+        let (pause_tx, pause_rx) = watch::channel(PausePoint::Off);
         let clock = self.nodes[i].clock.clone();
         let exec = Arc::new(Recorder {
             node: i,
@@ -555,9 +555,9 @@ impl World {
                 self.net.update(|c| {
                     c.held_until.insert(addr, until);
                 });
-                self.pause_for(*node, *ms);
+                self.pause_for(*node, *ms, PausePoint::Wait);
             }
-            Fault::Pause { node, ms } => {
+            Fault::Pause { node, ms, point } => {
                 // As `Stall`, and the node's runs freeze too: the whole process is stopped.
                 // Its gossip task cannot be suspended, but with its traffic held both ways
                 // it hears nobody, so on resume it finds every peer silent, as a process
@@ -569,7 +569,14 @@ impl World {
                 self.net.update(|c| {
                     c.held_until.insert(node_addr(*node), until);
                 });
-                self.pause_for(*node, *ms);
+                // The stop lands where the fault says in the node's loop (see `PausePoint`):
+                // while it waits, or in its next turn (the pause switch wakes it).
+                let point = match point {
+                    StopPoint::Waiting => PausePoint::Wait,
+                    StopPoint::AfterCheck => PausePoint::AfterCheck,
+                    StopPoint::AfterFiring => PausePoint::AfterFiring,
+                };
+                self.pause_for(*node, *ms, point);
             }
             Fault::Place { node, weight, zone } => {
                 let p = zone_placement(*weight, zone);
@@ -675,7 +682,7 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
                 base,
                 plan.skew_ms.get(i).copied().unwrap_or(0),
             )),
-            pause: watch::channel(false).0,
+            pause: watch::channel(PausePoint::Off).0,
             frozen_until: Arc::new(AtomicI64::new(0)),
         })
         .collect();

@@ -178,6 +178,8 @@ pub(super) struct Health {
     gossip_interval: Duration,
     /// When the loop must be back at the latest, set before it waits.
     expect_by: Option<Instant>,
+    /// The latest monotonic instant the loop was seen running at (a check or a mark).
+    last: Instant,
     /// Gossip rounds counted at the last change, and when.
     rounds: (u64, Instant),
     recovery: Option<Recovery>,
@@ -220,6 +222,7 @@ impl Health {
             stall_after: gossip_interval * 2,
             gossip_interval,
             expect_by: None,
+            last: now,
             rounds: (0, now),
             recovery: None,
             probation: None,
@@ -331,6 +334,27 @@ impl Health {
         self.expect_by = Some(by);
     }
 
+    /// How much later than allowed the loop is seen running at `now`: since the last time
+    /// it was (a check or a mark), it may only have waited as long as it said it would
+    /// (`expect`) and worked for `stall_after`. A stop can land anywhere in a turn, not
+    /// only while the loop waits (issue 14: a node stopped after its check and before it
+    /// read the clock fired every slot of the stop 3 ms after waking), so every stretch of
+    /// the loop's running time is measured, not only its waits.
+    fn gap(&mut self, now: Instant) -> Option<Duration> {
+        let allowed = self
+            .expect_by
+            .take()
+            .map_or(self.last, |by| by.max(self.last));
+        self.last = self.last.max(now);
+        Some(now.saturating_duration_since(allowed)).filter(|late| *late > self.stall_after)
+    }
+
+    /// The loop is running at `now`, with no wait since its last check or mark (in the
+    /// middle of a turn): whether it was stopped since.
+    pub(super) fn mark(&mut self, now: Instant) -> Option<Cause> {
+        self.gap(now).map(Cause::Overslept)
+    }
+
     pub(super) fn recovering(&self) -> bool {
         self.recovery.is_some()
     }
@@ -338,11 +362,7 @@ impl Health {
     /// The loop turns at `now`: whether it overslept, or its gossip (which has started
     /// `rounds` rounds; `expects_gossip`: it has peers or seeds) fell behind.
     fn check(&mut self, now: Instant, rounds: u64, expects_gossip: bool) -> Option<Cause> {
-        let late = self
-            .expect_by
-            .take()
-            .map(|by| now.saturating_duration_since(by))
-            .filter(|late| *late > self.stall_after);
+        let late = self.gap(now);
         if rounds != self.rounds.0 || !expects_gossip {
             self.rounds = (rounds, now);
         }
@@ -362,8 +382,13 @@ impl Health {
 
 impl Runtime {
     /// At the top of every loop turn, and before runs are prepared ahead: notices a stall,
-    /// and moves a recovery on.
-    pub(super) async fn health_turn(&mut self) {
+    /// and moves a recovery on. Returns the wall-clock time the turn decides by, read
+    /// before the monotonic clock is checked: a stop after the check then leaves the turn
+    /// deciding by the time of before the stop (it fires only what was due then), and the
+    /// next mark notices the stop; read after the check, a stop in between would have the
+    /// turn fire every slot of the stop as a catch-up before any check saw it.
+    pub(super) async fn health_turn(&mut self) -> UnixMillis {
+        let wall = self.clock.now();
         let now = self.clock.monotonic();
         let expects_gossip = !self.config.seeds.is_empty() || self.planner.view().alive.len() > 1;
         let rounds = self.cluster().rounds();
@@ -388,6 +413,19 @@ impl Runtime {
         if self.health.recovering() {
             self.try_recover(now).await;
         }
+        wall
+    }
+
+    /// In the middle of a turn (before the loop plans its wait, between chunks of a
+    /// burst): notices a stop since the last check or mark (see [`Health::gap`]).
+    pub(super) async fn health_mark(&mut self) {
+        let now = self.clock.monotonic();
+        if let Some(cause) = self.health.mark(now)
+            && !self.planner.is_leaving()
+        {
+            self.stalled(cause, now).await;
+        }
+        self.health.shared.turned(now);
     }
 
     /// Another live process with this node's id (two holders, started on both sides of a
@@ -438,11 +476,14 @@ impl Runtime {
             .filter(raw, &previous, &self.config.node_id, live, now)
     }
 
-    /// The loop is about to wait until `wake_at` on the wall clock.
-    pub(super) fn health_expect(&mut self, wake_at: UnixMillis) {
+    /// The loop is about to wait until `wake_at` on the wall clock. The wait is read from
+    /// the wall clock before the mark's monotonic reading: a stop between the two shows in
+    /// the mark, one after them in the next check.
+    pub(super) async fn health_expect(&mut self, wake_at: UnixMillis) {
         let wait = wake_at.millis_since(self.clock.now()).clamp(0, 1_000);
-        self.health
-            .expect(self.clock.monotonic() + Duration::from_millis(wait as u64));
+        self.health_mark().await;
+        let by = self.health.last + Duration::from_millis(wait as u64);
+        self.health.expect(by);
     }
 
     /// The view changed from `old`: every other member vanishing at once is a stall too.
@@ -621,13 +662,43 @@ mod tests {
     fn gossip_that_stops_going_round_is_a_stall_only_with_someone_to_gossip_with() {
         let t0 = start();
         let mut h = Health::new(GOSSIP, t0);
+        h.expect(t0 + Duration::from_millis(400));
         assert_eq!(h.check(t0 + Duration::from_millis(500), 0, true), None);
+        h.expect(t0 + Duration::from_millis(600));
         assert_eq!(
             h.check(t0 + Duration::from_millis(700), 0, true),
             Some(Cause::GossipStalled(Duration::from_millis(700)))
         );
         let mut alone = Health::new(GOSSIP, t0);
+        alone.expect(t0 + Duration::from_secs(5));
         assert_eq!(alone.check(t0 + Duration::from_secs(5), 0, false), None);
+    }
+
+    #[test]
+    fn a_stop_in_the_middle_of_a_turn_is_a_stall_too() {
+        let t0 = start();
+        let mut h = Health::new(GOSSIP, t0);
+        h.expect(t0 + Duration::from_millis(100));
+        assert_eq!(h.check(t0 + Duration::from_millis(100), 1, true), None);
+        // The turn works for 300 ms, with a mark between two chunks of a burst.
+        assert_eq!(h.mark(t0 + Duration::from_millis(250)), None);
+        assert_eq!(h.mark(t0 + Duration::from_millis(400)), None);
+        // Stopped for 15 s after the mark, before the loop planned its wait: the mark
+        // before the wait sees it, though no wait was late.
+        assert_eq!(
+            h.mark(t0 + Duration::from_millis(15_400)),
+            Some(Cause::Overslept(Duration::from_secs(15)))
+        );
+        // Stopped after its check, before the next mark: the check did not see it.
+        h.expect(t0 + Duration::from_millis(15_500));
+        assert_eq!(h.check(t0 + Duration::from_millis(15_500), 2, true), None);
+        assert_eq!(
+            h.mark(t0 + Duration::from_millis(20_500)),
+            Some(Cause::Overslept(Duration::from_secs(5)))
+        );
+        // A check after a wait allows the wait it was told of, from the mark before it.
+        h.expect(t0 + Duration::from_millis(21_500));
+        assert_eq!(h.check(t0 + Duration::from_millis(21_800), 3, true), None);
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub use config::{
 pub use handle::{CatalogClient, NodeHandle, Stats};
 pub use jobs::{JobsChange, JobsError};
 pub use listing::{JobInfo, JobListing, MemberInfo, MemberState};
+pub use runtime::PausePoint;
 
 use crate::cluster::{
     Cluster, Datagrams, GossipConfig, GossipSecurity, GossipTransport, KEY_API, UdpDatagrams,
@@ -126,7 +127,7 @@ pub struct NodeBuilder {
     /// `None`: [`CountedNonces`], drawn at start (not here: the simulator replaces it, and
     /// must see no entropy drawn before its seed).
     entropy: Option<Arc<dyn Entropy>>,
-    pause: Option<watch::Receiver<bool>>,
+    pause: Option<watch::Receiver<PausePoint>>,
     scheduler_thread: bool,
 }
 
@@ -234,12 +235,12 @@ impl NodeBuilder {
         self
     }
 
-    /// A switch that freezes the node's scheduling task while it reads `true`: nothing
-    /// fires and no event is handled until it reads `false` again, then everything that
-    /// arrived meanwhile is handled at once. Gossip keeps running; the simulator also holds
-    /// the node's network traffic to make the whole process look stalled. For the
-    /// simulator.
-    pub fn pause_switch(mut self, switch: watch::Receiver<bool>) -> Self {
+    /// A switch that freezes the node's scheduling task while it reads other than
+    /// [`PausePoint::Off`], at the point of its loop it names: nothing fires and no event
+    /// is handled until it reads `Off` again, then everything that arrived meanwhile is
+    /// handled at once. Gossip keeps running; the simulator also holds the node's network
+    /// traffic to make the whole process look stalled. For the simulator.
+    pub fn pause_switch(mut self, switch: watch::Receiver<PausePoint>) -> Self {
         self.pause = Some(switch);
         self
     }
@@ -514,7 +515,7 @@ impl NodeBuilder {
             stats: Stats::default(),
             health,
             pause_live: pause.is_some(),
-            pause: pause.unwrap_or_else(|| watch::channel(false).1),
+            pause: pause.unwrap_or_else(|| watch::channel(PausePoint::Off).1),
             plan_rx,
             catalog_cmd: catalog_tx.clone(),
             requests: started.requests,

@@ -92,7 +92,7 @@ pub(super) struct Runtime {
     pub(super) stats: Stats,
     /// The node's own health: stalls noticed, recovery (see `health`).
     pub(super) health: Health,
-    pub(super) pause: watch::Receiver<bool>,
+    pub(super) pause: watch::Receiver<PausePoint>,
     /// False once the pause switch's sender is gone (or there never was one).
     pub(super) pause_live: bool,
     /// Changes from the catalog task (see `catalog_apply.rs`).
@@ -152,6 +152,23 @@ impl Drop for Runtime {
     }
 }
 
+/// Where the simulator's pause switch freezes the node's loop (see
+/// [`NodeBuilder::pause_switch`](super::NodeBuilder::pause_switch)). A real process can be
+/// stopped (SIGSTOP) at any instruction; these are the points of a loop turn where a stop
+/// is noticed differently (issue 14).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PausePoint {
+    /// Running.
+    #[default]
+    Off,
+    /// At once: the loop stops where it waits, before its next turn.
+    Wait,
+    /// In its next turn, right after its health check, before it reads the clock and fires.
+    AfterCheck,
+    /// In its next turn, after it fired what was due, before it plans its next wait.
+    AfterFiring,
+}
+
 /// In a burst of due slots, the node's task yields after starting this many runs.
 pub(super) const YIELD_EVERY_RUNS: usize = 64;
 
@@ -178,12 +195,10 @@ impl Runtime {
             self.clock.now().saturating_add(LONELY_WARN_EVERY)
         };
         loop {
-            if self.pause_live && *self.pause.borrow_and_update() {
-                // A stalled process does nothing until it resumes.
-                let _ = self.pause.wait_for(|p| !p).await;
-            }
-            self.health_turn().await;
-            let now = self.clock.now();
+            self.pause_at(PausePoint::Wait).await;
+            // The first thing after any wait: a stop shows before anything is decided.
+            let now = self.health_turn().await;
+            self.pause_at(PausePoint::AfterCheck).await;
             self.planner.poll(now);
             self.apply_actions(now, false).await;
             self.start_requests(now);
@@ -195,6 +210,7 @@ impl Runtime {
                     warn!(seeds = ?self.config.seeds, "no peer reachable yet; still retrying the seeds");
                 }
             }
+            self.pause_at(PausePoint::AfterFiring).await;
             let deadline = self
                 .planner
                 .next_deadline()
@@ -221,7 +237,7 @@ impl Runtime {
             } else {
                 deadline
             };
-            self.health_expect(wake_at);
+            self.health_expect(wake_at).await;
             let sleep = self.clock.sleep_until(wake_at);
             tokio::select! {
                 _ = sleep => if early {
@@ -289,6 +305,13 @@ impl Runtime {
         }
     }
 
+    /// A simulated stop (see [`PausePoint`]): waits here while the switch names `point`.
+    async fn pause_at(&mut self, point: PausePoint) {
+        if self.pause_live && *self.pause.borrow_and_update() == point {
+            let _ = self.pause.wait_for(|p| *p == PausePoint::Off).await;
+        }
+    }
+
     fn stats(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.failed = self.counters.failed.load(Ordering::Relaxed);
@@ -316,7 +339,7 @@ impl Runtime {
         self.planner.poll(deadline);
         self.apply_actions(deadline, true).await;
         self.ahead_of = Some(deadline);
-        self.health_expect(deadline);
+        self.health_expect(deadline).await;
         self.clock.block_until(deadline, PRECISE_WAKE);
     }
 
@@ -682,6 +705,8 @@ impl Runtime {
                     self.prepare_run(ctx, exec, overlap, gate, after, now);
                     started += 1;
                     if !ahead && started % YIELD_EVERY_RUNS == 0 {
+                        // A stop in a long burst shows before its next chunk starts.
+                        self.health_mark().await;
                         self.start_runs();
                         // Let the runs already started begin instead of queueing behind the
                         // rest of a large burst (they share this task's workers when the
