@@ -625,6 +625,7 @@ impl Runtime {
                     ..Publish::default()
                 },
                 gates: Vec::new(),
+                last: false,
             });
         }
     }

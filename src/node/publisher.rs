@@ -33,6 +33,7 @@ impl Batch {
                 ..Publish::default()
             },
             gates: Vec::new(),
+            last: false,
         }
     }
 
