@@ -418,15 +418,7 @@ impl Planner {
             }
         }
         for &(slot, epoch) in run {
-            self.out.push(Action::Fire {
-                job: job.clone(),
-                slot,
-                fire_id: FireId::of(job, slot),
-                late: true,
-                epoch,
-                repair: true,
-                index: idx,
-            });
+            self.out.push(late_fire(job, slot, epoch, true, idx));
         }
     }
 
@@ -1063,5 +1055,18 @@ impl Planner {
         }
         let mine = j.mine;
         self.reschedule(idx, mine);
+    }
+}
+
+/// A late run of `slot` (a catch-up, or a repair after a lost quorum when `repair`).
+fn late_fire(job: &JobId, slot: UnixMillis, epoch: u64, repair: bool, index: usize) -> Action {
+    Action::Fire {
+        job: job.clone(),
+        slot,
+        fire_id: FireId::of(job, slot),
+        late: true,
+        epoch,
+        repair,
+        index,
     }
 }

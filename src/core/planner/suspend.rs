@@ -12,7 +12,7 @@
 use super::job::Mine;
 use super::{Action, Planner};
 use crate::core::job::Misfire;
-use crate::core::types::{FireId, FireRecord, JobId, UnixMillis};
+use crate::core::types::{FireRecord, JobId, UnixMillis};
 
 /// What became of a run that was fired before a stall and held (see
 /// [`Planner::resolve_held`]).
@@ -148,15 +148,8 @@ impl Planner {
             });
             return Held::Dropped(record);
         }
-        self.out.push(Action::Fire {
-            job: job.clone(),
-            slot,
-            fire_id: FireId::of(job, slot),
-            late: true,
-            epoch,
-            repair: false,
-            index: idx,
-        });
+        self.out
+            .push(super::late_fire(job, slot, epoch, false, idx));
         Held::Run
     }
 }
