@@ -238,6 +238,9 @@ fn seeds_that_found_bugs_stay_fixed() {
         // detector, fed the burst of queued packets, suspected a live peer 0.9 s after it
         // resumed and took its jobs over (seed 12 again, after the first fix), and a
         // peer's detector did the same to it 0.6 s after it came back from 60 s (seed 14).
+        // (Since stops land at three points of the loop the draws differ; seed 9 of the
+        // new draws failed, stopped after its health check, until the fix of that.)
+        ("9", "pause", &[][..]),
         ("12", "pause", &[][..]),
         ("14", "pause", &[][..]),
     ] {
