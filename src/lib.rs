@@ -83,6 +83,5 @@ pub use crate::history::{History, HistoryLimits, RunEntry, RunOutcome, RunRecord
 pub use crate::node::{
     CatalogClient, CatalogStats, Clock, ConfigError, ConfigFile, JobInfo, JobListing, JobsChange,
     JobsError, MemberInfo, MemberState, Node, NodeBuilder, NodeConfig, NodeError, NodeHandle,
-    PausePoint,
-    Stats, SystemClock,
+    PausePoint, Stats, SystemClock,
 };
