@@ -231,7 +231,9 @@ pub struct Planner {
     /// [`Planner::abandon`]); made at [`Planner::resume`].
     pending_repairs: BTreeMap<JobId, UnixMillis>,
     view: View,
-    jobs: Vec<Option<Job>>,
+    /// Boxed: a slot of the vector costs a pointer, not a whole `Job` (400 bytes), so the
+    /// room a growing vector keeps spare stays small (issue 15: memory per catalog entry).
+    jobs: Vec<Option<Box<Job>>>,
     free: Vec<usize>,
     index: BTreeMap<JobId, usize>,
     owners: OwnerTable,
@@ -480,9 +482,9 @@ impl Planner {
         };
         job.update_cursor();
         if idx == self.jobs.len() {
-            self.jobs.push(Some(job));
+            self.jobs.push(Some(Box::new(job)));
         } else {
-            self.jobs[idx] = Some(job);
+            self.jobs[idx] = Some(Box::new(job));
         }
         if !self.leaving && self.is_mine(idx) {
             // A new job has no previous owner to hand over from.
