@@ -447,7 +447,7 @@ impl Catalog {
         }
         let probe = Register {
             version: self.hlc.clone().tick(now, &self.me),
-            value: Value::Job(Some(def)),
+            value: Value::Job(Some(Box::new(def))),
         };
         let size = key.to_gossip().len() + keys::encode_register(&probe).len();
         if size > MAX_VALUE_BYTES {

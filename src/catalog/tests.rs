@@ -41,7 +41,7 @@ fn def(schedule: &str) -> JobDef {
 fn job_reg(millis: i64, node: &str, schedule: Option<&str>) -> Register {
     Register {
         version: v(millis, node),
-        value: Value::Job(schedule.map(def)),
+        value: Value::Job(schedule.map(def).map(Box::new)),
     }
 }
 
@@ -566,7 +566,7 @@ proptest! {
 
     #[test]
     fn definitions_from_anywhere_round_trip_or_fail_cleanly(d in arb_def(), millis in any::<i64>()) {
-        let r = Register { version: Version { millis, counter: 0, node: n("a") }, value: Value::Job(Some(d.clone())) };
+        let r = Register { version: Version { millis, counter: 0, node: n("a") }, value: Value::Job(Some(Box::new(d.clone()))) };
         let text = encode_register(&r);
         prop_assert_eq!(decode_register(&Key::Job(j("x")), &text), Ok(r));
         // Whatever arrives, turning it into a job never panics; a valid one comes back.
