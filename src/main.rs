@@ -513,6 +513,16 @@ fn check(path: &Path, count: usize) -> anyhow::Result<()> {
     let now = SystemClock.now();
     println!("{} job(s) in {} are valid.", jobs.len(), path.display());
     for j in &jobs {
+        let parents = starling::core::after::parents(j);
+        if !parents.is_empty() {
+            // No slots of its own: it runs once per success of each parent.
+            println!(
+                "\n{}  {}  (once per success of each)",
+                j.name,
+                starling::core::after::describe(parents)
+            );
+            continue;
+        }
         println!(
             "\n{}  schedule `{}`  timezone {}  dst {}  misfire {:?}  catch-up window {:?}  overlap {}",
             j.name, j.schedule_text, j.timezone, j.dst, j.misfire, j.catch_up_window, j.overlap
@@ -567,6 +577,12 @@ fn next(
     };
     let parsed =
         Schedule::parse_with(schedule, tz, dst).with_context(|| format!("`{schedule}`"))?;
+    if let Schedule::After(parents) = &parsed {
+        bail!(
+            "`{schedule}` has no fire times: a job with `after` runs {} (once per success of each)",
+            starling::core::after::describe(parents)
+        );
+    }
     let slots = upcoming(&parsed, tz, after, count);
     if slots.is_empty() && count > 0 {
         let when = chrono::DateTime::from_timestamp_millis(after.0)

@@ -351,6 +351,8 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
             Schedule::Cron(_) => (from.div_euclid(1000)..=to.div_euclid(1000))
                 .map(|sec| UnixMillis(sec * 1000))
                 .collect(),
+            // Runs after its parents, checked apart (`pipeline`).
+            Schedule::After(_) => Vec::new(),
         };
         for s in candidates
             .into_iter()

@@ -496,3 +496,70 @@ async fn the_job_list_follows_the_clock_the_catalog_and_the_members() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_jobs_are_put_shown_without_slots_and_cycles_are_refused_by_name() {
+    let api = start("a", free_udp(), &[], "", with_token(), true).await;
+    let http = reqwest::Client::new();
+    let put = |name: &str, body: &str| {
+        http.put(api.url(&format!("/v1/jobs/{name}")))
+            .bearer_auth(TOKEN)
+            .body(body.to_string())
+            .send()
+    };
+    let extract = r#"{"schedule": "@every 1h", "command": "true"}"#;
+    assert_eq!(put("extract", extract).await.unwrap().status(), 200);
+    let (status, e) = error_of(
+        put("load", r#"{"after": ["extrakt"], "command": "true"}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, e.code.as_str()), (400, "invalid_job"));
+    assert_eq!(
+        e.message,
+        "job `load`: `after`: no job `extrakt` in the catalog"
+    );
+    let response = put("load", r#"{"after": ["extract"], "command": "true"}"#)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let job: JobView = response.json().await.unwrap();
+    assert_eq!(job.definition.after, Some(vec!["extract".to_string()]));
+    assert_eq!((job.definition.schedule, job.next.len()), (None, 0));
+    // extract after load would close a cycle.
+    let (status, e) = error_of(
+        put("extract", r#"{"after": ["load"], "command": "true"}"#)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, e.code.as_str()), (400, "invalid_job"));
+    assert_eq!(
+        e.message,
+        "job `extract`: `after`: cycle extract -> load -> extract"
+    );
+    // Deleting the parent leaves the child, reported as waiting for it.
+    let deleted = http
+        .delete(api.url("/v1/jobs/extract"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let job: JobView = http
+        .get(api.url("/v1/jobs/load"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conflict = serde_json::to_string(&job.conflicts).unwrap();
+    assert!(
+        conflict.contains("missing_parent") && conflict.contains("extract"),
+        "{conflict}"
+    );
+    api.stop().await;
+}

@@ -91,6 +91,11 @@ impl JobDef {
         };
         let schedule = Schedule::parse_with(&self.schedule, timezone, self.dst)
             .map_err(|e| invalid("schedule", format!("`{}`: {e}", self.schedule)))?;
+        if let Schedule::After(parents) = &schedule
+            && parents.contains(name)
+        {
+            return Err(invalid("after", format!("cycle {name} -> {name}")));
+        }
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(invalid("timeout", "must be greater than zero".into()));
         }
@@ -134,7 +139,10 @@ impl JobDef {
         let duration = |d: Duration| humantime::format_duration(d).to_string();
         RawJob {
             name: Some(name.to_string()),
-            schedule: Some(self.schedule.clone()),
+            schedule: (!self.is_after()).then(|| self.schedule.clone()),
+            after: self
+                .parents()
+                .map(|p| p.iter().map(|j| j.to_string()).collect()),
             timezone: self.timezone.clone(),
             dst: (self.dst != Dst::default()).then(|| self.dst.to_string()),
             command: self.command.clone(),
@@ -146,6 +154,19 @@ impl JobDef {
             overlap: (self.overlap != Overlap::default()).then(|| self.overlap.to_string()),
             constraints: (!self.constraints.is_empty()).then(|| self.constraints.pairs().clone()),
             ..self.http_keys()
+        }
+    }
+
+    /// True for a job that runs after others (`after`) rather than on a schedule.
+    pub fn is_after(&self) -> bool {
+        self.schedule.starts_with(crate::core::after::AFTER_PREFIX)
+    }
+
+    /// The jobs this one runs after; `None` for a job with a schedule of its own.
+    pub fn parents(&self) -> Option<Vec<JobId>> {
+        match Schedule::parse(&self.schedule, chrono_tz::Tz::UTC) {
+            Ok(Schedule::After(p)) if self.is_after() => Some(p.to_vec()),
+            _ => None,
         }
     }
 
@@ -229,6 +250,21 @@ mod tests {
         assert_eq!(def.to_raw(&name), full);
         let spec = def.to_spec(&name).unwrap();
         assert_eq!(JobDef::from_spec(&spec), def);
+        let load = RawJob {
+            schedule: None,
+            after: Some(vec!["extract".into(), "clean".into()]),
+            ..raw("load", "")
+        };
+        let (name, def) = JobDef::from_raw(load.clone()).unwrap();
+        assert_eq!(def.schedule, "@after clean,extract");
+        let sorted = RawJob {
+            after: Some(vec!["clean".into(), "extract".into()]),
+            ..load
+        };
+        assert_eq!(def.to_raw(&name), sorted);
+        assert_eq!(JobDef::from_spec(&def.to_spec(&name).unwrap()), def);
+        let e = def.to_spec(&JobId::new("clean")).unwrap_err().to_string();
+        assert_eq!(e, "job `clean`: `after`: cycle clean -> clean");
         let bare = raw("warm", "@every 30s");
         let (name, def) = JobDef::from_raw(bare.clone()).unwrap();
         assert_eq!(def.to_raw(&name), bare, "defaults are left out");

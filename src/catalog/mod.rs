@@ -192,6 +192,14 @@ pub enum Conflict {
         /// Each definition, the chosen one first.
         definitions: Vec<DriftEntry>,
     },
+    /// The job runs after jobs that are not in the catalog (deleted after it was
+    /// written): it never runs until they are back.
+    MissingParent {
+        /// The job.
+        job: JobId,
+        /// Its parents that are missing.
+        parents: Vec<JobId>,
+    },
     /// An API definition exists for a name a jobs file defines: the file's runs.
     ApiShadowed {
         /// The job.
@@ -207,7 +215,9 @@ impl Conflict {
     /// The job it is about.
     pub fn job(&self) -> &JobId {
         match self {
-            Conflict::FileDrift { job, .. } | Conflict::ApiShadowed { job, .. } => job,
+            Conflict::FileDrift { job, .. }
+            | Conflict::ApiShadowed { job, .. }
+            | Conflict::MissingParent { job, .. } => job,
         }
     }
 }
@@ -231,6 +241,14 @@ impl std::fmt::Display for Conflict {
                     })
                     .collect();
                 f.write_str(&groups.join(" and "))
+            }
+            Conflict::MissingParent { job, parents } => {
+                let names: Vec<String> = parents.iter().map(|p| format!("`{p}`")).collect();
+                write!(
+                    f,
+                    "job `{job}` runs after {}, which the catalog does not hold; it does not run until they are back",
+                    names.join(", ")
+                )
             }
             Conflict::ApiShadowed { job, files, .. } => write!(
                 f,
@@ -424,6 +442,7 @@ impl Catalog {
         if !nodes.is_empty() {
             return Err(CatalogError::FileDefined { name, nodes });
         }
+        self.check_after(&name, &def)?;
         let key = Key::Job(name.clone());
         let live = |r: Option<&Register>| {
             matches!(
@@ -458,6 +477,46 @@ impl Catalog {
             });
         }
         Ok(self.write(now, key, probe.value))
+    }
+
+    /// Refuses a definition whose parents (`after`) are not all jobs of the catalog (or
+    /// handler jobs of this node), or that would close a cycle (see `core::after`).
+    fn check_after(&self, name: &JobId, def: &JobDef) -> Result<(), CatalogError> {
+        let Some(parents) = def.parents() else {
+            return Ok(());
+        };
+        let invalid = |message: String| {
+            CatalogError::Invalid(JobError::Invalid {
+                job: name.to_string(),
+                key: "after",
+                message,
+            })
+        };
+        if let Some(p) = parents.iter().find(|p| !self.exists(p)) {
+            return Err(invalid(format!("no job `{p}` in the catalog")));
+        }
+        let mut graph: BTreeMap<JobId, Vec<JobId>> = self
+            .names()
+            .into_iter()
+            .filter_map(|n| {
+                let p = self.resolve_def(&n)?.0.parents()?;
+                Some((n, p))
+            })
+            .collect();
+        graph.insert(name.clone(), parents);
+        match crate::core::after::cycle_through(name, |n| graph.get(n).map(Vec::as_slice)) {
+            Some(cycle) => Err(invalid(crate::core::after::cycle_message(&cycle))),
+            None => Ok(()),
+        }
+    }
+
+    /// The parents of `name` (`after`) that are not jobs of the catalog any more (a
+    /// parent deleted after the child was written): the child never runs until they are.
+    pub fn missing_parents(&self, name: &JobId) -> Vec<JobId> {
+        let Some(parents) = self.resolve_def(name).and_then(|(d, _, _)| d.parents()) else {
+            return Vec::new();
+        };
+        parents.into_iter().filter(|p| !self.exists(p)).collect()
     }
 
     /// Deletes the API definition of `name` (a tombstone), and its pause. Returns the
@@ -766,6 +825,13 @@ impl Catalog {
                 job: name.clone(),
                 version: version.clone(),
                 files,
+            });
+        }
+        let missing = self.missing_parents(name);
+        if !missing.is_empty() {
+            out.push(Conflict::MissingParent {
+                job: name.clone(),
+                parents: missing,
             });
         }
         out

@@ -66,7 +66,7 @@ pub fn print_jobs(page: &JobsPage) -> String {
         .map(|j| {
             vec![
                 j.name.clone(),
-                or_dash(j.definition.schedule.as_deref()),
+                schedule_or_after(&j.definition),
                 or_dash(j.owner.as_deref()),
                 j.source.to_string(),
                 if j.paused { "paused" } else { "active" }.into(),
@@ -100,13 +100,21 @@ pub fn print_jobs(page: &JobsPage) -> String {
     out
 }
 
+/// A job's schedule, or `after extract, clean` for a job that runs after others.
+fn schedule_or_after(d: &crate::core::job::RawJob) -> String {
+    match &d.after {
+        Some(parents) => format!("after {}", parents.join(", ")),
+        None => or_dash(d.schedule.as_deref()),
+    }
+}
+
 /// `starling jobs show NAME`.
 pub fn print_job(job: &JobView) -> String {
     let d = &job.definition;
     let mut out = String::new();
     let mut field = |k: &str, v: String| out.push_str(&format!("{k:<16}{v}\n"));
     field("name", job.name.clone());
-    field("schedule", or_dash(d.schedule.as_deref()));
+    field("schedule", schedule_or_after(d));
     field(
         "timezone",
         d.timezone.clone().unwrap_or_else(|| "UTC".into()),

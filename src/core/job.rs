@@ -181,6 +181,10 @@ pub struct RawJob {
     /// Cron (5 or 6 fields), `@every <dur>` or `@at <RFC 3339>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Instead of `schedule`: run once after each success of each of these jobs
+    /// ([`super::after`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
     /// IANA timezone for cron schedules (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
@@ -311,9 +315,30 @@ impl RawJob {
             Some(tz) => parse_timezone(tz).map_err(|e| invalid("timezone", e.to_string()))?,
             None => Tz::UTC,
         };
-        let schedule_text = self
-            .schedule
-            .ok_or_else(|| invalid("schedule", "missing".into()))?;
+        let schedule_text = match (self.schedule, &self.after) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "after",
+                    "a job with `after` runs after its parents and has no `schedule` of its own; remove one of the two".into(),
+                ));
+            }
+            (None, Some(parents)) => super::after::schedule_text(
+                &super::after::check_parents(&name, parents).map_err(|m| invalid("after", m))?,
+            ),
+            (Some(s), None) if s.trim_start().starts_with(super::after::AFTER_PREFIX) => {
+                return Err(invalid(
+                    "schedule",
+                    "a job that runs after another is written `after = [\"extract\"]`, without `schedule`".into(),
+                ));
+            }
+            (Some(s), None) => s,
+            (None, None) => {
+                return Err(invalid(
+                    "schedule",
+                    "missing (or `after = [..]` for a job that runs after others)".into(),
+                ));
+            }
+        };
         let dst = match &self.dst {
             Some(d) => d.parse().map_err(|e| invalid("dst", e))?,
             None => Dst::default(),
@@ -457,6 +482,18 @@ impl RawJob {
                 ));
             }
         }
+        if let Some(a) = &self.after
+            && a.len() > super::after::MAX_PARENTS
+        {
+            return Err((
+                "after",
+                format!(
+                    "names {} jobs, more than {}",
+                    a.len(),
+                    super::after::MAX_PARENTS
+                ),
+            ));
+        }
         if let Some(r) = self.retries
             && r > MAX_RETRIES
         {
@@ -535,6 +572,7 @@ pub fn parse_jobs_toml(text: &str) -> Result<Vec<JobSpec>, JobError> {
         }
         out.push(spec);
     }
+    super::after::check_file(&out)?;
     Ok(out)
 }
 

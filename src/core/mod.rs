@@ -3,6 +3,7 @@
 //! Nothing in here reads a clock, sleeps, spawns, or does I/O; time comes in as an
 //! argument. The node runtime and the simulator drive the same code.
 
+pub mod after;
 pub mod http;
 pub mod job;
 pub mod limits;

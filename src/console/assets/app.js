@@ -326,6 +326,8 @@
   // Asks the node for a schedule's words and next slots when its cached slots run out
   // (rarely: SLOTS_ASKED slots last a while), so the page stays light on the node.
   function schedulePreview(def) {
+    // A job with `after` has no slots of its own: it runs once per success of each parent.
+    if (def.after) return { words: 'after ' + def.after.join(', '), next: [], after: true };
     const key = scheduleKey(def);
     let entry = state.schedules.get(key);
     const now = nodeNow();
@@ -359,7 +361,7 @@
     const tz = def.timezone || 'UTC';
     const now = nodeNow();
     const slots = preview.next.filter((t) => t > now).slice(0, count);
-    if (!slots.length) return el('span', { class: 'muted', text: preview.error ? 'unknown' : preview.next.length ? '…' : 'none' });
+    if (!slots.length) return el('span', { class: 'muted', text: preview.after ? 'after each parent success' : preview.error ? 'unknown' : preview.next.length ? '…' : 'none' });
     const list = el('ol', { class: 'slots' });
     for (const t of slots) {
       const same = offsetOf(t, tz) === offsetOf(t, HERE_TZ);

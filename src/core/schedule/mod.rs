@@ -39,7 +39,7 @@ use chrono_tz::Tz;
 
 use self::cron::{Fields, ParseError, YEARS};
 pub use self::dst::Dst;
-use super::types::UnixMillis;
+use super::types::{JobId, UnixMillis};
 
 /// Why a schedule or timezone was rejected. The messages name the offending field and say
 /// what it may hold.
@@ -82,6 +82,9 @@ pub enum ScheduleError {
          `@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight` or `@hourly`"
     )]
     UnknownMacro(String),
+    /// `@after` (a dependent job's canonical text) with a bad list of jobs.
+    #[error("`@after` needs job names separated by commas: {0}")]
+    After(String),
     /// The timezone is not an IANA name.
     #[error("unknown timezone `{0}`: use an IANA name such as `Europe/Paris` or `UTC`")]
     Timezone(String),
@@ -99,6 +102,9 @@ pub enum Schedule {
     },
     /// Exactly once, at this time.
     At(UnixMillis),
+    /// Never by time: the job runs after each success of these jobs (`after`; see
+    /// [`crate::core::after`]). Sorted, without repeats.
+    After(Arc<[JobId]>),
 }
 
 /// A parsed cron expression, its timezone and its DST rule.
@@ -140,6 +146,10 @@ impl Schedule {
     /// Parses a schedule whose cron times follow `dst` across daylight-saving changes.
     pub fn parse_with(spec: &str, tz: Tz, dst: Dst) -> Result<Schedule, ScheduleError> {
         let spec = spec.trim();
+        if let Some(rest) = spec.strip_prefix(super::after::AFTER_PREFIX) {
+            let parents = super::after::parse_text(rest).map_err(ScheduleError::After)?;
+            return Ok(Schedule::After(parents.into()));
+        }
         if let Some(rest) = spec.strip_prefix("@every") {
             let rest = rest.trim();
             let d = humantime::parse_duration(rest)
@@ -200,6 +210,7 @@ impl Schedule {
             }
             Schedule::At(at) => (*at > t).then_some(*at),
             Schedule::Cron(c) => dst::next_after(c, t),
+            Schedule::After(_) => None,
         }
     }
 
@@ -211,6 +222,7 @@ impl Schedule {
             Schedule::Every { interval_ms } => t.0.rem_euclid(*interval_ms) == 0,
             Schedule::At(at) => *at == t,
             Schedule::Cron(c) => dst::is_slot(c, t),
+            Schedule::After(_) => false,
         }
     }
 
