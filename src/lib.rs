@@ -8,7 +8,8 @@
 //!
 //! - `core`: pure scheduling logic: schedules, ownership (weighted rendezvous hashing over
 //!   the members whose tags satisfy a job's constraints), the planner state machine, the
-//!   jobs no member may own, and every bound on input (`core::limits`). No tokio, no
+//!   jobs no member may own, dependencies (`after`: parents, cycles, child fire ids), and
+//!   every bound on input (`core::limits`). No tokio, no
 //!   chitchat, no clock reads, no I/O.
 //! - `catalog`: the cluster-wide job catalog: definitions from jobs files and the API,
 //!   versions (a hybrid logical clock), merge and conflict rules, tombstones, the gossip
@@ -21,8 +22,8 @@
 //!   the catalog's keys (`cluster::catalog`), and the gossip transport that seals every packet
 //!   and bounds the members a node learns of.
 //! - `node`: the runtime that owns the planner: clock, config, builder, handle, the loop,
-//!   and the catalog task that keeps this node's copy of the catalog and serves the
-//!   handle's catalog operations.
+//!   the catalog task that keeps this node's copy of the catalog and serves the handle's
+//!   catalog operations, and the requests a parent's success makes for its children.
 //! - `exec`: executors: shell commands and in-process async handlers.
 //! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
 //! - `logs`: log hygiene: escaping job output, rate limiting repeated lines.

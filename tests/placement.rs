@@ -1,5 +1,5 @@
-//! Process-level tests of placement (issue 18): weights and tags over real gossip between
-//! three `starling run` processes.
+//! Process-level tests of placement and dependencies (issue 18): weights, tags and
+//! `after` over real gossip between three `starling run` processes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -178,4 +178,127 @@ fn a_constrained_job_runs_only_on_the_tagged_node_and_is_unplaceable_once_it_die
         .map(|n| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap())
         .collect();
     assert!(logs.contains("job unplaceable"), "{logs}");
+}
+
+/// Lines a job appended: (node, fire id, slot), in file order.
+fn read_lines(path: &Path) -> Vec<(String, u64, i64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "malformed line {line:?}");
+            (
+                f[0].to_string(),
+                u64::from_str_radix(f[1], 16).unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `path` (every 20 ms, for at most `secs`) until `done` holds of its lines.
+fn wait_lines(
+    path: &Path,
+    secs: u64,
+    done: impl Fn(&[(String, u64, i64)]) -> bool,
+) -> Vec<(String, u64, i64)> {
+    for _ in 0..secs * 50 {
+        let lines = read_lines(path);
+        if done(&lines) {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} never got there: {:?}", path.display(), read_lines(path));
+}
+
+#[test]
+fn a_two_step_pipeline_runs_the_child_once_per_parent_success_across_a_kill_of_its_owner() {
+    use starling::core::after::child_fire_id;
+    let dir = tempfile::tempdir().unwrap();
+    let (extract, load) = (dir.path().join("extract.txt"), dir.path().join("load.txt"));
+    let line = |out: &Path| {
+        format!(
+            "echo $STARLING_NODE_ID $STARLING_FIRE_ID $STARLING_SCHEDULED_AT_MS >> {}",
+            out.display()
+        )
+    };
+    // extract runs on a (the only `role = extract` node); load after it, on b or c, so the
+    // kill of load's owner leaves extract running.
+    let text = format!(
+        "[[jobs]]\nname = \"extract\"\nschedule = \"@every 1s\"\ncommand = \"{}\"\nconstraints = {{ role = \"extract\" }}\n\n\
+         [[jobs]]\nname = \"load\"\nafter = [\"extract\"]\ncommand = \"{}; sleep 0.3\"\nconstraints = {{ role = \"load\" }}\n",
+        line(&extract),
+        line(&load)
+    );
+    let jobs = dir.path().join("jobs.toml");
+    std::fs::write(&jobs, text).unwrap();
+    let (mut peers, apis) = three(
+        dir.path(),
+        &jobs,
+        [
+            &["--tag", "role=extract"],
+            &["--tag", "role=load"],
+            &["--tag", "role=load"],
+        ],
+    );
+    for &api in &apis {
+        wait_metrics(api, 20, |m| metric(m, "starling_members") == Some(3.0));
+    }
+    let before = wait_lines(&load, 20, |l| l.len() >= 3);
+    // Kill load's owner right after it started a run (its claim is out, the next parent
+    // success is a second away): that run must not run again on the survivor.
+    let owner = before.last().unwrap().0.clone();
+    let n = before.len();
+    wait_lines(&load, 10, |l| l.len() > n && l.last().unwrap().0 == owner);
+    let victim = NAMES.iter().position(|x| *x == owner).unwrap();
+    assert_ne!(victim, 0, "load ran on the extract node");
+    peers[victim].kill9();
+    let killed = SystemClock.now().0;
+    let survivor = NAMES[3 - victim].to_string();
+    wait_lines(&load, 30, |l| {
+        l.iter().filter(|r| r.0 == survivor).count() >= 4
+    });
+    // Stop the parent first (a graceful leave publishes its last requests), then let the
+    // survivor run what is left.
+    assert!(peers[0].terminate().success());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(peers[3 - victim].terminate().success());
+
+    let parents = read_lines(&extract);
+    let children = read_lines(&load);
+    let last_parent = parents.iter().map(|p| p.2).max().unwrap();
+    let mut by_id: std::collections::BTreeMap<u64, Vec<&(String, u64, i64)>> =
+        std::collections::BTreeMap::new();
+    for c in &children {
+        by_id.entry(c.1).or_default().push(c);
+    }
+    let mut derived = std::collections::BTreeSet::new();
+    for (_, id, slot) in &parents {
+        let child = child_fire_id(starling::FireId(*id), &starling::JobId::new("load")).0;
+        derived.insert(child);
+        // The last parent slots may still be on their way when the survivor stopped.
+        if *slot + 2_000 > last_parent {
+            continue;
+        }
+        let runs = by_id.get(&child).cloned().unwrap_or_default();
+        assert_eq!(
+            runs.len(),
+            1,
+            "extract slot {slot} (fire id {id:016x}) gave {} load runs: {runs:?}; killed {owner} at {killed}",
+            runs.len()
+        );
+        assert_eq!(runs[0].2, *slot, "the child takes its parent's slot");
+    }
+    for c in &children {
+        assert!(
+            derived.contains(&c.1),
+            "load ran without a parent success: {c:?}"
+        );
+    }
+    assert!(
+        children.iter().any(|c| c.0 == owner) && children.iter().any(|c| c.0 == survivor),
+        "{children:?}"
+    );
 }

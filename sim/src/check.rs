@@ -227,6 +227,11 @@ impl Deafness {
         )
     }
 
+    /// True if some node crashed in [from, to].
+    pub(crate) fn crashed_between(&self, from: i64, to: i64) -> bool {
+        self.crashes.iter().any(|&(_, t)| t >= from && t <= to)
+    }
+
     /// Any disturbance overlapping [from, to] (for misfire policies that may drop slots).
     fn disturbed(applied: &[Applied], from: i64, to: i64, b: Bounds) -> bool {
         applied
@@ -296,7 +301,12 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
     let to = EPOCH.0 + end_ms - CHECK_TAIL_MS;
     // The workload's jobs only: the `catalog` scenario's dynamic jobs are checked by
     // `crate::catalog`.
-    let names: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    // Jobs that run after others have no slots: `crate::pipeline` checks them.
+    let names: std::collections::BTreeSet<&str> = jobs
+        .iter()
+        .filter(|j| starling::core::after::parents(j).is_empty())
+        .map(|j| j.name.as_str())
+        .collect();
     let mut by_slot: BTreeMap<(&str, i64), Vec<&Run>> = BTreeMap::new();
     f.misplaced = result.runs.iter().filter(|r| r.misplaced).count() as u64;
     for r in result

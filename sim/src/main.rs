@@ -17,6 +17,7 @@ mod catalog;
 mod check;
 mod entropy;
 mod net;
+mod pipeline;
 mod rng;
 mod scenario;
 mod svg;
@@ -171,6 +172,9 @@ struct Report {
     /// The `catalog` scenario's findings.
     #[serde(default)]
     catalog: Option<catalog::CatalogFindings>,
+    /// The `pipeline` scenario's findings.
+    #[serde(default)]
+    pipeline: Option<pipeline::PipelineFindings>,
     replay: String,
 }
 
@@ -238,6 +242,9 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 workload::place(&mut jobs);
             }
             let long_runs = std::sync::Arc::new(workload::long_runs(&jobs));
+            if scenario == Scenario::Pipeline {
+                workload::pipeline(&mut jobs);
+            }
             let plan = scenario::plan(scenario, a.nodes, end_ms, &mut rng.fork(3));
             let config = SimConfig {
                 seed,
@@ -258,6 +265,8 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
             let findings = check::check(&jobs, &result, end_ms, bounds);
             let catalog =
                 (scenario == Scenario::Catalog).then(|| catalog::check(&result, end_ms, bounds));
+            let pipeline = (scenario == Scenario::Pipeline)
+                .then(|| pipeline::check(&jobs, &result, end_ms, bounds));
             let mut by = std::collections::BTreeMap::new();
             for d in &findings.duplicates {
                 if let Some(r) = d.explained_by {
@@ -300,6 +309,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 net_hash: format!("{:016x}", result.net_hash),
                 passed: findings.passed()
                     && catalog.as_ref().is_none_or(|c| c.passed())
+                    && pipeline.as_ref().is_none_or(|p| p.passed())
                     && entropy::drawn_before_seed() == 0,
                 skipped_by_policy: findings.skipped_by_policy,
                 skipped_by_overlap: findings.skipped_by_overlap,
@@ -325,6 +335,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 entropy_drawn_before_seed: entropy::drawn_before_seed(),
                 findings,
                 catalog,
+                pipeline,
                 replay: replay_command(a, scenario, seed),
             };
             (report, svg)
@@ -490,6 +501,24 @@ fn summarize(scenario: Scenario, reports: &[Report]) -> String {
             sum(|c| c.requests_twice.len()),
         );
     }
+    let pipelines: Vec<&pipeline::PipelineFindings> =
+        reports.iter().filter_map(|r| r.pipeline.as_ref()).collect();
+    if !pipelines.is_empty() {
+        let sum = |f: fn(&pipeline::PipelineFindings) -> usize| {
+            pipelines.iter().map(|p| f(p)).sum::<usize>()
+        };
+        println!(
+            "pipeline {scenario}: parent successes {}, child runs due {}, ran exactly once {}; missing {} (explained by a crash {}); twice {} (unexplained {}); orphans {}",
+            sum(|p| p.parent_successes),
+            sum(|p| p.children_due),
+            sum(|p| p.children_once),
+            sum(|p| p.missing.len() + p.missing_explained),
+            sum(|p| p.missing_explained),
+            sum(|p| p.duplicates.len()),
+            sum(|p| p.unexplained()),
+            sum(|p| p.orphans.len()),
+        );
+    }
     format!(
         "| {scenario} | {runs} | {failed} | {slots} | {missed} | {dup} | {unexplained} | {detected} | {overlap} | {p99} ms | {max} ms | {speed:.0} |"
     )
@@ -637,6 +666,12 @@ fn main() -> ExitCode {
         }
         for i in r.findings.identity.iter().take(5) {
             println!("  seed {}: {i}", r.seed);
+        }
+        if let Some(p) = &r.pipeline {
+            for l in p.missing.iter().chain(&p.orphans).take(5) {
+                println!("  seed {}: {l}", r.seed);
+            }
+            print_unexplained(r.seed, &p.duplicates);
         }
         if r.owners_agree == Some(false) {
             println!(

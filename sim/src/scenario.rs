@@ -199,11 +199,14 @@ pub enum Scenario {
     /// Nodes of different weights in two zones, with jobs constrained to a zone; weights
     /// and zones change mid-run (issue 18).
     Placement,
+    /// Jobs that run after others (`after`: chains, two parents, a parent that never
+    /// succeeds) under crashes, restarts, partitions and stalls (issue 18).
+    Pipeline,
 }
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Restart,
@@ -218,6 +221,7 @@ impl Scenario {
         Scenario::Chaos,
         Scenario::Catalog,
         Scenario::Placement,
+        Scenario::Pipeline,
     ];
 
     /// The scenario's name on the command line.
@@ -237,6 +241,7 @@ impl Scenario {
             Scenario::Chaos => "chaos",
             Scenario::Catalog => "catalog",
             Scenario::Placement => "placement",
+            Scenario::Pipeline => "pipeline",
         }
     }
 }
@@ -451,22 +456,11 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
             }
         }
         Scenario::Catalog => {
-            let mut t = WARMUP_MS;
-            while t < last {
-                let n = rng.below(nodes as u64) as usize;
-                match rng.below(4) {
-                    0 if nodes > 1 => {
-                        push_crash_and_restart(&mut p, rng, t, n);
-                    }
-                    1 => push_partition(&mut p, nodes, rng, t, t + 1, true),
-                    2 => push_stall(&mut p, rng, t, n),
-                    _ => {}
-                }
-                t = p.faults.iter().map(|f| f.0).max().unwrap_or(t) + rng.range(5_000, 15_000);
-            }
+            push_disturbances(&mut p, nodes, rng, last);
             p.ops = catalog_ops(nodes, WARMUP_MS / 2, last, rng);
         }
         Scenario::Placement => push_placements(&mut p, nodes, rng, last),
+        Scenario::Pipeline => push_disturbances(&mut p, nodes, rng, last),
     }
     p.faults.sort_by_key(|f| f.0);
     p
@@ -527,6 +521,24 @@ fn push_placements(p: &mut FaultPlan, nodes: usize, rng: &mut SimRng, last: i64)
                 zone: ZONES[zone[n]].to_string(),
             },
         ));
+    }
+}
+
+/// One disturbance every 5-15 s from the warm-up to `last`: a crash and restart, a
+/// partition that heals, a stall, or nothing (the catalog and pipeline scenarios).
+fn push_disturbances(p: &mut FaultPlan, nodes: usize, rng: &mut SimRng, last: i64) {
+    let mut t = WARMUP_MS;
+    while t < last {
+        let n = rng.below(nodes as u64) as usize;
+        match rng.below(4) {
+            0 if nodes > 1 => {
+                push_crash_and_restart(p, rng, t, n);
+            }
+            1 => push_partition(p, nodes, rng, t, t + 1, true),
+            2 => push_stall(p, rng, t, n),
+            _ => {}
+        }
+        t = p.faults.iter().map(|f| f.0).max().unwrap_or(t) + rng.range(5_000, 15_000);
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use starling::core::http::{HttpSpec, RawHttp};
 use starling::core::placement::Constraints;
-use starling::{JobSpec, Misfire, Overlap};
+use starling::{JobSpec, Misfire, Overlap, RawJob};
 
 use crate::rng::SimRng;
 use crate::world::EPOCH;
@@ -95,4 +95,39 @@ pub fn place(jobs: &mut [JobSpec]) {
             job.exec.http = Some(http.clone());
         }
     }
+}
+
+/// The `pipeline` scenario's dependent jobs (issue 18), after the workload's: for every
+/// 10th job from `job-..3` (every 2 s; one in two of them is a `replace` job whose runs
+/// are all cancelled, so it never succeeds and its child must never run) a child
+/// `<parent>.load`; for every 10th from `job-..7` (every 30 s) a chain `<parent>.load`
+/// then `<parent>.report`; and `join`, after `job-000` and `job-001` (every second each).
+pub fn pipeline(jobs: &mut Vec<JobSpec>) {
+    let after = |name: String, parents: Vec<String>| {
+        RawJob {
+            name: Some(name),
+            after: Some(parents),
+            ..RawJob::default()
+        }
+        .into_spec(1)
+        .expect("a valid dependent job")
+    };
+    let mut extra = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let parent = j.name.to_string();
+        if i % 10 == 3 || i % 10 == 7 {
+            extra.push(after(format!("{parent}.load"), vec![parent.clone()]));
+        }
+        if i % 10 == 7 {
+            extra.push(after(
+                format!("{parent}.report"),
+                vec![format!("{parent}.load")],
+            ));
+        }
+    }
+    if jobs.len() >= 2 {
+        let parents = vec![jobs[0].name.to_string(), jobs[1].name.to_string()];
+        extra.push(after("join".into(), parents));
+    }
+    jobs.extend(extra);
 }

@@ -73,6 +73,20 @@ pub struct Run {
     pub misplaced: bool,
 }
 
+/// A run that ended in success (its executor's future completed: not cancelled, not cut
+/// by a crash), for the `pipeline` checker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Success {
+    /// Index of the node that ran it.
+    pub node: usize,
+    /// The job.
+    pub job: String,
+    /// Its fire id.
+    pub fire_id: u64,
+    /// When it ended (ms since sim start).
+    pub at: i64,
+}
+
 /// A slot a node skipped because the job's previous run was still running (`forbid`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skip {
@@ -126,6 +140,8 @@ pub struct SimResult {
     pub runs: Vec<Run>,
     /// Every slot skipped by the overlap policy.
     pub skips: Vec<Skip>,
+    /// Every run that succeeded, in the order they ended.
+    pub successes: Vec<Success>,
     /// Duplicate runs the nodes alive at the end detected themselves (each side counts).
     pub duplicates_detected: u64,
     /// Runs the nodes alive at the end gave up (quorum mode), and of those, how many they
@@ -223,6 +239,7 @@ struct Recorder {
     constraints: Arc<BTreeMap<String, Constraints>>,
     /// The simulated HTTP endpoint: requests by idempotency key.
     endpoint: Arc<Mutex<BTreeMap<String, u64>>>,
+    successes: Arc<Mutex<Vec<Success>>>,
 }
 
 impl Executor for Recorder {
@@ -265,10 +282,26 @@ impl Executor for Recorder {
             });
         };
         let d = Duration::from_millis(run_ms);
+        let (successes, node, job, fire_id) = (
+            self.successes.clone(),
+            self.node,
+            ctx.job.to_string(),
+            ctx.fire_id.0,
+        );
+        // At the run's end, if nothing cut it short (a crash, a cancel).
+        let succeeded = move || {
+            successes.lock().unwrap().push(Success {
+                node,
+                job,
+                fire_id,
+                at: sim_ms(base),
+            });
+        };
         if frozen <= 0 {
             record();
             return Box::pin(async move {
                 tokio::time::sleep(d).await;
+                succeeded();
                 Outcome::Success
             });
         }
@@ -276,6 +309,7 @@ impl Executor for Recorder {
             tokio::time::sleep(Duration::from_millis(frozen as u64)).await;
             record();
             tokio::time::sleep(d).await;
+            succeeded();
             Outcome::Success
         })
     }
@@ -351,6 +385,7 @@ struct World {
     samples: Vec<Sample>,
     constraints: Arc<BTreeMap<String, Constraints>>,
     endpoint: Arc<Mutex<BTreeMap<String, u64>>>,
+    successes: Arc<Mutex<Vec<Success>>>,
 }
 
 /// A node's placement: `weight` and the tag `zone`.
@@ -402,6 +437,7 @@ impl World {
             placement: self.nodes[i].placement.clone(),
             constraints: self.constraints.clone(),
             endpoint: self.endpoint.clone(),
+            successes: self.successes.clone(),
         });
         let builder = Node::builder(c)
             .jobs(self.config.jobs.iter().cloned())
@@ -711,6 +747,7 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
                 .collect(),
         ),
         endpoint: Arc::default(),
+        successes: Arc::default(),
     };
     let mut starts: Vec<(i64, usize)> = (0..config.nodes)
         .filter(|i| !plan.late_joiners.contains(i))
@@ -848,6 +885,7 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
         http_repeated_keys: endpoint.values().map(|n| n - 1).sum(),
         runs,
         skips,
+        successes: std::mem::take(&mut *world.successes.lock().unwrap()),
         duplicates_detected,
         abandoned,
         repaired,

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `job:<name>` | an API definition, or its tombstone ([`Value::Job`]) |
 //! | `pause:<name>` | whether the job is paused ([`Value::Pause`]) |
-//! | `run:<fire id>` | a request to run a job once now ([`Value::Run`]) |
+//! | `run:<fire id>` | a request to run a job once now ([`Value::Run`]), or once after a parent's success ([`Value::After`]) |
 //! | `ran:<fire id>` | the node that claimed that request and ran it ([`Value::Ran`]) |
 //! | `cancel:<fire id>` | a request to cancel the run with that fire id ([`Value::Cancel`]) |
 //! | `file:<name>` | this node's jobs-file definition of `<name>` ([`FileEntry`]) |
@@ -143,6 +143,19 @@ pub enum Value {
     Ran(NodeId),
     /// Cancel the run with this fire id, wherever it runs.
     Cancel,
+    /// Run `job` once: `parent`'s run with fire id `parent_fire`, of slot `slot` (Unix
+    /// ms), succeeded, and `job` runs after it (`core::after`). The key's fire id is
+    /// `core::after::child_fire_id(parent_fire, job)`.
+    After {
+        /// The job to run (the child).
+        job: JobId,
+        /// The parent that succeeded.
+        parent: JobId,
+        /// The parent run's fire id.
+        parent_fire: FireId,
+        /// The parent run's slot, which the child's run takes as its own.
+        slot: i64,
+    },
 }
 
 impl Value {
@@ -152,7 +165,7 @@ impl Value {
             (key, self),
             (Key::Job(_), Value::Job(_))
                 | (Key::Pause(_), Value::Pause(_))
-                | (Key::Run(_), Value::Run(_))
+                | (Key::Run(_), Value::Run(_) | Value::After { .. })
                 | (Key::Ran(_), Value::Ran(_))
                 | (Key::Cancel(_), Value::Cancel)
         )

@@ -386,7 +386,7 @@ impl Catalog {
                         .job()
                         .is_none_or(|name| self.resolve_def(name).is_none())
             }
-            (_, Value::Run(_) | Value::Ran(_) | Value::Cancel) => {
+            (_, Value::Run(_) | Value::Ran(_) | Value::Cancel | Value::After { .. }) => {
                 older_than(self.config.request_ttl)
             }
             (_, Value::Job(Some(_))) => false,
@@ -618,15 +618,44 @@ impl Catalog {
         Some(self.write(now, Key::Ran(id), Value::Ran(self.me.clone())))
     }
 
-    /// Run requests nobody has claimed yet: `(fire id, job, requested at)`.
-    pub fn unclaimed_requests(&self) -> impl Iterator<Item = (FireId, &JobId, &Version)> {
+    /// Asks for `child` to run once because its parent's run `parent_fire` of `slot`
+    /// succeeded (`core::after`). The request's fire id derives from the parent's, so a
+    /// parent slot that ran twice asks once: `None` when this node already holds the
+    /// request or its claim.
+    pub fn request_after(
+        &mut self,
+        now: UnixMillis,
+        child: &JobId,
+        parent: &JobId,
+        parent_fire: FireId,
+        slot: UnixMillis,
+    ) -> Option<(FireId, (Key, Register))> {
+        let id = crate::core::after::child_fire_id(parent_fire, child);
+        if self.registers.contains_key(&Key::Run(id)) || self.registers.contains_key(&Key::Ran(id))
+        {
+            return None;
+        }
+        let value = Value::After {
+            job: child.clone(),
+            parent: parent.clone(),
+            parent_fire,
+            slot: slot.0,
+        };
+        Some((id, self.write(now, Key::Run(id), value)))
+    }
+
+    /// Run requests nobody has claimed yet: `(fire id, job, slot)`. A run-now request's
+    /// slot is the time it was made; a dependent run's is its parent's slot.
+    pub fn unclaimed_requests(&self) -> impl Iterator<Item = (FireId, &JobId, UnixMillis)> {
         let lo = Key::Run(FireId(0));
         let hi = Key::Run(FireId(u64::MAX));
         self.registers
             .range(lo..=hi)
             .filter_map(|(k, r)| match (k, &r.value) {
-                (Key::Run(id), Value::Run(job)) if !self.registers.contains_key(&Key::Ran(*id)) => {
-                    Some((*id, job, &r.version))
+                (Key::Run(id), _) if self.registers.contains_key(&Key::Ran(*id)) => None,
+                (Key::Run(id), Value::Run(job)) => Some((*id, job, r.version.time())),
+                (Key::Run(id), Value::After { job, slot, .. }) => {
+                    Some((*id, job, UnixMillis(*slot)))
                 }
                 _ => None,
             })

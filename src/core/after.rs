@@ -204,6 +204,16 @@ impl Dependencies {
         self.children.contains_key(parent)
     }
 
+    /// Every job that runs after others, with its parents, in name order.
+    pub fn parent_lists(&self) -> impl Iterator<Item = (&JobId, &[JobId])> {
+        self.parents.iter().map(|(j, p)| (j, p.as_slice()))
+    }
+
+    /// Every job some job runs after, in name order.
+    pub fn parent_names(&self) -> impl Iterator<Item = &JobId> {
+        self.children.keys()
+    }
+
     /// The parents of `job`.
     pub fn parents(&self, job: &JobId) -> &[JobId] {
         self.parents.get(job).map_or(&[], Vec::as_slice)

@@ -28,12 +28,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::Clock;
 use super::listing::{JobInfo, JobListing, MemberInfo};
-use super::store::{CatalogFile, Store};
+use super::store::Store;
 use crate::catalog::keys::{
     FileSetMarker, KEY_FILE_PREFIX, KEY_FILES, decode_file_entry, decode_marker, decode_register,
     encode_file_entry, encode_marker, encode_register, file_set_digest,
@@ -123,6 +123,12 @@ pub(super) enum CatalogCmd {
     /// From a run-now run: claim request `id`; the answer is the claim's publication
     /// sequence number, or `None` if somebody claimed it first.
     Claim(FireId, oneshot::Sender<Option<u64>>),
+    /// From a run: it succeeded, and some job runs after its job (see `node::after`).
+    Succeeded {
+        parent: JobId,
+        fire_id: FireId,
+        slot: UnixMillis,
+    },
     /// The node stops: save the catalog, answer, and end.
     Stop(oneshot::Sender<()>),
 }
@@ -223,6 +229,10 @@ pub(super) struct CatalogTask {
     /// [`CatalogTask::listing`]); how many listings were built.
     pub(super) listing: Option<Arc<JobListing>>,
     pub(super) listings: u64,
+    /// Which jobs run after which (`after`).
+    pub(super) deps: crate::core::after::Dependencies,
+    /// Shared with runs: the jobs with children.
+    pub(super) triggers: Arc<super::after::Triggers>,
 }
 
 impl CatalogTask {
@@ -357,7 +367,7 @@ impl CatalogTask {
             }
             Key::Run(id) => {
                 if let Some((_, job, at)) = self.catalog.unclaimed_requests().find(|r| r.0 == *id) {
-                    let (job, at) = (job.clone(), at.time());
+                    let job = job.clone();
                     let _ = self.to_loop.send(PlanUpdate::Request { id: *id, job, at });
                 }
             }
@@ -371,7 +381,7 @@ impl CatalogTask {
     }
 
     /// A write of this node: publish it, and tell the loop.
-    fn wrote(&mut self, key: Key, r: &Register) {
+    pub(super) fn wrote(&mut self, key: Key, r: &Register) {
         self.unsaved = true;
         let value = encode_register(r);
         self.hashes.insert(key.clone(), xxh3_64(value.as_bytes()));
@@ -383,7 +393,7 @@ impl CatalogTask {
 
     /// Reads file sets, re-plans dirty jobs, and publishes pending keys. Returns the
     /// publication's sequence number, if there was one.
-    async fn flush(&mut self) -> Option<u64> {
+    pub(super) async fn flush(&mut self) -> Option<u64> {
         for (node, generation) in std::mem::take(&mut self.file_reads) {
             self.read_file_set(&node, generation).await;
         }
@@ -447,6 +457,7 @@ impl CatalogTask {
             if self.applied.remove(name).is_some() {
                 let _ = self.to_loop.send(PlanUpdate::Remove(name.clone()));
             }
+            self.set_parents(name, None);
             return;
         };
         let digest = r.def.digest();
@@ -460,6 +471,9 @@ impl CatalogTask {
             return;
         }
         let changed = prev.is_none_or(|a| a.digest != digest);
+        if changed {
+            self.set_parents(name, r.def.parents());
+        }
         let spec = if changed {
             match r.def.to_spec(name) {
                 Ok(spec) => Some(spec),
@@ -501,7 +515,7 @@ impl CatalogTask {
         });
     }
 
-    fn log_conflicts(&mut self, name: &JobId) {
+    pub(super) fn log_conflicts(&mut self, name: &JobId) {
         let conflicts = self.catalog.conflicts(name);
         if conflicts.is_empty() {
             if self.conflicted.remove(name) {
@@ -778,6 +792,11 @@ impl CatalogTask {
             CatalogCmd::Stop(done) => {
                 let _ = done.send(());
             }
+            CatalogCmd::Succeeded {
+                parent,
+                fire_id,
+                slot,
+            } => self.parent_succeeded(parent, fire_id, slot).await,
             CatalogCmd::ReplaceJobs(specs, reply) => {
                 let new = match self.replaceable.check(specs) {
                     Ok(new) => new,
@@ -820,89 +839,4 @@ impl CatalogTask {
             }
         }
     }
-}
-
-/// The catalog as a node starts with it, before gossip: its own jobs-file definitions
-/// (the builder's `job`/`jobs`), its handler jobs, and what the planner was given.
-pub(super) struct CatalogStart {
-    pub(super) catalog: Catalog,
-    pub(super) own: FileSet,
-    pub(super) applied: BTreeMap<JobId, Applied>,
-    pub(super) local: BTreeMap<JobId, JobDef>,
-    /// xxh3 of each register's value, as published.
-    pub(super) hashes: BTreeMap<Key, u64>,
-    /// Run-now requests from the data dir nobody has claimed.
-    pub(super) requests: BTreeMap<FireId, (JobId, UnixMillis)>,
-}
-
-/// Builds the starting catalog, from the data dir's catalog file if there is one, and
-/// registers its jobs, and the handler jobs (`handlers`), with `planner`.
-pub(super) fn start_catalog(
-    config: &super::NodeConfig,
-    now: UnixMillis,
-    generation: u64,
-    jobs: Vec<JobSpec>,
-    handlers: &BTreeSet<JobId>,
-    store: Option<&Store>,
-    planner: &mut crate::core::planner::Planner,
-) -> Result<CatalogStart, super::NodeError> {
-    let mut catalog = Catalog::new(config.node_id.clone(), config.catalog());
-    let mut hashes = BTreeMap::new();
-    match store.map(Store::load_catalog) {
-        None | Some(CatalogFile::Missing) => {}
-        Some(CatalogFile::Loaded(registers)) => {
-            let n = registers.len();
-            for (key, r) in registers {
-                let hash = xxh3_64(encode_register(&r).as_bytes());
-                if let Observed::Newer(_) = catalog.observe(now, key.clone(), r) {
-                    hashes.insert(key, hash);
-                }
-            }
-            info!(registers = n, "catalog read from the data dir");
-        }
-        Some(CatalogFile::Damaged { why, moved_to }) => match moved_to {
-            Some(to) => {
-                error!(problem = %why, moved_to = %to.display(), "the catalog file in the data dir is damaged: moved aside; starting without it (peers hold the catalog)");
-            }
-            None => {
-                error!(problem = %why, "the catalog file in the data dir is damaged and could not be moved aside; starting without it, and not writing it");
-            }
-        },
-    }
-    let (local, files): (Vec<JobSpec>, Vec<JobSpec>) =
-        jobs.into_iter().partition(|j| handlers.contains(&j.name));
-    catalog.set_local(local.iter().map(|j| j.name.clone()));
-    let defs = files.iter().map(|s| (s.name.clone(), JobDef::from_spec(s)));
-    let (own, _) = catalog.set_own_files(now, generation, defs)?;
-    let mut applied = BTreeMap::new();
-    for r in catalog.resolved() {
-        let spec = r.def.to_spec(&r.name).map_err(CatalogError::from)?;
-        planner.add_catalog_job(now, spec, first_floor(&r), r.paused)?;
-        applied.insert(
-            r.name.clone(),
-            Applied {
-                digest: r.def.digest(),
-                paused: r.paused,
-            },
-        );
-    }
-    let local_defs = local
-        .iter()
-        .map(|s| (s.name.clone(), JobDef::from_spec(s)))
-        .collect();
-    for j in local {
-        planner.add_job(now, j)?;
-    }
-    let requests = catalog
-        .unclaimed_requests()
-        .map(|(id, job, at)| (id, (job.clone(), at.time())))
-        .collect();
-    Ok(CatalogStart {
-        catalog,
-        own,
-        applied,
-        local: local_defs,
-        hashes,
-        requests,
-    })
 }

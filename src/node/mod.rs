@@ -5,8 +5,10 @@
 //! [`Datagrams`] (sealed with the cluster key, nonces from an [`Entropy`]). The simulator
 //! swaps all four and keeps everything else.
 
+mod after;
 mod catalog;
 mod catalog_apply;
+mod catalog_start;
 mod clock;
 mod config;
 mod handle;
@@ -359,7 +361,7 @@ impl NodeBuilder {
         let generation = u64::try_from(now.0).unwrap_or(0);
         let mut planner = Planner::new(config.node_id.clone(), config.planner(), now);
         planner.reserve(jobs.len());
-        let started = catalog::start_catalog(
+        let started = catalog_start::start_catalog(
             &config,
             now,
             generation,
@@ -406,6 +408,7 @@ impl NodeBuilder {
         let listeners = cluster.subscribe_catalog(catalog_events).await;
         let (plan_tx, plan_rx) = mpsc::unbounded_channel();
         let (catalog_tx, catalog_rx) = mpsc::unbounded_channel();
+        let triggers = after::Triggers::new(catalog_tx.clone());
         let planner_config = config.planner();
         let mut catalog_task = catalog::CatalogTask {
             catalog: started.catalog,
@@ -437,7 +440,12 @@ impl NodeBuilder {
             unsaved: false,
             listing: None,
             listings: 0,
+            deps: Default::default(),
+            triggers: triggers.clone(),
         };
+        for (name, parents) in started.deps.parent_lists() {
+            catalog_task.set_parents(name, Some(parents.to_vec()));
+        }
         catalog_task.publish_files(&started.own, &Default::default());
         let catalog_task = tokio::spawn(catalog_task.run());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -511,6 +519,7 @@ impl NodeBuilder {
                 idle: tokio::sync::Notify::new(),
                 history: history.clone(),
                 metrics: metrics.clone(),
+                triggers,
             }),
             stats: Stats::default(),
             health,

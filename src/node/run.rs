@@ -97,7 +97,9 @@ pub(super) async fn run_task(guard: RunGuard, wait: Option<BoxFuture<bool>>, inp
     };
     let report = run_attempts(&input, &running.attempts).await;
     running.ended = true;
-    if !report.outcome.is_success() {
+    if report.outcome.is_success() {
+        counters.triggers.succeeded(&input.ctx);
+    } else {
         counters.failed.fetch_add(1, Ordering::Relaxed);
     }
     let attempts = running.attempts.load(Ordering::Relaxed);
@@ -184,6 +186,8 @@ pub(super) struct RunCounters {
     /// Where runs record how they ended.
     pub(super) history: Arc<History>,
     pub(super) metrics: Arc<Metrics>,
+    /// Where a success of a job others run after starts them (`node::after`).
+    pub(super) triggers: Arc<super::after::Triggers>,
 }
 
 impl RunCounters {
