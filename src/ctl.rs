@@ -68,6 +68,10 @@ pub struct AddArgs {
     /// Cron (5 or 6 fields), `@every 30s` or `@at <RFC 3339>`.
     #[arg(long)]
     schedule: Option<String>,
+    /// Instead of `--schedule`: run once per success of each of these jobs (comma-separated
+    /// or repeated).
+    #[arg(long, value_delimiter = ',')]
+    after: Vec<String>,
     /// Shell command (run with `sh -c`).
     #[arg(long)]
     command: Option<String>,
@@ -111,6 +115,9 @@ impl AddArgs {
         }
         if let Some(r) = self.retries {
             m.insert("retries".into(), Value::from(r));
+        }
+        if !self.after.is_empty() {
+            m.insert("after".into(), Value::from(self.after.clone()));
         }
         m
     }

@@ -26,7 +26,7 @@ use serde::Serialize;
 use starling::catalog::{CatalogError, Key, Version};
 use starling::{CatalogClient, FireId, JobId, RawJob};
 
-use crate::check::{Bounds, Deafness, Duplicate, Reason};
+use crate::check::{Bounds, Deafness, Duplicate, duplicate};
 use crate::scenario::{CatalogOp, DYNAMIC_SCHEDULES, Fault, dynamic_job};
 use crate::world::{EPOCH, Run, SimResult};
 
@@ -155,10 +155,7 @@ pub struct CatalogFindings {
 impl CatalogFindings {
     /// Duplicates the fault schedule does not explain.
     pub fn unexplained(&self) -> usize {
-        self.duplicates
-            .iter()
-            .filter(|d| d.explained_by.is_none())
-            .count()
+        crate::check::unexplained(&self.duplicates)
     }
 
     /// True when every catalog promise held.
@@ -322,25 +319,7 @@ pub fn check(result: &SimResult, end_ms: i64, b: Bounds) -> CatalogFindings {
         if runs.len() < 2 {
             continue;
         }
-        runs.sort_by_key(|r| (r.started, r.node));
-        let reasons: Vec<Option<Reason>> = (1..runs.len())
-            .map(|k| {
-                runs[..k]
-                    .iter()
-                    .find_map(|earlier| deaf.explain_pair(earlier, runs[k], b))
-            })
-            .collect();
-        let explained_by = if reasons.iter().all(Option::is_some) {
-            reasons.into_iter().flatten().next()
-        } else {
-            None
-        };
-        f.duplicates.push(Duplicate {
-            job: job.to_string(),
-            slot: starling::UnixMillis(slot).to_rfc3339(),
-            nodes: runs.iter().map(|r| r.node).collect(),
-            explained_by,
-        });
+        f.duplicates.push(duplicate(&deaf, job, slot, &mut runs, b));
     }
 
     // Run-now requests: at most once.

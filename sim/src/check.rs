@@ -103,13 +103,49 @@ pub struct Findings {
     pub identity: Vec<String>,
 }
 
+/// How many of `duplicates` the fault schedule does not explain.
+pub fn unexplained(duplicates: &[Duplicate]) -> usize {
+    duplicates
+        .iter()
+        .filter(|d| d.explained_by.is_none())
+        .count()
+}
+
+/// The duplicate of `job`'s `slot` that `runs` (two or more) make, sorted by start: it is
+/// explained when every run after the first is explained by an earlier one
+/// ([`Deafness::explain_pair`]), by the first such reason.
+pub(crate) fn duplicate(
+    deaf: &Deafness,
+    job: &str,
+    slot: i64,
+    runs: &mut [&Run],
+    b: Bounds,
+) -> Duplicate {
+    runs.sort_by_key(|r| (r.started, r.node));
+    let reasons: Vec<Option<Reason>> = (1..runs.len())
+        .map(|k| {
+            runs[..k]
+                .iter()
+                .find_map(|earlier| deaf.explain_pair(earlier, runs[k], b))
+        })
+        .collect();
+    let explained_by = if reasons.iter().all(Option::is_some) {
+        reasons.into_iter().flatten().next()
+    } else {
+        None
+    };
+    Duplicate {
+        job: job.to_string(),
+        slot: UnixMillis(slot).to_rfc3339(),
+        nodes: runs.iter().map(|r| r.node).collect(),
+        explained_by,
+    }
+}
+
 impl Findings {
     /// Duplicates the fault schedule does not explain.
     pub fn unexplained(&self) -> usize {
-        self.duplicates
-            .iter()
-            .filter(|d| d.explained_by.is_none())
-            .count()
+        unexplained(&self.duplicates)
     }
 
     /// True when the run passes: no unexplained duplicate, no disallowed miss, owners agree.
@@ -393,28 +429,9 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
                 [one] => lateness.push(one.started - at_ms),
                 many => {
                     let mut runs: Vec<&Run> = many.to_vec();
-                    runs.sort_by_key(|r| (r.started, r.node));
+                    let d = duplicate(&deaf, job.name.as_str(), s.0, &mut runs, b);
                     lateness.push(runs[0].started - at_ms);
-                    // Every run after the first must be explained by some earlier run of the
-                    // same slot that its node could not have known about.
-                    let mut reasons = Vec::new();
-                    for (k, later) in runs.iter().enumerate().skip(1) {
-                        let why = runs[..k]
-                            .iter()
-                            .find_map(|earlier| deaf.explain_pair(earlier, later, b));
-                        reasons.push(why);
-                    }
-                    let explained_by = if reasons.iter().all(Option::is_some) {
-                        reasons.into_iter().flatten().next()
-                    } else {
-                        None
-                    };
-                    f.duplicates.push(Duplicate {
-                        job: job.name.to_string(),
-                        slot: s.to_rfc3339(),
-                        nodes: runs.iter().map(|r| r.node).collect(),
-                        explained_by,
-                    });
+                    f.duplicates.push(d);
                 }
             }
         }

@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use starling::core::after::{child_fire_id, parents};
-use starling::{FireId, JobId, JobSpec, UnixMillis};
+use starling::{FireId, JobId, JobSpec};
 
-use crate::check::{Bounds, CHECK_FROM_MS, CHECK_TAIL_MS, Deafness, Duplicate, Reason};
+use crate::check::{Bounds, CHECK_FROM_MS, CHECK_TAIL_MS, Deafness, Duplicate, duplicate};
 use crate::world::{Run, SimResult};
 
 /// The `pipeline` scenario's findings.
@@ -47,10 +47,7 @@ pub struct PipelineFindings {
 impl PipelineFindings {
     /// Duplicates the fault schedule does not explain.
     pub fn unexplained(&self) -> usize {
-        self.duplicates
-            .iter()
-            .filter(|d| d.explained_by.is_none())
-            .count()
+        crate::check::unexplained(&self.duplicates)
     }
 
     /// No unexplained miss, duplicate, or orphan.
@@ -131,25 +128,8 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Pi
             [_] => f.children_once += 1,
             many => {
                 let mut runs: Vec<&Run> = many.to_vec();
-                runs.sort_by_key(|r| (r.started, r.node));
-                let reasons: Vec<Option<Reason>> = (1..runs.len())
-                    .map(|k| {
-                        runs[..k]
-                            .iter()
-                            .find_map(|earlier| deaf.explain_pair(earlier, runs[k], b))
-                    })
-                    .collect();
-                let explained_by = if reasons.iter().all(Option::is_some) {
-                    reasons.into_iter().flatten().next()
-                } else {
-                    None
-                };
-                f.duplicates.push(Duplicate {
-                    job: job.clone(),
-                    slot: UnixMillis(runs[0].slot).to_rfc3339(),
-                    nodes: runs.iter().map(|r| r.node).collect(),
-                    explained_by,
-                });
+                f.duplicates
+                    .push(duplicate(&deaf, job, runs[0].slot, &mut runs, b));
             }
         }
     }

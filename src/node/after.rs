@@ -22,7 +22,11 @@
 //!
 //! A request and its claim live for the catalog's request lifetime (`request_ttl`, 10 min
 //! by default) after they were written. A child nobody claims by then (no live member
-//! satisfies its constraints that long) does not run for that parent success. A parent node that dies after its run succeeded but
+//! satisfies its constraints that long) does not run for that parent success, and nor does
+//! a child that is paused when its parent succeeds (it is not caught up on resume). A
+//! child on a cycle (two concurrent writes on two nodes can close one that neither
+//! refused) is not run, with a warning, rather than letting its jobs trigger each other
+//! for ever. A parent node that dies after its run succeeded but
 //! before its request left the node loses that request, as a slot's fire record would be.
 //! A node that claims a request and dies before starting its run leaves it unrun (the
 //! claim is the fence). A child runs whatever its overlap policy says, as a run-now run.
@@ -31,9 +35,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::catalog::{CatalogCmd, CatalogTask};
+use crate::core::after::{cycle_message, cycle_through};
 use crate::core::types::{FireId, JobId, UnixMillis};
 use crate::exec::RunContext;
 
@@ -108,6 +113,16 @@ impl CatalogTask {
         let now = self.clock.now();
         let children: Vec<JobId> = self.deps.children(&parent).cloned().collect();
         for child in children {
+            if self.catalog.is_paused(&child) {
+                info!(job = %child, parent = %parent, parent_fire_id = %fire_id, "the parent succeeded, but the job is paused: not run for it");
+                continue;
+            }
+            // Writes on two nodes at once can close a cycle that neither refused: its jobs
+            // would trigger each other for ever.
+            if let Some(cycle) = cycle_through(&child, |j| Some(self.deps.parents(j))) {
+                warn!(job = %child, cycle = %cycle_message(&cycle), "not run after its parent: its `after` is part of a cycle; change one of the jobs");
+                continue;
+            }
             match self
                 .catalog
                 .request_after(now, &child, &parent, fire_id, slot)
