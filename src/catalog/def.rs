@@ -164,8 +164,12 @@ impl JobDef {
 
     /// The jobs this one runs after; `None` for a job with a schedule of its own.
     pub fn parents(&self) -> Option<Vec<JobId>> {
+        // The prefix first: this runs for every job of a big catalog (conflicts, counts).
+        if !self.is_after() {
+            return None;
+        }
         match Schedule::parse(&self.schedule, chrono_tz::Tz::UTC) {
-            Ok(Schedule::After(p)) if self.is_after() => Some(p.to_vec()),
+            Ok(Schedule::After(p)) => Some(p.to_vec()),
             _ => None,
         }
     }
