@@ -654,8 +654,24 @@ mod tests {
             .await
             .expect("a and b never saw each other")
             .unwrap();
-        // Many rounds for the outsiders to try.
+        // Many rounds for the outsiders to try; then until each has tried each of the
+        // others (a gossip round picks its peers at random: on a loaded machine 600 ms
+        // once passed before the open node had sent to a), at most 10 s more.
         tokio::time::sleep(Duration::from_millis(600)).await;
+        let tried = || {
+            let (s, w, o) = (a_sec.stats(), wrong_sec.stats(), open_sec.stats());
+            s.rejected_unknown_key > 0
+                && s.rejected_plain > 0
+                && w.rejected_unknown_key > 0
+                && w.rejected_plain > 0
+                && o.rejected_sealed > 0
+        };
+        for _ in 0..100 {
+            if tried() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert_eq!(live_ids(&a), ["a", "b"]);
         assert_eq!(live_ids(&b), ["a", "b"]);
         assert_eq!(live_ids(&wrong), ["wrong"]);
