@@ -21,9 +21,10 @@
 //! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records,
 //!   the catalog's keys (`cluster::catalog`), and the gossip transport that seals every packet
 //!   and bounds the members a node learns of.
-//! - `node`: the runtime that owns the planner: clock, config, builder, handle, the loop,
-//!   the catalog task that keeps this node's copy of the catalog and serves the handle's
-//!   catalog operations, and the requests a parent's success makes for its children.
+//! - `node`: the runtime that owns the planner: clock, config, builder, handle, the loop
+//!   and its firing (planner actions to runs and records), the catalog task that keeps
+//!   this node's copy of the catalog and serves the handle's catalog operations, and the
+//!   requests a parent's success makes for its children.
 //! - `exec`: executors: shell commands and in-process async handlers.
 //! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
 //! - `logs`: log hygiene: escaping job output, rate limiting repeated lines.

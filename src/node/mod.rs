@@ -11,6 +11,7 @@ mod catalog_apply;
 mod catalog_start;
 mod clock;
 mod config;
+mod fire;
 mod handle;
 mod health;
 mod jobs;
