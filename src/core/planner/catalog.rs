@@ -1,4 +1,5 @@
-//! Jobs that come and go with the catalog: added with a floor, paused and resumed.
+//! The job set: jobs added, updated and removed (from files or the catalog), added with a
+//! floor, paused and resumed.
 //!
 //! Definitions change in place with [`Planner::update_job`], which keeps what the planner
 //! knows of the job's past (its cursor, the records it saw, its epochs), so an update
@@ -7,9 +8,10 @@
 //! run its 10:00:00 slot, and a resumed job does not catch up what came due while it was
 //! paused.
 
-use super::job::Mine;
+use super::job::{Job, Mine};
 use super::{Planner, PlannerError};
 use crate::core::job::JobSpec;
+use crate::core::schedule::Schedule;
 use crate::core::types::{JobId, UnixMillis};
 
 impl Planner {
@@ -82,6 +84,152 @@ impl Planner {
             (Some(t), Mine::From(_)) => t.epoch,
             _ => j.seen.epoch_seen.saturating_add(1),
         })
+    }
+
+    /// Room for `additional` more jobs without reallocating.
+    pub fn reserve(&mut self, additional: usize) {
+        self.jobs.reserve_exact(additional);
+        self.owners.reserve(additional);
+    }
+
+    /// Registers a job at `now`. Slots at or before `now` (or a known record) never fire.
+    pub fn add_job(&mut self, now: UnixMillis, mut spec: JobSpec) -> Result<(), PlannerError> {
+        if self.index.contains_key(&spec.name) {
+            return Err(PlannerError::DuplicateJob(spec.name));
+        }
+        self.share_schedule(&mut spec);
+        let idx = self.free.pop().unwrap_or(self.jobs.len());
+        let seen = self.stray_records.remove(&spec.name).unwrap_or_default();
+        self.owners
+            .set_job_constrained(idx, &spec.name, &spec.constraints);
+        self.index.insert(spec.name.clone(), idx);
+        let lookback = self.config.startup_delay + self.config.handoff_delay;
+        let mut job = Job {
+            spec,
+            registered: now.saturating_sub(lookback),
+            floor: UnixMillis::MIN,
+            paused: false,
+            seen,
+            cursor: now,
+            next_memo: None,
+            mine: Mine::No,
+            timer: None,
+            tenure: None,
+            prev_ran: None,
+            follows: None,
+            dups_counted: UnixMillis::MIN,
+            range_broken: false,
+            ran_here: false,
+        };
+        job.update_cursor();
+        if idx == self.jobs.len() {
+            self.jobs.push(Some(Box::new(job)));
+        } else {
+            self.jobs[idx] = Some(Box::new(job));
+        }
+        if !self.leaving && self.is_mine(idx) {
+            // A new job has no previous owner to hand over from.
+            self.set_mine(idx, Mine::From(now));
+        }
+        Ok(())
+    }
+
+    /// Jobs with the same cron text, timezone and DST rule share one parsed schedule (a
+    /// parsed cron expression is several hundred bytes).
+    fn share_schedule(&mut self, spec: &mut JobSpec) {
+        if let Schedule::Cron(_) = spec.schedule {
+            let key = (spec.schedule_text.clone(), spec.timezone.name(), spec.dst);
+            match self.schedules.get(&key) {
+                Some(shared) => spec.schedule = shared.clone(),
+                None => {
+                    self.schedules.insert(key, spec.schedule.clone());
+                }
+            }
+        }
+    }
+
+    /// Unregisters a job; returns whether it was registered.
+    ///
+    /// What its records showed is kept (as for a job never registered here), so a job
+    /// added back never reruns a slot it ran before. The slots this node ran count as
+    /// another node's then, so that they do not pull the cursor back as an earlier
+    /// generation's records would: the slots due while it was away are not caught up.
+    pub fn remove_job(&mut self, name: &JobId) -> bool {
+        let Some(idx) = self.index.remove(name) else {
+            return false;
+        };
+        self.set_mine(idx, Mine::No);
+        self.owners.clear_job(idx);
+        self.abandoned.remove(name);
+        if let Some(j) = self.jobs[idx].take() {
+            let mut seen = j.seen;
+            if let Some(own) = seen.own.take() {
+                seen.record(own, seen.epoch_seen, Some(self.me_key), None);
+            }
+            self.stray_records.insert(name.clone(), seen);
+        }
+        self.free.push(idx);
+        true
+    }
+
+    /// Replaces the definition of registered job `spec.name` (schedule, policies,
+    /// command), keeping what this node knows of it: its records, its cursor, whether it
+    /// owns it and under which epoch. So no slot runs twice across the change, and a run
+    /// in progress counts for its overlap policy. A new schedule or timezone applies to
+    /// slots after `now` only: the new schedule's slots before the change are not run
+    /// (nor reported missed). Returns whether the job was registered.
+    pub fn update_job(&mut self, now: UnixMillis, mut spec: JobSpec) -> bool {
+        let Some(&idx) = self.index.get(&spec.name) else {
+            return false;
+        };
+        let name = spec.name.clone();
+        self.share_schedule(&mut spec);
+        let Some(j) = self.jobs[idx].as_mut() else {
+            return false;
+        };
+        let rescheduled = j.spec.schedule_text != spec.schedule_text
+            || j.spec.timezone != spec.timezone
+            || j.spec.dst != spec.dst;
+        let placed = j.spec.constraints != spec.constraints;
+        j.spec = spec;
+        if rescheduled {
+            j.next_memo = None;
+            // The stretch fired so far was of the old schedule's slots.
+            j.break_range();
+            self.skip_until(&name, now);
+        }
+        if placed {
+            // New constraints move the job like a view change would.
+            let prev = self.owners.owner_of(idx).cloned();
+            let constraints = self.jobs[idx].as_ref().map(|j| j.spec.constraints.clone());
+            if self
+                .owners
+                .set_job_constrained(idx, &name, &constraints.unwrap_or_default())
+            {
+                self.ownership_changes += 1;
+                if !self.leaving && self.has_quorum() {
+                    self.owner_changed(now, idx, prev);
+                }
+            }
+        }
+        true
+    }
+
+    /// Slots of `name` at or before `at` will not fire here, nor count as missed: a job
+    /// added, or given a new schedule, while the node runs starts after the change.
+    /// Returns whether the job is registered.
+    pub fn skip_until(&mut self, name: &JobId, at: UnixMillis) -> bool {
+        let Some(&idx) = self.index.get(name) else {
+            return false;
+        };
+        let Some(j) = self.jobs[idx].as_mut() else {
+            return false;
+        };
+        j.floor = j.floor.max(at);
+        j.update_cursor();
+        let mine = j.mine;
+        self.reschedule(idx, mine);
+        true
     }
 }
 
