@@ -2,8 +2,9 @@
 //!
 //! - `list`: `GET /v1/jobs` on a node holding 10,000 API jobs, p50/p99/max over 200
 //!   requests, beside `GET /healthz` on the same server in the same run (the cost of HTTP
-//!   alone). Target: p99 < 50 ms. Also each GET right after a change of one job (50), which
-//!   builds the listing and the page again instead of serving the last one.
+//!   alone). Target: p99 < 50 ms. Also each GET right after a change of one job (50): the
+//!   node makes that job's listing entry and its part of the page again and splices the
+//!   rest from the last ones.
 //! - `first-run`: on 3 real processes (the release binary) at the default gossip
 //!   interval, the time from a `PUT` on one node to the first run of the job on its owner,
 //!   over `BENCH_TRIES` tries (default 20). Each job fires every second, so part of that
@@ -143,8 +144,9 @@ async fn list(jobs: usize) {
     let healthz = time_gets(&http, &format!("{base}/healthz"), 200).await;
     let all = time_gets(&http, &format!("{base}/v1/jobs"), 200).await;
     let one = time_gets(&http, &format!("{base}/v1/jobs/job-04242"), 200).await;
-    // Each GET right after a change (a pause or resume of one job): the node builds its
-    // listing and the page again, as it does at most once per change or per next slot.
+    // Each GET right after a change (a pause or resume of one job): the node makes that
+    // job's entry again, in its listing and in the page, as it does once per change or per
+    // next slot.
     let mut changed = Vec::new();
     for i in 0..50 {
         let name = format!("job-{:05}", i * 97 % jobs);

@@ -125,7 +125,7 @@ struct Shared {
     /// For gathering from peers' APIs (one pool of connections for all requests).
     client: reqwest::Client,
     /// `GET /v1/jobs` as last answered (see [`jobs::JobsPageCache`]).
-    jobs_page: std::sync::Mutex<Option<jobs::JobsPageCache>>,
+    jobs_page: std::sync::Mutex<Option<Arc<jobs::JobsPageCache>>>,
 }
 
 impl ApiState {
@@ -133,7 +133,7 @@ impl ApiState {
         &self.0.node
     }
 
-    fn jobs_page(&self) -> std::sync::MutexGuard<'_, Option<jobs::JobsPageCache>> {
+    fn jobs_page(&self) -> std::sync::MutexGuard<'_, Option<Arc<jobs::JobsPageCache>>> {
         // A panic while holding it left at worst a whole earlier answer: still valid.
         self.0
             .jobs_page

@@ -474,6 +474,32 @@ async fn the_job_list_follows_the_clock_the_catalog_and_the_members() {
     let page = list().await;
     let dyn3 = page.jobs.iter().find(|j| j.name == "dyn-3").unwrap();
     assert!(dyn3.paused && dyn3.next.is_empty(), "{dyn3:?}");
+    // Each answer after a change is made from the one before (issue 15): a delete, a
+    // resume, a replaced definition and a new one show too, and every entry is the job's own answer.
+    a.node.catalog().delete_job("dyn-5").await.unwrap();
+    a.node.catalog().resume_job("dyn-3").await.unwrap();
+    for name in ["dyn-6", "dyn-8"] {
+        let raw = RawJob {
+            name: Some(name.into()),
+            schedule: Some("@every 2h".into()),
+            command: Some("false".into()),
+            ..RawJob::default()
+        };
+        a.node.catalog().put_job(raw).await.unwrap();
+    }
+    let page = list().await;
+    assert_eq!(page.jobs.len(), 9);
+    assert!(page.jobs.iter().all(|j| j.name != "dyn-5"));
+    for job in &page.jobs {
+        let own = a.node.catalog().job(&job.name).await.unwrap();
+        let version = own.version.as_ref().map(|v| v.to_string());
+        assert_eq!(
+            (&job.definition, job.paused, &job.version),
+            (&own.definition, own.paused, &version),
+            "{}",
+            job.name
+        );
+    }
 
     // The members: with b in, each job's owner in the list is the one the job's own
     // answer (never cached) names.
@@ -539,6 +565,11 @@ async fn after_jobs_are_put_shown_without_slots_and_cycles_are_refused_by_name()
         e.message,
         "job `extract`: `after`: cycle extract -> load -> extract"
     );
+    let jobs = || async {
+        let r = http.get(api.url("/v1/jobs")).bearer_auth(TOKEN).send();
+        r.await.unwrap().json::<JobsPage>().await.unwrap()
+    };
+    assert!(jobs().await.conflicts.is_empty());
     // Deleting the parent leaves the child, reported as waiting for it.
     let deleted = http
         .delete(api.url("/v1/jobs/extract"))
@@ -561,5 +592,10 @@ async fn after_jobs_are_put_shown_without_slots_and_cycles_are_refused_by_name()
         conflict.contains("missing_parent") && conflict.contains("extract"),
         "{conflict}"
     );
+    // The list made from the one before shows it too: the child changed with its parent.
+    let page = jobs().await;
+    assert_eq!(page.jobs.len(), 1);
+    assert_eq!(page.jobs[0].conflicts, job.conflicts);
+    assert_eq!(page.conflicts, job.conflicts);
     api.stop().await;
 }

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::Clock;
-use super::listing::{JobInfo, JobListing, MemberInfo};
+use super::listing::{JobInfo, JobListing, ListingState, MemberInfo};
 use super::store::Store;
 use crate::catalog::keys::{
     FileSetMarker, KEY_FILE_PREFIX, KEY_FILES, decode_file_entry, decode_marker, decode_register,
@@ -133,20 +133,6 @@ pub(super) enum CatalogCmd {
     Stop(oneshot::Sender<()>),
 }
 
-impl CatalogCmd {
-    /// The command changes nothing the listing shows (a read).
-    fn reads_only(&self) -> bool {
-        matches!(
-            self,
-            CatalogCmd::Listing(_)
-                | CatalogCmd::Registers(_)
-                | CatalogCmd::Get(..)
-                | CatalogCmd::Members(_)
-                | CatalogCmd::Stats(_)
-        )
-    }
-}
-
 /// Adapts a `replace_jobs` answer to [`CatalogTask::publish_then`].
 fn reply_ok(
     reply: oneshot::Sender<Result<super::JobsChange, super::JobsError>>,
@@ -225,10 +211,8 @@ pub(super) struct CatalogTask {
     /// The data dir, if any, and whether the catalog changed since it was last saved.
     pub(super) store: Option<Arc<Store>>,
     pub(super) unsaved: bool,
-    /// The listing of every job, until the catalog or the view changes (see
-    /// [`CatalogTask::listing`]); how many listings were built.
-    pub(super) listing: Option<Arc<JobListing>>,
-    pub(super) listings: u64,
+    /// The listing of every job, and what changed since (see [`CatalogTask::listing`]).
+    pub(super) listing: ListingState,
     /// Which jobs run after which (`after`).
     pub(super) deps: crate::core::after::Dependencies,
     /// Shared with runs: the jobs with children.
@@ -244,7 +228,6 @@ impl CatalogTask {
         loop {
             let now = self.clock.now();
             if now >= next_reconcile {
-                self.listing = None;
                 self.reconcile(now).await;
                 self.flush().await;
                 next_reconcile = now.saturating_add(self.gossip_interval * RECONCILE_INTERVALS);
@@ -263,7 +246,6 @@ impl CatalogTask {
                 _ = sleep => {}
                 ev = self.events.recv() => {
                     let Some(ev) = ev else { return };
-                    self.listing = None;
                     let now = self.clock.now();
                     self.on_event(now, ev);
                     while let Ok(ev) = self.events.try_recv() {
@@ -277,12 +259,7 @@ impl CatalogTask {
                         let _ = done.send(());
                         return;
                     }
-                    Some(cmd) => {
-                        if !cmd.reads_only() {
-                            self.listing = None;
-                        }
-                        self.on_cmd(cmd).await;
-                    }
+                    Some(cmd) => self.on_cmd(cmd).await,
                     None => return,
                 },
                 changed = self.view.changed() => {
@@ -290,7 +267,7 @@ impl CatalogTask {
                         return;
                     }
                     // Membership changed: who publishes what may have too, and owners.
-                    self.listing = None;
+                    self.listing.all_changed();
                     next_reconcile = self.clock.now();
                 }
             }
@@ -397,7 +374,11 @@ impl CatalogTask {
         for (node, generation) in std::mem::take(&mut self.file_reads) {
             self.read_file_set(&node, generation).await;
         }
-        for name in std::mem::take(&mut self.dirty) {
+        let dirty = std::mem::take(&mut self.dirty);
+        // Every change of what a job's listing entry shows passes here: its registers
+        // (`touch`) and file definitions (`set_files`, `remove_files`, `set_own_files`).
+        self.listing.jobs_changed(&dirty);
+        for name in dirty {
             self.plan(&name);
             self.log_conflicts(&name);
         }

@@ -371,7 +371,13 @@ impl CatalogClient {
     /// it); a change made elsewhere shows here once gossip brought it, normally within a
     /// few gossip intervals.
     pub async fn jobs(&self) -> Result<Vec<JobInfo>, CatalogError> {
-        Ok(self.listing().await?.jobs.clone())
+        Ok(self
+            .listing()
+            .await?
+            .jobs
+            .iter()
+            .map(|j| (**j).clone())
+            .collect())
     }
 
     /// [`CatalogClient::jobs`] and [`CatalogClient::conflicts`] at one moment, shared: the

@@ -1,8 +1,8 @@
-//! What the catalog task answers reads with: one job, the listing of every job (built
-//! once per change of the catalog or of the membership view, and shared until the next
-//! one: `GET /v1/jobs` over 10,000 jobs, issue 15), and the members.
+//! What the catalog task answers reads with: one job, the listing of every job (kept,
+//! and after a change made again only for the jobs that changed: `GET /v1/jobs` over
+//! 10,000 jobs, issue 15), and the members.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -70,38 +70,130 @@ pub struct MemberInfo {
 }
 
 /// Every job and every conflict as one node sees them at one moment
-/// ([`crate::node::CatalogClient::listing`]). The catalog task builds it again only once
-/// the catalog or its membership view changed, so readers share one copy meanwhile.
+/// ([`crate::node::CatalogClient::listing`]). The catalog task keeps it, and after a
+/// change of some jobs makes the next one from it with only those jobs' entries made
+/// again (the others are the same `Arc`s); a membership change makes every entry again.
+/// Readers share one copy meanwhile.
 #[derive(Debug, PartialEq, Eq)]
 pub struct JobListing {
     /// Grows with every listing this node builds: two listings with the same number (of
     /// the same node's run) are the same listing.
     pub version: u64,
-    /// Every job, as [`crate::node::CatalogClient::jobs`] shows them, in name order.
-    pub jobs: Vec<JobInfo>,
+    /// Every job, as [`crate::node::CatalogClient::jobs`] shows them, in name order. An
+    /// entry is the same `Arc` as in the listing before when that job did not change (so
+    /// a reader can tell the changed ones with `Arc::ptr_eq`).
+    pub jobs: Vec<Arc<JobInfo>>,
     /// Every conflict, as [`crate::node::CatalogClient::conflicts`] shows them.
     pub conflicts: Vec<Conflict>,
 }
 
+/// The catalog task's listing and what changed since it was made.
+#[derive(Debug, Default)]
+pub(super) struct ListingState {
+    /// The last listing made, if any.
+    last: Option<Arc<JobListing>>,
+    /// How many listings were made (the next one's version).
+    made: u64,
+    /// Jobs whose entry may have changed since `last` was made.
+    changed: BTreeSet<JobId>,
+    /// Every entry may have changed (the membership view did: owners).
+    all: bool,
+    /// Each job's conflicts, when it has any, as of `last`.
+    conflicts: BTreeMap<JobId, Vec<Conflict>>,
+}
+
+impl ListingState {
+    /// Jobs whose entries may have changed (a definition, pause, source or conflict).
+    pub(super) fn jobs_changed<'a>(&mut self, names: impl IntoIterator<Item = &'a JobId>) {
+        if self.all || self.last.is_none() {
+            return;
+        }
+        self.changed.extend(names.into_iter().cloned());
+    }
+
+    /// Every entry may have changed (owners, after a membership change).
+    pub(super) fn all_changed(&mut self) {
+        self.all = true;
+        self.changed.clear();
+    }
+}
+
 impl CatalogTask {
-    /// The listing of the catalog as it is now: the one built before, unless the catalog
-    /// or the membership view changed since (the task drops it on each change; a view
-    /// change the task has not seen yet is checked here, so owners are never staler than
-    /// the view).
+    /// The listing of the catalog as it is now: the one made before if nothing changed
+    /// since; that one with the entries of the jobs that changed made again (issue 15:
+    /// `GET /v1/jobs` right after a change of one job); or, after a membership change, a
+    /// whole new one. A view change the task has not seen yet is checked here, so owners
+    /// are never staler than the view.
     pub(super) fn listing(&mut self) -> Arc<JobListing> {
         if self.view.has_changed().unwrap_or(true) {
-            self.listing = None;
+            self.listing.all_changed();
         }
-        if let Some(l) = &self.listing {
-            return l.clone();
+        // Changes not flushed yet are in the catalog already.
+        let pending: Vec<JobId> = self.dirty.iter().cloned().collect();
+        self.listing.jobs_changed(&pending);
+        let last = match &self.listing.last {
+            Some(l) if !self.listing.all => l.clone(),
+            _ => return self.whole_listing(),
+        };
+        if self.listing.changed.is_empty() {
+            return last;
         }
-        self.listings += 1;
+        let mut names = std::mem::take(&mut self.listing.changed);
+        // A job's missing-parent conflict changes with its parents' definitions.
+        for name in names.clone() {
+            names.extend(self.deps.children(&name).cloned());
+        }
+        let mut jobs = last.jobs.clone();
+        for name in &names {
+            let at = jobs.binary_search_by(|j| j.name.cmp(name));
+            match (self.info(name), at) {
+                (Some(info), Ok(i)) => jobs[i] = Arc::new(info),
+                (Some(info), Err(i)) => jobs.insert(i, Arc::new(info)),
+                (None, Ok(i)) => {
+                    jobs.remove(i);
+                }
+                (None, Err(_)) => {}
+            }
+            self.set_conflicts(name);
+        }
+        self.keep_listing(jobs)
+    }
+
+    /// A listing made from nothing.
+    fn whole_listing(&mut self) -> Arc<JobListing> {
+        let mut names = self.catalog.names();
+        names.extend(self.local.keys().cloned());
+        let jobs = names
+            .iter()
+            .filter_map(|n| self.info(n).map(Arc::new))
+            .collect();
+        self.listing.conflicts.clear();
+        for name in &names {
+            self.set_conflicts(name);
+        }
+        self.listing.all = false;
+        self.listing.changed.clear();
+        self.keep_listing(jobs)
+    }
+
+    /// Notes `name`'s conflicts for the listing (what `Catalog::all_conflicts` gathers).
+    fn set_conflicts(&mut self, name: &JobId) {
+        let c = self.catalog.conflicts(name);
+        if c.is_empty() {
+            self.listing.conflicts.remove(name);
+        } else {
+            self.listing.conflicts.insert(name.clone(), c);
+        }
+    }
+
+    fn keep_listing(&mut self, jobs: Vec<Arc<JobInfo>>) -> Arc<JobListing> {
+        self.listing.made += 1;
         let listing = Arc::new(JobListing {
-            version: self.listings,
-            jobs: self.list(),
-            conflicts: self.catalog.all_conflicts(),
+            version: self.listing.made,
+            jobs,
+            conflicts: self.listing.conflicts.values().flatten().cloned().collect(),
         });
-        self.listing = Some(listing.clone());
+        self.listing.last = Some(listing.clone());
         listing
     }
 
@@ -146,12 +238,6 @@ impl CatalogTask {
             pause_version: r.pause_version,
             conflicts: self.catalog.conflicts(name),
         })
-    }
-
-    fn list(&self) -> Vec<JobInfo> {
-        let mut names = self.catalog.names();
-        names.extend(self.local.keys().cloned());
-        names.iter().filter_map(|n| self.info(n)).collect()
     }
 
     pub(super) async fn members(&self) -> Vec<MemberInfo> {

@@ -439,8 +439,7 @@ impl NodeBuilder {
             replaceable,
             store: store.clone(),
             unsaved: false,
-            listing: None,
-            listings: 0,
+            listing: Default::default(),
             deps: Default::default(),
             triggers: triggers.clone(),
         };
