@@ -316,6 +316,10 @@ pub struct Catalog {
     registers: BTreeMap<Key, Register>,
     files: BTreeMap<NodeId, FileSet>,
     local: BTreeSet<JobId>,
+    /// The ids of the nodes that wrote the registers held: each register's version shares
+    /// one of these instead of holding its own copy of a few writers' ids (issue 15,
+    /// memory per entry). As many as nodes ever wrote to the catalog.
+    writers: BTreeSet<NodeId>,
 }
 
 impl Catalog {
@@ -328,6 +332,7 @@ impl Catalog {
             registers: BTreeMap::new(),
             files: BTreeMap::new(),
             local: BTreeSet::new(),
+            writers: BTreeSet::new(),
         }
     }
 
@@ -394,7 +399,7 @@ impl Catalog {
     }
 
     /// Merges a register seen in gossip or read from disk at `now`. See [`Observed`].
-    pub fn observe(&mut self, now: UnixMillis, key: Key, r: Register) -> Observed {
+    pub fn observe(&mut self, now: UnixMillis, key: Key, mut r: Register) -> Observed {
         if !r.value.fits(&key)
             || r.version.time() > now.saturating_add(self.config.max_ahead)
             || self.expired(&key, &r, now)
@@ -405,7 +410,15 @@ impl Catalog {
         match self.registers.get(&key) {
             Some(old) if old.version == r.version => Observed::Same,
             Some(old) if old.version > r.version => Observed::Older,
-            _ => Observed::Newer(self.registers.insert(key, r)),
+            _ => {
+                match self.writers.get(&r.version.node) {
+                    Some(id) => r.version.node = id.clone(),
+                    None => {
+                        self.writers.insert(r.version.node.clone());
+                    }
+                }
+                Observed::Newer(self.registers.insert(key, r))
+            }
         }
     }
 

@@ -80,7 +80,7 @@ impl Planner {
     /// schedule (run-now requests); `None` if the job is not registered.
     pub fn epoch_for_extra_run(&self, name: &JobId) -> Option<u64> {
         let j = self.jobs[*self.index.get(name)?].as_ref()?;
-        Some(match (j.tenure, j.mine) {
+        Some(match (j.tenure(), j.mine) {
             (Some(t), Mine::From(_)) => t.epoch,
             _ => j.seen.epoch_seen.saturating_add(1),
         })
@@ -114,12 +114,7 @@ impl Planner {
             next_memo: None,
             mine: Mine::No,
             timer: None,
-            tenure: None,
-            prev_ran: None,
-            follows: None,
-            dups_counted: UnixMillis::MIN,
-            range_broken: false,
-            ran_here: false,
+            fired: None,
         };
         job.update_cursor();
         if idx == self.jobs.len() {

@@ -114,20 +114,43 @@ pub(super) struct Job {
     pub(super) mine: Mine,
     /// The key of this job's entry in `timers`, if it has one.
     pub(super) timer: Option<UnixMillis>,
+    /// What this node fired of it; `None` until it fires it (or sees an earlier
+    /// generation's record of its own): boxed, since most jobs never fire on a given node
+    /// (another member owns them) and every node keeps every job of the catalog (issue 15,
+    /// memory per entry).
+    pub(super) fired: Option<Box<Fired>>,
+}
+
+/// The stretches a node fired of one job, for epochs and duplicate detection.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Fired {
     /// The stretch this node is firing now, if it fired since it last gained the job.
-    pub(super) tenure: Option<Tenure>,
+    tenure: Option<Tenure>,
     /// The stretch before (this or an earlier generation), for duplicate detection.
-    pub(super) prev_ran: Option<Tenure>,
+    prev_ran: Option<Tenure>,
     /// Where the current epoch began, if another node's record placed it.
-    pub(super) follows: Option<Follows>,
+    follows: Option<Follows>,
     /// Duplicates up to this slot were reported already.
-    pub(super) dups_counted: UnixMillis,
+    dups_counted: UnixMillis,
     /// A slot after the stretch's last run was not run here (misfire or overlap policy):
     /// the next run starts a new stretch, under the same epoch.
-    pub(super) range_broken: bool,
+    range_broken: bool,
     /// This planner fired the job at least once (its own records seen since are echoes of
     /// its own runs, not of an earlier generation's).
-    pub(super) ran_here: bool,
+    ran_here: bool,
+}
+
+impl Default for Fired {
+    fn default() -> Self {
+        Fired {
+            tenure: None,
+            prev_ran: None,
+            follows: None,
+            dups_counted: UnixMillis::MIN,
+            range_broken: false,
+            ran_here: false,
+        }
+    }
 }
 
 impl Job {
@@ -159,39 +182,63 @@ impl Job {
             .max(self.floor);
     }
 
+    /// The stretch this node is firing now, if any.
+    pub(super) fn tenure(&self) -> Option<Tenure> {
+        self.fired.as_ref().and_then(|f| f.tenure)
+    }
+
+    /// Where the current epoch began, if another node's record placed it.
+    pub(super) fn follows(&self) -> Option<Follows> {
+        self.fired.as_ref().and_then(|f| f.follows)
+    }
+
+    /// A record of this node's own shows a stretch an earlier generation ran: kept to
+    /// recognise duplicates of it, unless this planner fired the job itself (the record
+    /// is an echo of its own run) or knows a later stretch.
+    pub(super) fn earlier_run(&mut self, t: Tenure) {
+        let f = self.fired.get_or_insert_default();
+        if !f.ran_here && f.prev_ran.is_none_or(|p| p.last < t.last) {
+            f.prev_ran = Some(t);
+        }
+    }
+
     /// Ends the current stretch: the next run starts a new epoch.
     pub(super) fn end_tenure(&mut self) {
-        if let Some(t) = self.tenure.take() {
-            self.prev_ran = Some(t);
+        if let Some(f) = self.fired.as_deref_mut() {
+            if let Some(t) = f.tenure.take() {
+                f.prev_ran = Some(t);
+            }
+            f.range_broken = false;
         }
-        self.range_broken = false;
     }
 
     /// The run of `slot` did not happen, nor did the runs after it in its stretch (they
     /// are newer and waited the same way): the stretch ends before it. Returns the record
     /// that says so, or `None` if no stretch holds `slot`.
     pub(super) fn retract(&mut self, slot: UnixMillis) -> Option<FireRecord> {
+        let f = self.fired.as_deref_mut()?;
         let holds = |t: &Tenure| t.first <= slot && slot <= t.last;
         // The stretch may have ended already (the node lost the job with the quorum).
-        let current = self.tenure.as_ref().is_some_and(holds);
+        let current = f.tenure.as_ref().is_some_and(holds);
         let t = if current {
-            self.tenure.as_mut()
+            f.tenure.as_mut()
         } else {
-            self.prev_ran.as_mut().filter(|t| holds(t))
+            f.prev_ran.as_mut().filter(|t| holds(t))
         }?;
         let before = UnixMillis(slot.0.saturating_sub(1));
         t.last = before;
+        let (epoch, first) = (t.epoch, t.first);
         let record = FireRecord {
             slot: before,
-            epoch: t.epoch,
-            first: t.first.min(before),
-            follows: if current { self.follows } else { None },
+            epoch,
+            first: first.min(before),
+            follows: if current { f.follows } else { None },
         };
-        if t.first > before {
+        if first > before {
             if current {
-                self.tenure = None;
+                f.tenure = None;
             } else {
-                self.prev_ran = None;
+                f.prev_ran = None;
             }
         }
         Some(record)
@@ -199,38 +246,43 @@ impl Job {
 
     /// A slot was dropped after the stretch's last run: the stretch's range ends there.
     pub(super) fn break_range(&mut self) {
-        if self.tenure.is_some() {
-            self.range_broken = true;
+        if let Some(f) = self.fired.as_deref_mut()
+            && f.tenure.is_some()
+        {
+            f.range_broken = true;
         }
     }
 
     /// This node starts `slot`: its epoch, and the first slot of that epoch. A new epoch
     /// begins when the job was just gained, or another node's record reached the epoch.
     pub(super) fn begin_run(&mut self, slot: UnixMillis) -> (u64, UnixMillis) {
-        match &mut self.tenure {
-            Some(t) if t.epoch > self.seen.epoch_others => {
-                if self.range_broken {
-                    self.prev_ran = Some(*t);
-                    self.range_broken = false;
-                    t.first = slot;
-                }
-                t.last = slot;
-                (t.epoch, t.first)
+        let epoch_others = self.seen.epoch_others;
+        let f: &mut Fired = self.fired.get_or_insert_default();
+        if let Some(t) = f.tenure.as_mut()
+            && t.epoch > epoch_others
+        {
+            if f.range_broken {
+                f.prev_ran = Some(*t);
+                f.range_broken = false;
+                t.first = slot;
             }
-            _ => {
-                self.end_tenure();
-                self.ran_here = true;
-                self.follows = self.seen.follows();
-                let epoch = self.seen.epoch_seen.saturating_add(1);
-                self.seen.epoch_seen = epoch;
-                self.tenure = Some(Tenure {
-                    epoch,
-                    first: slot,
-                    last: slot,
-                });
-                (epoch, slot)
-            }
+            t.last = slot;
+            return (t.epoch, t.first);
         }
+        if let Some(t) = f.tenure.take() {
+            f.prev_ran = Some(t);
+        }
+        f.range_broken = false;
+        f.ran_here = true;
+        f.follows = self.seen.follows();
+        let epoch = self.seen.epoch_seen.saturating_add(1);
+        self.seen.epoch_seen = epoch;
+        f.tenure = Some(Tenure {
+            epoch,
+            first: slot,
+            last: slot,
+        });
+        (epoch, slot)
     }
 
     /// Slots in `[first, last]` this node ran too (its current and previous stretch), not
@@ -240,12 +292,13 @@ impl Job {
         first: UnixMillis,
         last: UnixMillis,
     ) -> Option<(UnixMillis, UnixMillis, u64)> {
-        let ours = [self.tenure, self.prev_ran].map(|t| t.map(|t| (t.first, t.last)));
+        let f = self.fired.as_deref_mut()?;
+        let ours = [f.tenure, f.prev_ran].map(|t| t.map(|t| (t.first, t.last)));
         let mut found: Option<(UnixMillis, UnixMillis, u64)> = None;
         for (a, b) in ours.into_iter().flatten() {
             let lo = a
                 .max(first)
-                .max(UnixMillis(self.dups_counted.0.saturating_add(1)));
+                .max(UnixMillis(f.dups_counted.0.saturating_add(1)));
             let hi = b.min(last);
             if lo > hi {
                 continue;
@@ -269,7 +322,7 @@ impl Job {
             }
         }
         if let Some((_, last, _)) = found {
-            self.dups_counted = self.dups_counted.max(last);
+            f.dups_counted = f.dups_counted.max(last);
         }
         found
     }

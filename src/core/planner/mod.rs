@@ -433,7 +433,7 @@ impl Planner {
     pub fn skipped_by_overlap(&mut self, name: &JobId, slot: UnixMillis) -> Option<FireRecord> {
         let idx = *self.index.get(name)?;
         let j = self.jobs[idx].as_mut()?;
-        let latest = j.tenure.is_some_and(|t| t.last == slot);
+        let latest = j.tenure().is_some_and(|t| t.last == slot);
         let record = if latest { j.retract(slot) } else { None };
         j.break_range();
         record
@@ -492,13 +492,11 @@ impl Planner {
             // What an earlier generation of this node ran, to recognise duplicates of it.
             // Echoes of this planner's own records (possibly arriving after it retracted
             // a run) are not that.
-            if !j.ran_here && j.prev_ran.is_none_or(|t| t.last < slot) {
-                j.prev_ran = Some(Tenure {
-                    epoch: record.epoch,
-                    first: record.first,
-                    last: slot,
-                });
-            }
+            j.earlier_run(Tenure {
+                epoch: record.epoch,
+                first: record.first,
+                last: slot,
+            });
         } else {
             if let Some((first, last, count)) = j.overlap_with(record.first, slot) {
                 self.out.push(Action::Duplicate {
@@ -832,7 +830,7 @@ impl Planner {
                     slot: s,
                     epoch,
                     first,
-                    follows: j.follows,
+                    follows: j.follows(),
                 },
             });
             j.account(s);
@@ -898,7 +896,7 @@ impl Planner {
                 slot: s,
                 epoch,
                 first,
-                follows: j.follows,
+                follows: j.follows(),
             });
         }
         if let Some(&last) = due.last() {
