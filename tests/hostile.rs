@@ -129,20 +129,26 @@ fn two_peers_run_every_slot_once(dir: &Path, a: &Path, b: &Path, jobs: &[String]
         });
         assert!(started, "{log}: {text}");
     }
-    // Joined, the catalog gossiped and the start's catch-up done within 6 s (a node that
-    // starts with 10,000 jobs catches up the slots due while it parsed them, and skipped
-    // some `forbid` slots behind that burst for up to 7 s in a debug build on this
-    // loaded 2-core machine); then 4 s of slots.
-    let from = ceil_second(SystemClock.now()) + 6_000;
+    // Both nodes firing (bounded, 60 s: a node that starts with 10,000 jobs parses them
+    // and catches up the slots due meanwhile, which took over 6 s in a debug build on this
+    // loaded 2-core machine, and a window that began at a fixed 6 s after the start once
+    // opened before a node had run anything); then 3 s for the catalog and the views to
+    // settle, then 4 s of slots, and 3 s for their runs to end.
+    let runs = dir.join("runs.txt");
+    let (firing, text) = wait_for_log(&runs, Duration::from_secs(60), |t| {
+        t.lines().any(|l| l.starts_with("a ")) && t.lines().any(|l| l.starts_with("b "))
+    });
+    assert!(firing, "both nodes never ran a job: {text}");
+    let from = ceil_second(SystemClock.now()) + 3_000;
     let to = from + 4_000;
-    common::sleep_until(starling::UnixMillis(to + 1_500));
+    common::sleep_until(starling::UnixMillis(to + 3_000));
     let logs = || {
         ["a.log", "b.log"]
             .map(|l| std::fs::read_to_string(dir.join(l)).unwrap_or_default())
             .join("\n")
     };
     assert!(!logs().contains("panicked"), "{}", logs());
-    every_slot_once(&dir.join("runs.txt"), jobs, from, to)
+    every_slot_once(&runs, jobs, from, to)
 }
 
 #[test]
