@@ -12,6 +12,10 @@ use crate::world::{Applied, EPOCH, Run, SimResult};
 pub const CHECK_FROM_MS: i64 = 3_000;
 /// Slots in the last this-many ms are not checked: a catch-up may still be due.
 pub const CHECK_TAIL_MS: i64 = 10_000;
+/// A run or an overlap skip more than this before its slot's true time is early: only a
+/// clock past the nodes' bound (`max_clock_offset`, 2 s) makes one (issue 14: a clock
+/// stepped 30 s forward skipped 11 of 15 slots as overlapped, none of them due yet).
+pub const EARLY_MS: i64 = 2_500;
 
 /// Bounds the checker uses, derived from the gossip interval.
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +105,14 @@ pub struct Findings {
     /// reach the holder, or a node that stopped counting the holder as a member while an
     /// impostor lived (issue 14: the whole cluster saw it leaving for about 3 s).
     pub identity: Vec<String>,
+    /// Runs started more than [`EARLY_MS`] before their slot's true time.
+    pub early_runs: Vec<Miss>,
+    /// Overlap skips made more than [`EARLY_MS`] before their slot's true time.
+    pub early_skips: Vec<Miss>,
+    /// A job's epoch rising between two runs on one node with no view change on that
+    /// node, no overlap skip in between, and no other node running the job under an epoch
+    /// in between (issue 14: a clock step raised it from 1 to 8).
+    pub epoch_rises: Vec<String>,
 }
 
 /// How many of `duplicates` the fault schedule does not explain.
@@ -154,6 +166,9 @@ impl Findings {
             && self.identity.is_empty()
             && self.spurious.is_empty()
             && self.misplaced == 0
+            && self.early_runs.is_empty()
+            && self.early_skips.is_empty()
+            && self.epoch_rises.is_empty()
             && self.unexplained() == 0
             && self.owners_agree != Some(false)
     }
@@ -321,6 +336,71 @@ fn check_identity(f: &mut Findings, result: &SimResult, deaf: &Deafness, end_ms:
     }
 }
 
+/// Early runs and skips, and epochs that rise with no owner change (see [`Findings`]).
+fn check_clocks(
+    f: &mut Findings,
+    result: &SimResult,
+    names: &std::collections::BTreeSet<&str>,
+    from: i64,
+    to: i64,
+) {
+    let miss = |job: &str, slot: i64| Miss {
+        job: job.to_string(),
+        slot: UnixMillis(slot).to_rfc3339(),
+        at_ms: slot - EPOCH.0,
+    };
+    let checked = |job: &str, slot: i64| names.contains(job) && slot >= from && slot <= to;
+    for r in &result.runs {
+        if checked(&r.job, r.slot) && r.started < r.slot - EPOCH.0 - EARLY_MS {
+            f.early_runs.push(miss(&r.job, r.slot));
+        }
+    }
+    for k in &result.skips {
+        if checked(&k.job, k.slot) && k.at < k.slot - EPOCH.0 - EARLY_MS {
+            f.early_skips.push(miss(&k.job, k.slot));
+        }
+    }
+    let mut by_job: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in result.runs.iter().filter(|r| checked(&r.job, r.slot)) {
+        by_job.entry(&r.job).or_default().push(r);
+    }
+    for (job, mut runs) in by_job {
+        runs.sort_by_key(|r| (r.slot, r.started, r.node));
+        for w in runs.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a.node != b.node || b.epoch <= a.epoch {
+                continue;
+            }
+            let (lo, hi) = (a.started.min(b.started), a.started.max(b.started));
+            let new_view = result
+                .views
+                .iter()
+                .any(|v| v.node == a.node && v.at >= lo && v.at <= hi);
+            // A slot skipped by the overlap policy in between retracts the stretch's
+            // record (see `Planner::skipped_by_overlap`); that is not what this checks.
+            let skipped = result
+                .skips
+                .iter()
+                .any(|k| k.job == job && k.slot > a.slot && k.slot < b.slot);
+            // Another node ran the job under an epoch from this one's on (a partition
+            // that healed, a node back from a stall): it took the job over meanwhile.
+            let taken = runs.iter().any(|r| {
+                r.node != a.node && r.epoch >= a.epoch && r.epoch < b.epoch && r.started <= hi
+            });
+            if !new_view && !skipped && !taken {
+                f.epoch_rises.push(format!(
+                    "{job}: epoch {} -> {} on n{} between slots {} and {} with no view change",
+                    a.epoch,
+                    b.epoch,
+                    a.node,
+                    UnixMillis(a.slot).to_rfc3339(),
+                    UnixMillis(b.slot).to_rfc3339()
+                ));
+            }
+        }
+    }
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -447,6 +527,7 @@ pub fn check(jobs: &[JobSpec], result: &SimResult, end_ms: i64, b: Bounds) -> Fi
         }
     }
     check_identity(&mut f, result, &deaf, end_ms, b);
+    check_clocks(&mut f, result, &names, from, to);
     lateness.sort_unstable();
     f.lateness_ms = (
         percentile(&lateness, 0.50),

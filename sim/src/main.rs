@@ -50,8 +50,8 @@ struct Args {
     #[arg(long, value_parser = parse_range)]
     seeds: Option<(u64, u64)>,
     /// The scenario: steady, crash, restart, rolling, join, partition, partition-quorum,
-    /// flap, skew, pause, dup-id, chaos, catalog, placement, or `all` (each in turn, then a
-    /// results table in Markdown).
+    /// flap, skew, pause, dup-id, clock-step, big-skew, chaos, catalog, placement, pipeline,
+    /// or `all` (each in turn, then a results table in Markdown).
     #[arg(long, default_value = "steady", value_parser = parse_scenarios)]
     scenario: Scenarios,
     /// Number of nodes.
@@ -469,6 +469,12 @@ fn summarize(scenario: Scenario, reports: &[Report]) -> String {
     let http: u64 = reports.iter().map(|r| r.http_requests).sum();
     let repeated: u64 = reports.iter().map(|r| r.http_repeated_keys).sum();
     let misplaced: u64 = reports.iter().map(|r| r.misplaced).sum();
+    let clocks = |f: fn(&Findings) -> usize| reports.iter().map(|r| f(&r.findings)).sum::<usize>();
+    let (early, early_skips, rises) = (
+        clocks(|f| f.early_runs.len()),
+        clocks(|f| f.early_skips.len()),
+        clocks(|f| f.epoch_rises.len()),
+    );
     let placement = if http > 0 || misplaced > 0 {
         format!(
             "; HTTP requests {http} (repeated idempotency keys {repeated}); runs on a node without the job's tags {misplaced}"
@@ -479,6 +485,11 @@ fn summarize(scenario: Scenario, reports: &[Report]) -> String {
     println!(
         "summary {scenario}: {runs} run(s), {failed} failed; missed {missed}; duplicates {dup} (explained {expl}, unexplained {unexplained}; nodes detected {detected}); skipped by overlap {overlap}; abandoned {abandoned} (repaired {repaired}); worst lateness p99 {p99}ms; {speed:.0} simulated s per wall s{placement}"
     );
+    if early + early_skips + rises > 0 {
+        println!(
+            "clocks {scenario}: runs started early {early}; overlap skips made early {early_skips}; epochs risen with no owner change {rises}"
+        );
+    }
     let catalogs: Vec<&catalog::CatalogFindings> =
         reports.iter().filter_map(|r| r.catalog.as_ref()).collect();
     if !catalogs.is_empty() {
@@ -666,6 +677,18 @@ fn main() -> ExitCode {
         }
         for i in r.findings.identity.iter().take(5) {
             println!("  seed {}: {i}", r.seed);
+        }
+        for m in r.findings.early_runs.iter().take(5) {
+            println!("  seed {}: ran {} slot {} early", r.seed, m.job, m.slot);
+        }
+        for m in r.findings.early_skips.iter().take(5) {
+            println!(
+                "  seed {}: skipped {} slot {} as overlapped before it was due",
+                r.seed, m.job, m.slot
+            );
+        }
+        for e in r.findings.epoch_rises.iter().take(5) {
+            println!("  seed {}: {e}", r.seed);
         }
         if let Some(p) = &r.pipeline {
             for l in p.missing.iter().chain(&p.orphans).take(5) {

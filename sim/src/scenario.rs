@@ -191,6 +191,13 @@ pub enum Scenario {
     /// A second process starts with a live node's id, sometimes on the other side of a
     /// partition.
     DupId,
+    /// One node's wall clock is stepped (an NTP step, a hand-set clock) forward or back by
+    /// 5 to 60 s mid-run, and half the time stepped back later (issue 14).
+    ClockStep,
+    /// One node's clock is 5 s, a minute or five minutes ahead or behind from the start,
+    /// and it crashes half the time; another is 1.5 s ahead (within the bound) and crashes
+    /// (issue 14: records of a clock ten minutes ahead held its jobs after it died).
+    BigSkew,
     /// A random mix of all of the above.
     Chaos,
     /// Jobs created, changed, paused, resumed, deleted and run now through the nodes'
@@ -206,7 +213,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Restart,
@@ -218,6 +225,8 @@ impl Scenario {
         Scenario::Skew,
         Scenario::Pause,
         Scenario::DupId,
+        Scenario::ClockStep,
+        Scenario::BigSkew,
         Scenario::Chaos,
         Scenario::Catalog,
         Scenario::Placement,
@@ -238,6 +247,8 @@ impl Scenario {
             Scenario::Skew => "skew",
             Scenario::Pause => "pause",
             Scenario::DupId => "dup-id",
+            Scenario::ClockStep => "clock-step",
+            Scenario::BigSkew => "big-skew",
             Scenario::Chaos => "chaos",
             Scenario::Catalog => "catalog",
             Scenario::Placement => "placement",
@@ -422,6 +433,49 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
                     p.faults.push((leave, Fault::Leave(imp)));
                     t = leave + rng.range(4_000, 10_000);
                 }
+            }
+        }
+        Scenario::ClockStep => {
+            for s in p.skew_ms.iter_mut() {
+                *s = rng.range(-50, 50);
+            }
+            let node = rng.below(nodes as u64) as usize;
+            let step = rng.range(5_000, 60_000) * if rng.chance(0.5) { 1 } else { -1 };
+            let t = at(rng, WARMUP_MS, last - 20_000);
+            p.faults.push((
+                t,
+                Fault::ClockJump {
+                    node,
+                    delta_ms: step,
+                },
+            ));
+            if rng.chance(0.5) {
+                p.faults.push((
+                    t + rng.range(5_000, 20_000),
+                    Fault::ClockJump {
+                        node,
+                        delta_ms: -step,
+                    },
+                ));
+            }
+        }
+        Scenario::BigSkew => {
+            for s in p.skew_ms.iter_mut() {
+                *s = rng.range(-50, 50);
+            }
+            let far = rng.below(nodes as u64) as usize;
+            // Five minutes at most: sealed gossip drops the packets of a clock further off
+            // than its replay window (`dead_node_grace_period`, 10 minutes here).
+            let off = [5_000, 60_000, 300_000][rng.below(3) as usize];
+            p.skew_ms[far] = off * if rng.chance(0.5) { 1 } else { -1 };
+            if rng.chance(0.5) {
+                p.faults
+                    .push((at(rng, WARMUP_MS, last / 2), Fault::Crash(far)));
+            } else if nodes > 2 {
+                let ahead = (far + 1 + rng.below(nodes as u64 - 1) as usize) % nodes;
+                p.skew_ms[ahead] = 1_500;
+                p.faults
+                    .push((at(rng, WARMUP_MS, last / 2), Fault::Crash(ahead)));
             }
         }
         Scenario::Chaos => {

@@ -68,6 +68,9 @@ pub struct Run {
     pub ends: i64,
     /// Its fire id: the slot's, or a run-now request's.
     pub fire_id: u64,
+    /// The ownership epoch it ran under (see `Planner`): it rises only when the job's owner
+    /// changes (issue 14: a clock step raised it from 1 to 8 with no owner change).
+    pub epoch: u64,
     /// The job's constraints did not hold for the node's tags when it started (issue 18:
     /// must never happen).
     pub misplaced: bool,
@@ -256,6 +259,7 @@ impl Executor for Recorder {
             started: 0,
             ends: 0,
             fire_id: ctx.fire_id.0,
+            epoch: ctx.epoch,
             misplaced: false,
         };
         let (base, runs) = (self.base, self.runs.clone());
