@@ -567,6 +567,7 @@ async fn publish_cost(jobs: usize, rounds: usize) -> AnyResult<Vec<i64>> {
         phi_threshold: 8.0,
         dead_node_grace_period: Duration::from_secs(600),
         placement: Default::default(),
+        initial_status: starling::cluster::STATUS_ALIVE,
     };
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let cluster = Cluster::spawn(&gossip, Arc::new(UdpTransport), tx).await?;

@@ -19,12 +19,13 @@
 //!   in the binary, schedules in words, and the gossip keys of its members table.
 //! - `client`: the CLI client of the API (`starling jobs|members|runs`).
 //! - `cluster`: the chitchat adapter: key layout, the live view, publishing fire records,
-//!   the catalog's keys (`cluster::catalog`), and the gossip transport that seals every packet
-//!   and bounds the members a node learns of.
+//!   the catalog's keys (`cluster::catalog`), the gossip transport that seals every packet
+//!   and bounds the members a node learns of, and clock offsets from gossip round trips.
 //! - `node`: the runtime that owns the planner: clock, config, builder, handle, the loop
 //!   and its firing (planner actions to runs and records), the catalog task that keeps
-//!   this node's copy of the catalog and serves the handle's catalog operations, and the
-//!   requests a parent's success makes for its children.
+//!   this node's copy of the catalog and serves the handle's catalog operations, the
+//!   requests a parent's success makes for its children, its own health, and its clock
+//!   against its peers' (`max_clock_offset`).
 //! - `exec`: executors: shell commands and in-process async handlers.
 //! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
 //! - `logs`: log hygiene: escaping job output, rate limiting repeated lines.

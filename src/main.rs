@@ -152,6 +152,10 @@ struct RunArgs {
     /// Quorum mode: the fewest members (this node included) a node must see to fire.
     #[arg(long)]
     min_members: Option<usize>,
+    /// How far this node's clock may be from the median of its peers' before it stops
+    /// owning jobs, e.g. `2s` (the default).
+    #[arg(long)]
+    max_clock_offset: Option<String>,
     /// Most runs kept in this node's run history (0: none). Default 10000.
     #[arg(long)]
     history_max_runs: Option<usize>,
@@ -357,6 +361,11 @@ fn build_config(args: &RunArgs) -> anyhow::Result<(NodeConfig, Option<PathBuf>, 
     }
     if let Some(n) = args.min_members {
         config.min_members = Some(n);
+    }
+    if let Some(v) = &args.max_clock_offset {
+        config.max_clock_offset = parse_duration(v)
+            .map_err(anyhow::Error::msg)
+            .context("--max-clock-offset")?;
     }
     if let Some(n) = args.history_max_runs {
         config.history.max_runs = n;

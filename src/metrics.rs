@@ -362,6 +362,22 @@ impl Collector for Scraped {
         )?;
         gauge(
             &mut e,
+            "starling_clock_out_of_bound",
+            "1 while this node's clock is off the median of the cluster's clocks by more than max_clock_offset: it owns no job then",
+            i64::from(st.clock_out_of_bound),
+        )?;
+        if let Some(ms) = st.clock_offset_ms {
+            // Seconds, as Prometheus wants: a float.
+            let g = ConstGauge::new(ms as f64 / 1000.0);
+            g.encode(e.encode_descriptor(
+                "starling_clock_offset_seconds",
+                "This node's clock minus the median of the cluster's clocks, estimated from gossip round trips",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
+        gauge(
+            &mut e,
             "starling_history_runs",
             "Entries in this node's run history",
             as_i64(s.history.0),

@@ -507,6 +507,7 @@ async fn a_long_run_is_announced_while_it_runs_and_its_end_too() {
             phi_threshold: 8.0,
             dead_node_grace_period: Duration::from_secs(60),
             placement: Default::default(),
+            initial_status: starling::cluster::STATUS_ALIVE,
         },
         Arc::new(chitchat::transport::UdpTransport),
         events,

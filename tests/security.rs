@@ -82,6 +82,7 @@ async fn peer(
         phi_threshold: 8.0,
         dead_node_grace_period: Duration::from_secs(60),
         placement: Default::default(),
+        initial_status: starling::cluster::STATUS_ALIVE,
     };
     let security = GossipSecurity::new(
         Some(keys),
@@ -133,8 +134,7 @@ async fn publish(p: &Peer, slot: i64) {
                 record: FireRecord::single(UnixMillis(slot), 1),
                 node: NodeId::new("a"),
             }],
-            running: Vec::new(),
-            members: None,
+            ..Publish::default()
         })
         .await;
 }

@@ -63,6 +63,7 @@ fn state_name(s: MemberState) -> &'static str {
     match s {
         MemberState::Alive => "alive",
         MemberState::Leaving => "leaving",
+        MemberState::Clock => "clock",
         MemberState::Dead => "dead",
     }
 }

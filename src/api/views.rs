@@ -12,7 +12,8 @@ pub struct MemberView {
     pub id: String,
     /// The address it gossips on.
     pub address: String,
-    /// `alive`, `leaving` or `dead`.
+    /// `alive`, `leaving`, `clock` (its clock is unverified or off the cluster's by more
+    /// than `max_clock_offset`: it owns nothing) or `dead`.
     pub state: String,
     /// Its generation (its start time in Unix ms; grows with every restart).
     pub generation: u64,

@@ -50,6 +50,8 @@ pub struct NodeRow {
     pub live: bool,
     /// Its status key says it is leaving.
     pub leaving: bool,
+    /// Its status key says its clock is unverified or out of bound (see `node::skew`).
+    pub clock: bool,
     /// The value of its `files` marker, if set.
     pub files_marker: Option<String>,
     /// This node itself (its current generation).
@@ -178,6 +180,7 @@ impl Publisher {
                 addr: id.gossip_advertise_addr,
                 live: live.contains(id),
                 leaving: state.get(KEY_STATUS) == Some(STATUS_LEAVING),
+                clock: state.get(KEY_STATUS) == Some(super::STATUS_CLOCK),
                 files_marker: state.get(KEY_FILES).map(str::to_string),
                 me: *id == me,
             });

@@ -5,7 +5,8 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `status` | `alive`, or `leaving` once a graceful leave began |
+//! | `status` | `alive`; `leaving` once a graceful leave began; `clock` while its clock is not verified against its peers' or is off by more than `max_clock_offset` (see `offset`; no node counts it as a member then) |
+//! | `clock` | its wall clock, and echoes of its peers' (see `offset`), every gossip interval |
 //! | `version` | the Starling version the node runs |
 //! | `fire:<job>` | the job's fire record: `slot/epoch/first` (the last slot this node started, in Unix milliseconds; its ownership epoch; the first slot of that epoch), then `/<slot>/<node key>` when another node's record placed the epoch's start (see `FireRecord::follows`) |
 //! | `api` | the address of the node's HTTP API, when it has one (`--api`): any node's API gathers the cluster's run history from it |
@@ -69,11 +70,13 @@ use crate::core::types::{FireRecord, JobId, NodeId, UnixMillis};
 
 mod evidence;
 mod identity;
+mod offset;
 mod tracked;
 mod transport;
 
 pub use evidence::{Evidence, EvidenceWatch, members_digest};
 pub use identity::{Conflict, Rivals, conflict_with, is_probe, probe, probe_id};
+pub use offset::{ClockValue, Estimate, KEY_CLOCK, Offsets, Sample};
 pub use transport::{
     DatagramSocket, Datagrams, GossipKeys, GossipSecurity, GossipStats, GossipTransport, LOG_EVERY,
     MAX_PEER_KEYS, UdpDatagrams,
@@ -99,6 +102,9 @@ pub const KEY_MEMBERS: &str = "members";
 pub const STATUS_ALIVE: &str = "alive";
 /// Status of a node that began a graceful leave.
 pub const STATUS_LEAVING: &str = "leaving";
+/// Status of a node whose clock is not verified yet, or is off by more than the bound:
+/// alive, not a member (see `node::skew`).
+pub const STATUS_CLOCK: &str = "clock";
 
 /// Gossip settings. See `NodeConfig` for the user-facing defaults.
 #[derive(Clone, Debug)]
@@ -123,6 +129,9 @@ pub struct GossipConfig {
     pub dead_node_grace_period: Duration,
     /// The node's weight and tags, published for ownership.
     pub placement: Placement,
+    /// The status the node starts with: `alive`, or `clock` when it must verify its clock
+    /// against its peers' first (see `node::skew`).
+    pub initial_status: &'static str,
 }
 
 /// A fire record seen in gossip: `node` started `record.slot` of `job`.
@@ -156,6 +165,13 @@ pub enum Event {
     Record(Record),
     /// A running-state change.
     Running(Running),
+    /// A peer's clock value (see `offset`).
+    Clock {
+        /// The peer.
+        node: NodeId,
+        /// Its `clock` value.
+        value: String,
+    },
 }
 
 /// What gets published in one go, in order.
@@ -169,6 +185,8 @@ pub struct Publish {
     /// The digest of the member set this node's planner now uses ([`members_digest`]), set
     /// after the records before it.
     pub members: Option<String>,
+    /// This node's clock value (see `offset`).
+    pub clock: Option<String>,
 }
 
 /// Publication sequence numbers (our state's version after each), and per peer the
@@ -334,7 +352,7 @@ pub struct Cluster {
     live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     sent: Arc<Sent>,
     traffic: Arc<Traffic>,
-    _listeners: [ListenerHandle; 2],
+    _listeners: [ListenerHandle; 3],
 }
 
 impl std::fmt::Debug for Cluster {
@@ -379,7 +397,7 @@ impl Cluster {
             protocol_version: ProtocolVersion::V0,
         };
         let mut initial = vec![
-            (KEY_STATUS.to_string(), STATUS_ALIVE.to_string()),
+            (KEY_STATUS.to_string(), config.initial_status.to_string()),
             (
                 KEY_VERSION.to_string(),
                 env!("CARGO_PKG_VERSION").to_string(),
@@ -423,6 +441,17 @@ impl Cluster {
                 }));
             }
         });
+        let clocks = events.clone();
+        let me_three = me_too.clone();
+        let clock = guard.subscribe_event(KEY_CLOCK, move |ev| {
+            if *ev.node == me_three || !ev.key.is_empty() {
+                return;
+            }
+            let _ = clocks.send(Event::Clock {
+                node: NodeId::new(&*ev.node.node_id),
+                value: ev.value.to_string(),
+            });
+        });
         let running = guard.subscribe_event(KEY_RUNNING_PREFIX, move |ev| {
             if *ev.node == me_too {
                 return;
@@ -441,7 +470,7 @@ impl Cluster {
             live,
             sent,
             traffic,
-            _listeners: [fire, running],
+            _listeners: [fire, running, clock],
         })
     }
 
@@ -477,6 +506,18 @@ impl Cluster {
         let state = guard.self_node_state();
         for (key, value) in placement_keys(placement) {
             state.set(key, value);
+        }
+    }
+
+    /// Sets this node's status to `alive` or `clock` (see `node::skew`), unless it is
+    /// leaving.
+    pub async fn set_status(&self, status: &'static str) {
+        let chitchat = self.handle.chitchat();
+        let mut guard = chitchat.lock().await;
+        let state = guard.self_node_state();
+        let now = state.get(KEY_STATUS);
+        if now != Some(STATUS_LEAVING) && now != Some(status) {
+            state.set(KEY_STATUS, status);
         }
     }
 
@@ -577,6 +618,9 @@ impl Publisher {
             && state.get(KEY_MEMBERS) != Some(members.as_str())
         {
             state.set(KEY_MEMBERS, members);
+        }
+        if let Some(clock) = &batch.clock {
+            state.set(KEY_CLOCK, clock);
         }
         // The state's version: a peer whose digest shows it holds the whole publication.
         let seq = state.max_version();
@@ -782,13 +826,18 @@ pub fn view_from_live(live: &BTreeMap<ChitchatId, NodeState>) -> View {
             continue;
         }
         let node = NodeId::new(&*id.node_id);
-        if state.get(KEY_STATUS) != Some(STATUS_LEAVING) {
+        let status = state.get(KEY_STATUS);
+        if status != Some(STATUS_LEAVING) {
+            // Kept for a node out of clock bound too: it counts itself back as soon as its
+            // clock is (see `node::skew`).
             let placement = placement_of(state);
             if placement == Placement::default() {
                 placements.remove(&node);
             } else {
                 placements.insert(node.clone(), placement);
             }
+        }
+        if !matches!(status, Some(STATUS_LEAVING | STATUS_CLOCK)) {
             members.insert(node.clone());
         }
         alive.insert(node);
@@ -823,6 +872,7 @@ pub(super) mod tests {
             phi_threshold: 8.0,
             dead_node_grace_period: Duration::from_secs(60),
             placement: Placement::default(),
+            initial_status: STATUS_ALIVE,
         }
     }
 
@@ -855,8 +905,7 @@ pub(super) mod tests {
                     record: FireRecord::single(UnixMillis(1_000), 1),
                     node: NodeId::new("a"),
                 }],
-                running: Vec::new(),
-                members: None,
+                ..Publish::default()
             })
             .await;
         assert!(seq > 0);

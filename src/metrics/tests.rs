@@ -105,6 +105,8 @@ fn scrape_time_values_are_exposed_as_counters_and_gauges() {
             overlap_skipped: 3,
             duplicates_detected: 4,
             ownership_changes: 5,
+            clock_offset_ms: Some(-2_500),
+            clock_out_of_bound: true,
             ..Stats::default()
         },
         members: 3,
@@ -143,6 +145,8 @@ fn scrape_time_values_are_exposed_as_counters_and_gauges() {
         ("starling_catalog_conflicts_detected_total", 2.0),
         ("starling_catalog_hash", -1.0),
         ("starling_catalog_newest_version_ms", 1_700_000_000_123.0),
+        ("starling_clock_offset_seconds", -2.5),
+        ("starling_clock_out_of_bound", 1.0),
     ] {
         assert_eq!(sample(&text, prefix), Some(want), "{prefix} in\n{text}");
     }

@@ -22,6 +22,8 @@ pub const DEFAULT_PHI_THRESHOLD: f64 = 16.0;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
 /// Default cluster id.
 pub const DEFAULT_CLUSTER_ID: &str = "starling";
+/// Default `max_clock_offset`.
+pub const DEFAULT_MAX_CLOCK_OFFSET: Duration = Duration::from_secs(2);
 
 pub use crate::core::limits::{MAX_HISTORY_BYTES, MAX_HISTORY_RUNS};
 
@@ -83,6 +85,11 @@ pub struct NodeConfig {
     /// that is only cut off has seen it lost the quorum and stopped first. Default: 5
     /// gossip intervals. Outside quorum mode a vanished member's jobs move at once.
     pub quorum_takeover_delay: Option<Duration>,
+    /// How far this node's clock may be from the median of the cluster's clocks (estimated
+    /// from gossip round trips, see `node::skew`) before it stops owning jobs, and how far
+    /// ahead a fire record may be before it is held until its slot is near. Default 2 s;
+    /// at least two gossip intervals (an estimate's error is about one).
+    pub max_clock_offset: Duration,
     /// The address this node's HTTP API is reached at, published in gossip (key `api`) so
     /// that any node's API can gather the cluster's run history. Default: none (no API).
     pub api_addr: Option<SocketAddr>,
@@ -160,6 +167,7 @@ impl NodeConfig {
             expected_size: None,
             min_members: None,
             quorum_takeover_delay: None,
+            max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
             history: HistoryLimits::default(),
             job_cgroups: true,
             api_addr: None,
@@ -222,6 +230,10 @@ impl NodeConfig {
         diff("data_dir", self.data_dir != other.data_dir);
         diff("expected_size", self.expected_size != other.expected_size);
         diff("min_members", self.min_members != other.min_members);
+        diff(
+            "max_clock_offset",
+            self.max_clock_offset != other.max_clock_offset,
+        );
         diff(
             "quorum_takeover_delay",
             self.quorum_takeover_delay != other.quorum_takeover_delay,
@@ -291,6 +303,7 @@ impl NodeConfig {
             } else {
                 Duration::ZERO
             },
+            max_record_ahead: self.max_clock_offset,
             broken_ownership_for_tests: self.broken_ownership_for_tests,
         }
     }
@@ -409,6 +422,16 @@ impl NodeConfig {
         }
         check_weight(self.placement.weight).map_err(|e| config_err("weight", e))?;
         Tags::new(self.placement.tags.pairs().clone()).map_err(|e| config_err("tags", e))?;
+        if self.max_clock_offset < self.gossip_interval * 2 {
+            return Err(config_err(
+                "max_clock_offset",
+                format!(
+                    "{:?} is under two gossip intervals ({:?}): clock offsets are estimated within about one",
+                    self.max_clock_offset,
+                    self.gossip_interval * 2
+                ),
+            ));
+        }
         if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
             return Err(config_err(
                 "retry_backoff",
@@ -464,6 +487,8 @@ pub struct ConfigFile {
     pub min_members: Option<usize>,
     /// `quorum_takeover_delay = "1s"`.
     pub quorum_takeover_delay: Option<String>,
+    /// `max_clock_offset = "2s"`.
+    pub max_clock_offset: Option<String>,
     /// `history_max_runs = 10000` (0: keep no history).
     pub history_max_runs: Option<usize>,
     /// `history_max_bytes = 4194304` (0: keep no history).
@@ -610,6 +635,9 @@ impl ConfigFile {
         }
         if let Some(d) = duration_key("retry_backoff_max", &self.retry_backoff_max)? {
             config.retry_backoff_max = d;
+        }
+        if let Some(d) = duration_key("max_clock_offset", &self.max_clock_offset)? {
+            config.max_clock_offset = d;
         }
         if let Some(d) = duration_key("quorum_takeover_delay", &self.quorum_takeover_delay)? {
             config.quorum_takeover_delay = Some(d);

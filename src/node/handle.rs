@@ -65,6 +65,10 @@ pub struct Stats {
     /// Jobs no live member may own in this node's view: their constraints match nobody's
     /// tags (a gauge).
     pub unplaceable_jobs: u64,
+    /// This node's clock minus the median of the cluster's clocks, ms, once estimated.
+    pub clock_offset_ms: Option<i64>,
+    /// True while that offset is beyond `max_clock_offset`: the node owns no job then.
+    pub clock_out_of_bound: bool,
     /// Slots of unplaceable jobs that came due, counted by the node that would own each
     /// job without its constraints (so once in the cluster).
     pub unplaceable_slots: u64,
@@ -97,9 +101,17 @@ pub struct NodeHandle {
     pub(super) catalog_task: tokio::task::JoinHandle<()>,
     /// The node's clock, for readers outside the loop (the API's schedule previews).
     pub(super) clock: Arc<dyn Clock>,
+    pub(super) clock_status: watch::Receiver<super::ClockStatus>,
 }
 
 impl NodeHandle {
+    /// This node's clock against the cluster's: its offset from the median of the clocks
+    /// it knows, the estimate's error bound, and whether it is within `max_clock_offset`
+    /// (see `node::skew`).
+    pub fn clock_status(&self) -> super::ClockStatus {
+        *self.clock_status.borrow()
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> &NodeId {
         &self.node_id

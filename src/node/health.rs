@@ -137,6 +137,8 @@ pub(super) enum Cause {
     RunSawStall,
     /// Another live process holds this node's id and keeps it.
     IdentityConflict(SocketAddr),
+    /// The wall clock was stepped by this much, ms (see `skew`).
+    ClockStep(i64),
 }
 
 impl std::fmt::Display for Cause {
@@ -148,6 +150,7 @@ impl std::fmt::Display for Cause {
             }
             Cause::PeersVanished(n) => write!(f, "all {n} other members went silent at once"),
             Cause::RunSawStall => f.write_str("a run found its loop stopped"),
+            Cause::ClockStep(ms) => write!(f, "its wall clock was stepped by {ms} ms"),
             Cause::IdentityConflict(addr) => {
                 write!(f, "the process at {addr} holds its node id and keeps it")
             }
@@ -402,6 +405,7 @@ impl Runtime {
             self.stalled(cause, now).await;
         }
         self.health.shared.turned(now);
+        self.skew_turn(wall, now).await;
         if now >= self.health.next_identity_check {
             self.health.next_identity_check = now + self.health.gossip_interval;
             self.check_identity(now).await;
@@ -476,8 +480,18 @@ impl Runtime {
     ) -> View {
         let now = self.clock.monotonic();
         let previous = self.planner.view().clone();
-        self.health
-            .filter(raw, &previous, &self.config.node_id, live, now)
+        let mut view = self
+            .health
+            .filter(raw, &previous, &self.config.node_id, live, now);
+        // This node is a member by its own clock's state, not by the status chitchat's
+        // last snapshot shows of it (see `skew`).
+        let me = &self.config.node_id;
+        if !self.skew.in_bound() {
+            view.members.remove(me);
+        } else if view.alive.contains(me) && !self.planner.is_leaving() {
+            view.members.insert(me.clone());
+        }
+        view
     }
 
     /// The loop is about to wait until `wake_at` on the wall clock. The wait is read from
@@ -515,7 +529,7 @@ impl Runtime {
         }
     }
 
-    async fn stalled(&mut self, cause: Cause, now: Instant) {
+    pub(super) async fn stalled(&mut self, cause: Cause, now: Instant) {
         self.health.shared.stalled();
         self.health.probation = Some(None);
         self.planner.suspend();

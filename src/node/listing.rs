@@ -47,6 +47,9 @@ pub enum MemberState {
     Alive,
     /// Alive and leaving gracefully: it owns nothing any more.
     Leaving,
+    /// Alive, but its clock is not verified against its peers' yet, or is off their median
+    /// by more than `max_clock_offset`: it owns nothing until it is back (see `node::skew`).
+    Clock,
     /// Not heard from: its state is kept until `dead_node_grace_period` has passed.
     Dead,
 }
@@ -58,7 +61,7 @@ pub struct MemberInfo {
     pub id: NodeId,
     /// The address it gossips on.
     pub addr: SocketAddr,
-    /// Alive, leaving or dead.
+    /// Alive, leaving, out of clock bound, or dead.
     pub state: MemberState,
     /// Its generation (its start time in Unix ms; grows with every restart).
     pub generation: u64,
@@ -269,10 +272,11 @@ impl CatalogTask {
         newest
             .into_values()
             .map(|row| {
-                let state = match (row.live, row.leaving) {
-                    (true, false) => MemberState::Alive,
-                    (true, true) => MemberState::Leaving,
-                    (false, _) => MemberState::Dead,
+                let state = match (row.live, row.leaving, row.clock) {
+                    (true, true, _) => MemberState::Leaving,
+                    (true, false, true) => MemberState::Clock,
+                    (true, false, false) => MemberState::Alive,
+                    (false, _, _) => MemberState::Dead,
                 };
                 MemberInfo {
                     id: row.id.clone(),

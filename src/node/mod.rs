@@ -20,25 +20,28 @@ mod placement;
 mod publisher;
 mod run;
 mod runtime;
+mod skew;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 pub use catalog::CatalogStats;
 pub use clock::{Clock, SystemClock};
 pub use config::{
     ConfigError, ConfigFile, DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN,
-    DEFAULT_PHI_THRESHOLD, NodeConfig, WeightValue, available_cpus, parse_addr,
+    DEFAULT_MAX_CLOCK_OFFSET, DEFAULT_PHI_THRESHOLD, NodeConfig, WeightValue, available_cpus,
+    parse_addr,
 };
 pub use handle::{CatalogClient, NodeHandle, Stats};
 pub use jobs::{JobsChange, JobsError};
 pub use listing::{JobInfo, JobListing, MemberInfo, MemberState};
 pub use runtime::PausePoint;
+pub use skew::{ClockState, ClockStatus};
 
 use crate::cluster::{
     Cluster, Datagrams, GossipConfig, GossipSecurity, GossipTransport, KEY_API, UdpDatagrams,
@@ -53,7 +56,7 @@ use crate::security::{CountedNonces, Entropy};
 use jobs::Replaceable;
 use publisher::{Batch, publisher_task};
 use run::{RunCounters, RunHandles};
-use runtime::{Runtime, start_scheduler_thread};
+use runtime::Runtime;
 use store::{Store, StoreError};
 
 /// How often a node with a data dir saves its run history while it changes (and once more
@@ -155,6 +158,13 @@ fn gossip_config(config: &NodeConfig, now: crate::core::types::UnixMillis) -> Go
         phi_threshold: config.phi_threshold,
         dead_node_grace_period: config.dead_node_grace_period,
         placement: config.placement.clone(),
+        // A node with peers is not a member until its clock is checked against theirs
+        // (see `skew`).
+        initial_status: if skew::verifies_at_start(config) {
+            crate::cluster::STATUS_CLOCK
+        } else {
+            crate::cluster::STATUS_ALIVE
+        },
     }
 }
 
@@ -480,6 +490,7 @@ impl NodeBuilder {
         let runs_clock = clock.clone();
         let handle_clock = clock.clone();
         let health = health::Health::new(config.gossip_interval, clock.monotonic());
+        let (skew, clock_status) = skew::Skew::new(&config, clock.monotonic());
         let runs_not_run = not_run_tx.clone();
         let runtime = Runtime {
             config: config.clone(),
@@ -523,6 +534,7 @@ impl NodeBuilder {
             }),
             stats: Stats::default(),
             health,
+            skew,
             pause_live: pause.is_some(),
             pause: pause.unwrap_or_else(|| watch::channel(PausePoint::Off).1),
             plan_rx,
@@ -556,6 +568,43 @@ impl NodeBuilder {
             catalog: CatalogClient { cmd: catalog_tx },
             catalog_task,
             clock: handle_clock,
+            clock_status,
         })
     }
+}
+
+/// Starts the scheduler's thread (see [`NodeBuilder::scheduler_thread`]): a
+/// single-threaded runtime that runs until the returned sender is dropped.
+pub(super) fn start_scheduler_thread()
+-> Result<(tokio::runtime::Handle, oneshot::Sender<()>), NodeError> {
+    /// Shuts a runtime down without blocking, should the thread not start: a runtime
+    /// dropped normally inside an async context panics.
+    struct Unstarted(Option<tokio::runtime::Runtime>);
+    impl Drop for Unstarted {
+        fn drop(&mut self) {
+            if let Some(rt) = self.0.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NodeError::Scheduler)?;
+    let handle = rt.handle().clone();
+    let (done, until) = oneshot::channel::<()>();
+    let mut rt = Unstarted(Some(rt));
+    std::thread::Builder::new()
+        .name("starling-scheduler".into())
+        .spawn(move || {
+            if let Some(rt) = rt.0.take() {
+                rt.block_on(async {
+                    let _ = until.await;
+                });
+                // Outside any async context: waits for a data-dir write in progress.
+                drop(rt);
+            }
+        })
+        .map_err(NodeError::Scheduler)?;
+    Ok((handle, done))
 }

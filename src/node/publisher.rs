@@ -101,6 +101,9 @@ pub(super) async fn publisher_task(
             if more.publish.members.is_some() {
                 batch.publish.members = more.publish.members;
             }
+            if more.publish.clock.is_some() {
+                batch.publish.clock = more.publish.clock;
+            }
             batch.gates.extend(more.gates);
             batch.last = more.last;
         }

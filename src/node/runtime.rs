@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::catalog::{CatalogCmd, PlanUpdate};
@@ -18,7 +18,7 @@ use super::run::{
     LocalRun, NotRun, Prepared, RUN_ENDED, RUN_STARTED, RunCounters, RunHandles, RunShared,
     sleep_to,
 };
-use super::{Clock, NodeConfig, NodeError};
+use super::{Clock, NodeConfig};
 use crate::cluster::{
     Cluster, Event, Publish, Publisher, Record, Running, newest_generations, view_from_live,
 };
@@ -92,6 +92,8 @@ pub(super) struct Runtime {
     pub(super) stats: Stats,
     /// The node's own health: stalls noticed, recovery (see `health`).
     pub(super) health: Health,
+    /// Its clock against its peers' (see `skew`).
+    pub(super) skew: super::skew::Skew,
     pub(super) pause: watch::Receiver<PausePoint>,
     /// False once the pause switch's sender is gone (or there never was one).
     pub(super) pause_live: bool,
@@ -103,42 +105,6 @@ pub(super) struct Runtime {
     pub(super) requests: BTreeMap<FireId, (JobId, UnixMillis)>,
     /// Jobs no live member may own, and the slots of theirs this node reports.
     pub(super) unplaceable: Unplaceable,
-}
-
-/// Starts the scheduler's thread (see [`NodeBuilder::scheduler_thread`]): a
-/// single-threaded runtime that runs until the returned sender is dropped.
-pub(super) fn start_scheduler_thread()
--> Result<(tokio::runtime::Handle, oneshot::Sender<()>), NodeError> {
-    /// Shuts a runtime down without blocking, should the thread not start: a runtime
-    /// dropped normally inside an async context panics.
-    struct Unstarted(Option<tokio::runtime::Runtime>);
-    impl Drop for Unstarted {
-        fn drop(&mut self) {
-            if let Some(rt) = self.0.take() {
-                rt.shutdown_background();
-            }
-        }
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(NodeError::Scheduler)?;
-    let handle = rt.handle().clone();
-    let (done, until) = oneshot::channel::<()>();
-    let mut rt = Unstarted(Some(rt));
-    std::thread::Builder::new()
-        .name("starling-scheduler".into())
-        .spawn(move || {
-            if let Some(rt) = rt.0.take() {
-                rt.block_on(async {
-                    let _ = until.await;
-                });
-                // Outside any async context: waits for a data-dir write in progress.
-                drop(rt);
-            }
-        })
-        .map_err(NodeError::Scheduler)?;
-    Ok((handle, done))
 }
 
 impl Drop for Runtime {
@@ -318,6 +284,7 @@ impl Runtime {
         stats.ownership_changes = self.planner.ownership_changes();
         stats.jobs_owned = self.planner.owned_count() as u64;
         stats.unplaceable_jobs = self.unplaceable.len() as u64;
+        (stats.clock_offset_ms, stats.clock_out_of_bound) = self.clock_stats();
         stats
     }
 
@@ -368,8 +335,7 @@ impl Runtime {
                                 record,
                                 node: self.config.node_id.clone(),
                             }],
-                            running: Vec::new(),
-                            members: None,
+                            ..Publish::default()
                         },
                         gates: Vec::new(),
                         last: false,
@@ -395,13 +361,14 @@ impl Runtime {
         match ev {
             Event::Record(r) => self.on_record(r),
             Event::Running(r) => self.on_running(r),
+            Event::Clock { node, value } => self.on_clock(&node, &value),
         }
     }
 
     fn on_record(&mut self, r: Record) {
         let now = self.clock.now();
-        if !self.planner.observe_record(now, &r.job, r.record, &r.node) && r.record.slot > now {
-            warn!(job = %r.job, slot = %r.record.slot, from = %r.node, "ignoring a fire record from the far future (is that node's clock wrong?)");
+        if !self.planner.observe_record(now, &r.job, r.record, &r.node) {
+            warn!(job = %r.job, slot = %r.record.slot, from = %r.node, rate_limited = true, "a fire record further ahead than max_clock_offset: held until its slot is near (is that node's clock, or this one's, wrong?)");
             return;
         }
         if r.node == self.config.node_id {

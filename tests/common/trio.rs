@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use starling::{Clock, JobId, NodeId, SystemClock, UnixMillis};
 
-use super::{Proc, free_port, spawn_peer_with, write_jobs};
+use super::{Proc, free_port, peer_command, write_jobs};
 
 /// (job, slot) -> the nodes that ran it.
 pub type Runs = std::collections::BTreeMap<(String, i64), Vec<String>>;
@@ -45,17 +45,27 @@ pub struct Trio {
     pub logs: Vec<Vec<PathBuf>>,
     /// Extra `starling run` flags of every peer.
     pub extra: Vec<String>,
+    /// Per peer, extra environment variables of its process.
+    pub env: [Vec<(String, String)>; 3],
 }
 
 impl Trio {
     /// Starts the three peers with `job_count` jobs firing every second, each with the
     /// `extra` flags.
     pub fn start(job_count: usize, extra: &[&str]) -> Trio {
+        let mut c = Trio::prepare(job_count, extra);
+        c.spawn_all();
+        c
+    }
+
+    /// [`Trio::start`] without starting anything yet: the jobs file and the environment
+    /// may be changed first, then [`Trio::spawn_all`].
+    pub fn prepare(job_count: usize, extra: &[&str]) -> Trio {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("runs.txt");
         let jobs = write_jobs(dir.path(), job_count, &out);
         let ports = [free_port(), free_port(), free_port()];
-        let mut c = Trio {
+        Trio {
             dir,
             out,
             jobs,
@@ -64,12 +74,16 @@ impl Trio {
             peers: Vec::new(),
             logs: vec![Vec::new(), Vec::new(), Vec::new()],
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for i in 0..3 {
-            let p = c.spawn(i);
-            c.peers.push(p);
+            env: Default::default(),
         }
-        c
+    }
+
+    /// Starts the three peers of a [`Trio::prepare`]d trio.
+    pub fn spawn_all(&mut self) {
+        for i in 0..3 {
+            let p = self.spawn(i);
+            self.peers.push(p);
+        }
     }
 
     pub fn spawn(&mut self, i: usize) -> Proc {
@@ -80,7 +94,9 @@ impl Trio {
             .join(format!("{}-{}.log", NAMES[i], self.logs[i].len()));
         self.logs[i].push(log.clone());
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        spawn_peer_with(NAMES[i], self.ports[i], &seeds, &self.jobs, &log, &extra)
+        let mut cmd = peer_command(NAMES[i], self.ports[i], &seeds, &self.jobs, &log, &extra);
+        cmd.envs(self.env[i].iter().map(|(k, v)| (k, v)));
+        Proc(Some(cmd.spawn().unwrap()))
     }
 
     /// Starts peer `i` again: same node id, same listen address, same seeds, a new log.

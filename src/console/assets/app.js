@@ -253,7 +253,7 @@
 
   // ---- members ----
 
-  const STATES = ['alive', 'suspected', 'leaving', 'dead'];
+  const STATES = ['alive', 'suspected', 'leaving', 'clock', 'dead'];
 
   // A member's gossip key as this node sees it (GET /v1/gossip): the key this node seals
   // with for itself, the key each peer's last packet here was sealed with for the others.

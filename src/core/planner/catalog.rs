@@ -203,7 +203,7 @@ impl Planner {
             {
                 self.ownership_changes += 1;
                 if !self.leaving && self.has_quorum() {
-                    self.owner_changed(now, idx, prev);
+                    self.owner_changed(now, idx, prev, false);
                 }
             }
         }

@@ -70,6 +70,12 @@ pub struct PlannerConfig {
     /// Delay before ownership won from a node that vanished (not leaving) takes effect.
     /// Zero outside quorum mode: a crashed node's jobs move at once.
     pub dead_takeover_delay: Duration,
+    /// A record further than this in the future is held, not applied, until its slot is
+    /// this close (see [`Planner::observe_record`]): only a node whose clock is off by more
+    /// than this publishes one, and such a node owns no job (`max_clock_offset`), so no
+    /// record can hold a job hostage longer than this after its node died (issue 14: a
+    /// clock ten minutes ahead held its jobs for ten minutes).
+    pub max_record_ahead: Duration,
     /// Test-only: a deliberately broken ownership rule under which this node believes it
     /// owns every job. The simulator's tests switch it on to prove the checker catches a
     /// broken rule. Never set it in production.
@@ -86,6 +92,7 @@ impl Default for PlannerConfig {
             min_members: 0,
             peer_wait: Duration::ZERO,
             dead_takeover_delay: Duration::ZERO,
+            max_record_ahead: Duration::from_secs(2),
             broken_ownership_for_tests: false,
         }
     }
@@ -193,9 +200,6 @@ pub const MAX_COUNTED_MISSES: u64 = 100_000;
 /// fired as the quorum was being lost are abandoned, a handful.
 pub const MAX_ABANDONED: usize = 1024;
 
-/// Records further than this in the future are refused (see `Planner::observe_record`).
-pub const MAX_RECORD_AHEAD: Duration = Duration::from_secs(600);
-
 /// Errors from planner inputs. The planner's state is unchanged when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlannerError {
@@ -206,6 +210,7 @@ pub enum PlannerError {
 
 mod catalog;
 mod job;
+mod records;
 mod suspend;
 #[cfg(test)]
 mod tests;
@@ -253,6 +258,8 @@ pub struct Planner {
     schedules: BTreeMap<(String, &'static str, crate::core::schedule::Dst), Schedule>,
     /// Jobs whose owner changed in this node's view, summed over every view change.
     ownership_changes: u64,
+    /// Records from too far in the future, held until they are near (see `records.rs`).
+    ahead: records::Ahead,
 }
 
 impl Planner {
@@ -282,6 +289,7 @@ impl Planner {
             schedules: BTreeMap::new(),
             deferred: Vec::new(),
             ownership_changes: 0,
+            ahead: records::Ahead::default(),
         }
     }
 
@@ -445,80 +453,6 @@ impl Planner {
         self.jobs[idx].as_ref().map(|j| j.cursor)
     }
 
-    /// A fire record seen at `now`: node `from` (any generation, ourselves included)
-    /// started `record.slot` of `job`. Slots at or before it will not fire here. Slots it
-    /// shows `from` ran that this node ran too come out as [`Action::Duplicate`].
-    ///
-    /// A record more than [`MAX_RECORD_AHEAD`] in the future is refused (the return value
-    /// says whether it was taken): a node with a wild clock could publish one and silence
-    /// the job cluster-wide. Another node's record older than the job's registration here
-    /// does not pull the cursor back (it may be arriving ahead of that node's newer ones);
-    /// this node's own earlier records do.
-    pub fn observe_record(
-        &mut self,
-        now: UnixMillis,
-        job: &JobId,
-        record: FireRecord,
-        from: &NodeId,
-    ) -> bool {
-        let slot = record.slot;
-        if slot > now.saturating_add(MAX_RECORD_AHEAD) {
-            return false;
-        }
-        let ours = from == &self.me;
-        let by = (!ours).then(|| super::owner::node_key(from.as_str()).max(1));
-        let Some(&idx) = self.index.get(job) else {
-            let e = self.stray_records.entry(job.clone()).or_default();
-            e.record(slot, record.epoch, by, record.follows);
-            return true;
-        };
-        if let Some(f) = record.follows
-            && f.node == self.me_key
-            && !ours
-            && self.abandoned.contains_key(job)
-        {
-            if self.suspended {
-                let e = self.pending_repairs.entry(job.clone()).or_insert(f.slot);
-                *e = (*e).max(f.slot);
-            } else {
-                self.repair(now, job, idx, f.slot);
-            }
-        }
-        let j = self.jobs[idx].as_mut().expect("indexed job exists");
-        let before = j.cursor;
-        j.seen.record(slot, record.epoch, by, record.follows);
-        j.update_cursor();
-        if ours {
-            // What an earlier generation of this node ran, to recognise duplicates of it.
-            // Echoes of this planner's own records (possibly arriving after it retracted
-            // a run) are not that.
-            j.earlier_run(Tenure {
-                epoch: record.epoch,
-                first: record.first,
-                last: slot,
-            });
-        } else {
-            if let Some((first, last, count)) = j.overlap_with(record.first, slot) {
-                self.out.push(Action::Duplicate {
-                    job: job.clone(),
-                    other: from.clone(),
-                    first,
-                    last,
-                    count,
-                });
-            }
-            if j.cursor != before {
-                // Another node ran slots after ours: our next run starts a new stretch.
-                j.end_tenure();
-            }
-        }
-        if j.cursor != before {
-            let mine = j.mine;
-            self.reschedule(idx, mine);
-        }
-        true
-    }
-
     /// A new view of the cluster at `now`. Jobs whose owner changed start or stop here.
     pub fn set_view(&mut self, now: UnixMillis, view: View) {
         let had_quorum = self.has_quorum();
@@ -595,8 +529,13 @@ impl Planner {
                 }
             }
         }
+        // This node just became a member (its clock was verified, or is back within the
+        // bound: see `node::skew`) while others are alive: they may not have seen it yet,
+        // and run what it now owns. The same delay as a handoff (issue 14: two nodes
+        // verified together each saw itself as the only member and both fired).
+        let joined = added.contains(&self.me) && self.view.alive.iter().any(|n| *n != self.me);
         for (idx, prev) in changed {
-            self.owner_changed(now, idx, prev);
+            self.owner_changed(now, idx, prev, joined);
         }
         if heard_first {
             // Timers set for the end of the peer wait move to the startup delay's end.
@@ -609,16 +548,17 @@ impl Planner {
     }
 
     /// Job `idx`'s owner changed at `now` from `prev`: it starts or stops here.
-    fn owner_changed(&mut self, now: UnixMillis, idx: usize, prev: Option<NodeId>) {
+    fn owner_changed(&mut self, now: UnixMillis, idx: usize, prev: Option<NodeId>, joined: bool) {
         let owner_is_me = self.is_mine(idx);
         let was_mine = self.jobs[idx].as_ref().is_some_and(|j| j.mine != Mine::No);
         match (owner_is_me, was_mine) {
             (true, false) => {
                 // Won from a node still alive in our view: give it time to notice and to
                 // get its last record to us.
-                let handoff = prev
-                    .as_ref()
-                    .is_some_and(|p| *p != self.me && self.view.alive.contains(p));
+                let handoff = joined
+                    || prev
+                        .as_ref()
+                        .is_some_and(|p| *p != self.me && self.view.alive.contains(p));
                 let from = if handoff {
                     now.saturating_add(self.config.handoff_delay)
                 } else {
@@ -705,6 +645,7 @@ impl Planner {
     /// this call: [`Planner::next_deadline`] then returns a time at or before `now`, and the
     /// next call fires the rest. Calling early is harmless.
     pub fn poll(&mut self, now: UnixMillis) {
+        self.apply_near(now);
         while let Some(&(t, idx)) = self.timers.first() {
             if t > now {
                 break;
