@@ -151,16 +151,11 @@ fn a_wall_clock_stepped_30_s_forward_and_back_runs_no_slot_twice_and_misses_none
             }
         }
     }
-    if !problems.is_empty() {
-        let msg = format!(
-            "{} stepped +30 s at {stepped_at}, back at {back_at}, window {} ..= {}:\n{}",
-            NAMES[victim],
-            UnixMillis(window_start),
-            UnixMillis(window_end),
-            problems.join("\n")
-        );
-        c.fail(&msg);
-    }
+    let what = format!(
+        "{} stepped +30 s at {stepped_at}, back at {back_at}",
+        NAMES[victim]
+    );
+    c.fail_on(&what, window_start, window_end, &problems);
 }
 
 /// A peer started with its clock ten minutes ahead is never a member: the other two own
@@ -216,7 +211,5 @@ fn a_peer_ten_minutes_ahead_owns_nothing() {
     {
         problems.push("c's log does not say its clock is out of bound".into());
     }
-    if !problems.is_empty() {
-        c.fail(&problems.join("\n"));
-    }
+    c.fail_on("c 10 min ahead", window_start, window_end, &problems);
 }

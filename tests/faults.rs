@@ -42,16 +42,11 @@ fn a_15_s_sigstop_runs_no_slot_twice_and_misses_none(extra: &[&str]) {
             problems.push(format!("{}'s log lacks {needle:?}", NAMES[victim]));
         }
     }
-    if !problems.is_empty() {
-        let msg = format!(
-            "{} stopped at {stopped_at}, resumed at {resumed_at} ({extra:?}), window {} ..= {}:\n{}",
-            NAMES[victim],
-            UnixMillis(window_start),
-            UnixMillis(window_end),
-            problems.join("\n")
-        );
-        c.fail(&msg);
-    }
+    let what = format!(
+        "{} stopped at {stopped_at}, resumed at {resumed_at} ({extra:?})",
+        NAMES[victim]
+    );
+    c.fail_on(&what, window_start, window_end, &problems);
 }
 
 #[test]

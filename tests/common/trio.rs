@@ -192,6 +192,19 @@ impl Trio {
             .collect()
     }
 
+    /// Fails the test if there are `problems`, headed by `what` and the checked window.
+    pub fn fail_on(&mut self, what: &str, from: i64, to: i64, problems: &[String]) {
+        if !problems.is_empty() {
+            let msg = format!(
+                "{what}, window {} ..= {}:\n{}",
+                UnixMillis(from),
+                UnixMillis(to),
+                problems.join("\n")
+            );
+            self.fail(&msg);
+        }
+    }
+
     /// Fails the test, keeping the logs and the runs file and naming their paths.
     pub fn fail(&mut self, msg: &str) -> ! {
         self.dir.disable_cleanup(true);
