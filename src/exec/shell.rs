@@ -7,14 +7,13 @@
 //! in the pipes is read for at most [`DRAIN_AFTER_EXIT`]. What each mode can miss is in
 //! the README ("What a job can leave behind").
 
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 
 use super::cgroup::RunCgroup;
-use super::spawn::spawn;
+use super::spawn::{ShellSpawn, spawn};
 use crate::logs::escape;
 
 /// How a shell command ended.
@@ -76,6 +75,9 @@ pub enum Containment {
     ProcessGroup,
 }
 
+/// Runs being started at once, at most (see `run_shell_contained`).
+static SPAWNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
 /// Runs `command` with `sh -c`, contained per [`Containment::Cgroup`], with `env` added
 /// to the environment. See [`run_shell_contained`].
 pub async fn run_shell(
@@ -107,31 +109,25 @@ pub async fn run_shell_contained(
         Containment::Cgroup => super::cgroup::cgroups(),
         Containment::ProcessGroup => None,
     };
+    // Few runs between their cgroup and their start at once: each holds descriptors
+    // (`cgroup.procs`) meanwhile, and every exec copies and closes this process's whole
+    // descriptor table, so 10,000 runs waiting for the spawning thread with theirs open made
+    // each start cost 10,000 closes (issue 14, `scripts/burst.sh`).
+    let permit = SPAWNING.acquire().await.map_err(std::io::Error::other)?;
     let mut cgroup = cgroups.and_then(|c| c.create().ok());
-    let tag = super::reaper::tag();
-    let build = || {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            // A job never sees the cluster key or the API token, even when the node read
-            // them from its environment (issue 16).
-            .env_remove(crate::security::CLUSTER_KEY_ENV)
-            .env_remove(crate::api::TOKEN_ENV);
-        for (k, v) in env {
-            cmd.env(k, v);
+    let tag = super::reaper::tag().map(|t| t.to_string());
+    let build = |cgroup_procs| {
+        let mut add: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
+        if let Some(tag) = &tag {
+            add.push((super::reaper::REAPER_ENV, tag.clone()));
         }
-        if let Some(tag) = tag {
-            cmd.env(super::reaper::REAPER_ENV, tag.to_string());
-        }
-        cmd
+        // A job never sees the cluster key or the API token, even when the node read them
+        // from its environment (issue 16).
+        let remove = [crate::security::CLUSTER_KEY_ENV, crate::api::TOKEN_ENV];
+        ShellSpawn::new(command, &remove, &add, cgroup_procs)
     };
     let spawned = match &cgroup {
-        Some(cg) => match spawn(build(), cg.procs_fd()).await {
+        Some(cg) => match spawn(build(cg.procs_fd())?).await {
             Ok(child) => Ok(child),
             Err(e) => {
                 // Created but could not be entered (no permission on a common ancestor,
@@ -149,13 +145,14 @@ pub async fn run_shell_contained(
         Ok(child) => child,
         Err(_) => {
             super::reaper::watch_environment();
-            spawn(build(), None).await?
+            spawn(build(None)?).await?
         }
     };
+    drop(permit);
     // If this future is dropped before the command ends (the node gave up on the run, or
     // is stopping), everything the run started goes, not just `sh`.
     let guard = Contained {
-        group: child.id().and_then(|p| i32::try_from(p).ok()),
+        group: i32::try_from(child.id()).ok(),
         cgroup,
     };
     let mut out = Tail::new(tail_bytes);

@@ -1,25 +1,179 @@
-//! Where run processes are forked: one thread that lives as long as the process, so a
-//! run's shell gets SIGKILL when this process dies (`PR_SET_PDEATHSIG`) and not before.
+//! Where run processes are started: `sh -c` by `clone(CLONE_VM | CLONE_VFORK)` (as
+//! `posix_spawn` does) on one thread that lives as long as the process, so a run's shell
+//! gets SIGKILL when this process dies (`PR_SET_PDEATHSIG`) and not before.
 //!
-//! The kernel sends the parent-death signal when the *thread* that forked the child exits,
-//! not the process. Tokio forks on whichever thread polls the spawning task, and a
-//! runtime's threads come and go (blocking-pool threads exit when idle, a runtime shut
-//! down takes its workers), which would kill runs that should live on. So every shell is
-//! forked on the `starling-spawn` thread, which never exits, inside the caller's runtime
-//! so that the child is waited for there.
+//! Not `fork`: a fork copies the page tables of this whole process (a node with 10,000 jobs
+//! holds some 250 MB) with its memory map locked, marks every page copy-on-write, and the
+//! child's exec then tears the copy down again. At 10,000 runs due in one second that was
+//! 5-50 ms per run on a loaded 2-core machine, one run at a time, so a burst took minutes,
+//! and every thread of the node, gossip's included, paid for the locked map and the
+//! copy-on-write faults (issue 14, `scripts/burst.sh`). std's `Command` forks whenever a
+//! `pre_exec` hook is set, and the hook is the only way it offers to set the
+//! parent-death signal or enter a cgroup before exec: hence this module.
+//!
+//! The kernel sends the parent-death signal when the *thread* that started the child
+//! exits, not the process. A runtime's threads come and go (blocking-pool threads exit
+//! when idle, a runtime shut down takes its workers), which would kill runs that should
+//! live on. So every shell is started on the `starling-spawn` thread, which never exits.
 
+use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::OnceLock;
 use std::sync::mpsc;
+use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+/// What to start: `sh -c COMMAND` with this environment, in a process group of its own,
+/// stdin from `/dev/null`, stdout and stderr to pipes.
+pub(crate) struct ShellSpawn {
+    /// `sh`, found on `PATH`.
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    /// `cgroup.procs` of the run's cgroup, open for writing: the child writes `0` to it
+    /// before exec, so nothing it starts can be outside it.
+    cgroup_procs: Option<RawFd>,
+}
+
+impl ShellSpawn {
+    /// `sh -c command`, with this process's environment less `remove`, plus `add`.
+    pub(crate) fn new(
+        command: &str,
+        remove: &[&str],
+        add: &[(&str, String)],
+        cgroup_procs: Option<RawFd>,
+    ) -> io::Result<ShellSpawn> {
+        let cstring = |b: &[u8]| {
+            CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte"))
+        };
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| {
+                !remove.iter().any(|r| k.as_bytes() == r.as_bytes())
+                    && !add.iter().any(|(a, _)| k.as_bytes() == a.as_bytes())
+            })
+            .collect();
+        env.extend(add.iter().map(|(k, v)| (k.into(), v.into())));
+        let envp = env
+            .iter()
+            .map(|(k, v)| cstring(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+            .collect::<io::Result<_>>()?;
+        Ok(ShellSpawn {
+            program: sh_path()?.clone(),
+            argv: vec![
+                cstring(b"sh")?,
+                cstring(b"-c")?,
+                cstring(command.as_bytes())?,
+            ],
+            envp,
+            cgroup_procs,
+        })
+    }
+}
+
+/// `sh` on this process's `PATH`, looked up once (as `Command::new("sh")` did per run).
+fn sh_path() -> io::Result<&'static CString> {
+    static SH: OnceLock<Option<CString>> = OnceLock::new();
+    SH.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("sh"))
+            .find(|p| {
+                std::fs::metadata(p).is_ok_and(|m| {
+                    m.is_file()
+                        && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+                })
+            })
+            .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok())
+    })
+    .as_ref()
+    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no sh on PATH"))
+}
+
+/// A started shell: its pid, its output pipes, and its exit to wait for. Dropping it
+/// before it was waited for kills the shell (SIGKILL) and reaps it in the background.
+pub(crate) struct RunChild {
+    pid: libc::pid_t,
+    /// Readable once the shell exits; `None` where `pidfd_open` is missing (Linux < 5.3):
+    /// then `wait` polls.
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    /// The shell's standard output, until taken.
+    pub(crate) stdout: Option<pipe::Receiver>,
+    /// The shell's standard error, until taken.
+    pub(crate) stderr: Option<pipe::Receiver>,
+    status: Option<ExitStatus>,
+}
+
+impl RunChild {
+    /// The shell's pid (also its process group's id).
+    pub(crate) fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Waits for the shell to exit and reaps it. Cancel-safe.
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if self.status.is_none() {
+            self.status = Some(reap(self.pid, self.pidfd.as_ref()).await?);
+        }
+        Ok(self.status.unwrap_or_else(|| ExitStatus::from_raw(0)))
+    }
+}
+
+/// Waits for child `pid` to exit, and reaps it. Cancel-safe.
+async fn reap(pid: libc::pid_t, pidfd: Option<&AsyncFd<OwnedFd>>) -> io::Result<ExitStatus> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own unreaped child; `status` is a valid out pointer.
+        match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+            0 => {}
+            -1 => return Err(io::Error::last_os_error()),
+            _ => return Ok(ExitStatus::from_raw(status)),
+        }
+        match pidfd {
+            Some(fd) => fd.readable().await?.clear_ready(),
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+impl Drop for RunChild {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        // SAFETY: the pid is our unreaped child's (a zombie keeps it), so it names no
+        // other process.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+        }
+        let (pid, pidfd) = (self.pid, self.pidfd.take());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Bounded: SIGKILL was sent; a process stuck in the kernel stays a zombie.
+            rt.spawn(async move {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(60), reap(pid, pidfd.as_ref())).await;
+            });
+        }
+    }
+}
+
+/// What the spawning thread hands back.
+struct Started {
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
 struct Request {
-    cmd: Command,
-    runtime: tokio::runtime::Handle,
-    reply: oneshot::Sender<io::Result<Child>>,
+    spawn: ShellSpawn,
+    reply: oneshot::Sender<io::Result<Started>>,
 }
 
 static SPAWNER: OnceLock<Option<mpsc::Sender<Request>>> = OnceLock::new();
@@ -32,9 +186,8 @@ fn spawner() -> Option<&'static mpsc::Sender<Request>> {
                 .name("starling-spawn".into())
                 .spawn(move || {
                     // `tx` lives in a static: this loop never ends, nor does the thread.
-                    while let Ok(mut req) = rx.recv() {
-                        let _entered = req.runtime.enter();
-                        let _ = req.reply.send(req.cmd.spawn());
+                    while let Ok(req) = rx.recv() {
+                        let _ = req.reply.send(start(&req.spawn));
                     }
                 })
                 .ok()
@@ -43,55 +196,212 @@ fn spawner() -> Option<&'static mpsc::Sender<Request>> {
         .as_ref()
 }
 
-/// Spawns `cmd` from the spawning thread, after arranging for the child, between fork
-/// and exec, to get SIGKILL when this process dies, and to move itself into the cgroup
-/// whose `cgroup.procs` is open as `cgroup_procs`. Must be called inside a tokio runtime.
-pub(crate) async fn spawn(mut cmd: Command, cgroup_procs: Option<RawFd>) -> io::Result<Child> {
-    let parent = std::process::id();
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: prctl, getppid and write are, and it allocates
-    // nothing (io::Error from an OS code does not allocate). `cgroup_procs` is open in the
-    // parent until the spawn returns, so the child's copy is valid.
+/// Starts `spawn` from the spawning thread. Must be called inside a tokio runtime.
+pub(crate) async fn spawn(spawn: ShellSpawn) -> io::Result<RunChild> {
+    let started = match spawner() {
+        Some(spawner) => {
+            let (reply, rx) = oneshot::channel();
+            match spawner.send(Request { spawn, reply }) {
+                Ok(()) => rx
+                    .await
+                    .unwrap_or_else(|_| Err(io::Error::other("the spawning thread is gone")))?,
+                // The thread is gone: start here. The parent-death signal then follows
+                // this thread, which in a runtime's worker pool lives as long as the
+                // runtime.
+                Err(mpsc::SendError(req)) => start(&req.spawn)?,
+            }
+        }
+        None => start(&spawn)?,
+    };
+    let pid = started.pid;
+    let mut child = RunChild {
+        pid,
+        pidfd: None,
+        stdout: None,
+        stderr: None,
+        status: None,
+    };
+    // From here on, dropping `child` kills and reaps the shell.
+    // SAFETY: the pidfd is owned by the `AsyncFd`, which neither replaces nor closes it
+    // while registered.
+    child.pidfd = started
+        .pidfd
+        .map(|fd| unsafe { AsyncFd::register(fd) })
+        .transpose()?;
+    child.stdout = Some(pipe::Receiver::from_owned_fd(started.stdout)?);
+    child.stderr = Some(pipe::Receiver::from_owned_fd(started.stderr)?);
+    Ok(child)
+}
+
+/// A pipe, both ends close-on-exec: (read, write).
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just opened both; nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// What the child reads (and, on failure, writes) between clone and exec. Everything in it
+/// was prepared by the parent: the child allocates nothing.
+struct ChildArgs {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    parent: libc::pid_t,
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    cgroup_procs: RawFd,
+    /// The signal mask to restore in the child (the spawning thread's own).
+    mask: libc::sigset_t,
+    /// The errno of the step that failed, 0 if exec was reached.
+    error: libc::c_int,
+}
+
+/// The child's side, on its own stack and in the parent's memory (CLONE_VM): only
+/// async-signal-safe calls, no allocation, and it never returns into the parent's code.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ChildArgs`, alive (the parent is suspended by
+    // CLONE_VFORK until this process execs or exits). Every call below is async-signal-
+    // safe and touches only memory the parent prepared.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
+        let a = &mut *(arg as *mut ChildArgs);
+        let fail = |a: &mut ChildArgs| -> ! {
+            a.error = *libc::__errno_location();
+            libc::_exit(127)
+        };
+        // The parent's handlers are not for this process: a signal before exec takes the
+        // default action (the handlers table is this process's own copy: no CLONE_SIGHAND).
+        for sig in 1..libc::SIGRTMAX() {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction != libc::SIG_DFL
+                && old.sa_sigaction != libc::SIG_IGN
             {
-                return Err(io::Error::last_os_error());
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
             }
-            // The parent may have died between fork and prctl: then no signal will come.
-            if libc::getppid() as u32 != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut());
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            fail(a);
+        }
+        // The parent may have died between clone and prctl: then no signal will come.
+        if libc::getppid() != a.parent {
+            a.error = libc::ESRCH;
+            libc::_exit(127);
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(a);
+        }
+        // `0` moves the writing process: the child is in its cgroup before it runs
+        // anything, so nothing it starts can be outside it.
+        if a.cgroup_procs >= 0 && libc::write(a.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
+            fail(a);
+        }
+        for (fd, to) in [(a.stdin, 0), (a.stdout, 1), (a.stderr, 2)] {
+            let ok = if fd == to {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                libc::fcntl(fd, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, to) == to
+            };
+            if !ok {
+                fail(a);
             }
-            if let Some(fd) = cgroup_procs {
-                // `0` moves the writing process: the child is in its cgroup before it runs
-                // anything, so nothing it starts can be outside it.
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        }
+        libc::execve(a.program, a.argv, a.envp);
+        fail(a)
     }
-    let Some(spawner) = spawner() else {
-        // No thread could be started: fork here. The parent-death signal then follows this
-        // thread, which in a runtime's worker pool lives as long as the runtime.
-        return cmd.spawn();
+}
+
+/// Starts the shell on this thread (see the module's doc for why not `fork`).
+fn start(s: &ShellSpawn) -> io::Result<Started> {
+    let (out_r, out_w) = pipe_pair()?;
+    let (err_r, err_w) = pipe_pair()?;
+    let null = std::fs::File::open("/dev/null")?;
+    let nul = |v: &[CString]| {
+        let mut p: Vec<*const libc::c_char> = v.iter().map(|c| c.as_ptr()).collect();
+        p.push(std::ptr::null());
+        p
     };
-    let (reply, rx) = oneshot::channel();
-    let req = Request {
-        cmd,
-        runtime: tokio::runtime::Handle::current(),
-        reply,
+    let (argv, envp) = (nul(&s.argv), nul(&s.envp));
+    let mut args = ChildArgs {
+        program: s.program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        parent: std::process::id() as libc::pid_t,
+        stdin: null.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        cgroup_procs: s.cgroup_procs.unwrap_or(-1),
+        // SAFETY: a zeroed sigset_t is a valid value; pthread_sigmask fills it below.
+        mask: unsafe { std::mem::zeroed() },
+        error: 0,
     };
-    if let Err(mpsc::SendError(mut req)) = spawner.send(req) {
-        return req.cmd.spawn();
+    // The child's stack: it runs on it until exec, while this thread waits.
+    let mut stack = vec![0u8; 256 * 1024];
+    // SAFETY: blocking every signal on this thread until the child has exec'd keeps a
+    // handler of this process from running on the child's stack in the shared memory;
+    // the previous mask is restored right after, and in the child before exec. clone with
+    // CLONE_VM | CLONE_VFORK suspends this thread until the child execs or exits, so
+    // `args`, `argv`, `envp`, the strings and the stack outlive the child's use of them.
+    // The stack pointer is the (16-byte aligned) top: stacks grow down on Linux's
+    // architectures but parisc, which Rust does not target.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut args.mask);
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        let pid = libc::clone(
+            child_main,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut args as *mut ChildArgs).cast(),
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &args.mask, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_error);
+        }
+        pid
+    };
+    drop(stack);
+    drop((out_w, err_w, null));
+    // SAFETY: the child read `error` last before exec or exit, and it is suspended no more
+    // than the parent: CLONE_VFORK returned.
+    let error = unsafe { std::ptr::read_volatile(&args.error) };
+    if error != 0 {
+        let mut status = 0;
+        // SAFETY: the child exited (exec was not reached): reap it.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(io::Error::from_raw_os_error(error));
     }
-    rx.await
-        .unwrap_or_else(|_| Err(io::Error::other("the spawning thread is gone")))
+    // SAFETY: pidfd_open on our unreaped child; on success the descriptor is ours alone.
+    let pidfd = unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        (fd >= 0).then(|| OwnedFd::from_raw_fd(fd as RawFd))
+    };
+    if let Some(fd) = &pidfd {
+        // SAFETY: sets O_NONBLOCK on a descriptor we own (tokio's AsyncFd wants it).
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    }
+    Ok(Started {
+        pid,
+        pidfd,
+        stdout: out_r,
+        stderr: err_r,
+    })
 }

@@ -21,13 +21,14 @@ mod publisher;
 mod run;
 mod runtime;
 mod skew;
+mod threads;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 pub use catalog::CatalogStats;
@@ -57,6 +58,7 @@ use jobs::Replaceable;
 use publisher::{Batch, publisher_task};
 use run::{RunCounters, RunHandles};
 use runtime::Runtime;
+use threads::start_runtime_thread;
 use store::{Store, StoreError};
 
 /// How often a node with a data dir saves its run history while it changes (and once more
@@ -271,6 +273,11 @@ impl NodeBuilder {
     /// instead of 1-2 ms. It prepares a slot's runs in those 10 ms, so at the slot it
     /// only spawns them. The simulator turns it off: its nodes share one deterministic
     /// thread.
+    ///
+    /// Gossip (chitchat's rounds, heartbeats and failure detector, and the transport) then
+    /// gets a thread and runtime of its own too, so a burst of runs cannot starve it: on
+    /// the runtime's workers, 10,000 runs due in one second delayed heartbeats enough for
+    /// a peer to be suspected (issue 14; `scripts/burst.sh`).
     pub fn scheduler_thread(mut self, own_thread: bool) -> Self {
         self.scheduler_thread = own_thread;
         self
@@ -394,15 +401,31 @@ impl NodeBuilder {
             None => History::new(config.node_id.clone(), config.history),
         });
         // Before gossip starts: nothing to stop if this fails.
-        let scheduler = scheduler_thread.then(start_scheduler_thread).transpose()?;
+        let scheduler = scheduler_thread
+            .then(|| start_runtime_thread("starling-scheduler"))
+            .transpose()?;
+        let gossip_thread = scheduler_thread
+            .then(|| start_runtime_thread("starling-gossip"))
+            .transpose()?;
         let gossip = gossip_config(&config, now);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let cluster = Cluster::spawn(&gossip, transport, events_tx)
-            .await
-            .map_err(|source| NodeError::Gossip {
-                addr: config.listen_addr,
-                source,
-            })?;
+        let (cluster, gossip_done) = match gossip_thread {
+            // chitchat spawns its tasks, and binds its socket, on the runtime it starts
+            // from: the gossip thread's.
+            Some((thread, done)) => {
+                let config = gossip.clone();
+                let started = thread
+                    .spawn(async move { Cluster::spawn(&config, transport, events_tx).await })
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("the gossip thread failed: {e}")));
+                (started, Some(done))
+            }
+            None => (Cluster::spawn(&gossip, transport, events_tx).await, None),
+        };
+        let cluster = cluster.map_err(|source| NodeError::Gossip {
+            addr: config.listen_addr,
+            source,
+        })?;
         if let Some(api) = config.api_addr {
             cluster.set_key(KEY_API, &api.to_string()).await;
         }
@@ -544,8 +567,10 @@ impl NodeBuilder {
         };
         let task = match scheduler {
             Some((thread, done)) => thread.spawn(async move {
-                // The thread stops once this is dropped: the task ended or was aborted.
+                // The threads stop once these are dropped: the task ended or was aborted
+                // (and stopped gossip before).
                 let _done = done;
+                let _gossip_done = gossip_done;
                 runtime.run().await
             }),
             None => tokio::spawn(runtime.run()),
@@ -573,38 +598,3 @@ impl NodeBuilder {
     }
 }
 
-/// Starts the scheduler's thread (see [`NodeBuilder::scheduler_thread`]): a
-/// single-threaded runtime that runs until the returned sender is dropped.
-pub(super) fn start_scheduler_thread()
--> Result<(tokio::runtime::Handle, oneshot::Sender<()>), NodeError> {
-    /// Shuts a runtime down without blocking, should the thread not start: a runtime
-    /// dropped normally inside an async context panics.
-    struct Unstarted(Option<tokio::runtime::Runtime>);
-    impl Drop for Unstarted {
-        fn drop(&mut self) {
-            if let Some(rt) = self.0.take() {
-                rt.shutdown_background();
-            }
-        }
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(NodeError::Scheduler)?;
-    let handle = rt.handle().clone();
-    let (done, until) = oneshot::channel::<()>();
-    let mut rt = Unstarted(Some(rt));
-    std::thread::Builder::new()
-        .name("starling-scheduler".into())
-        .spawn(move || {
-            if let Some(rt) = rt.0.take() {
-                rt.block_on(async {
-                    let _ = until.await;
-                });
-                // Outside any async context: waits for a data-dir write in progress.
-                drop(rt);
-            }
-        })
-        .map_err(NodeError::Scheduler)?;
-    Ok((handle, done))
-}
