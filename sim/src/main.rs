@@ -51,7 +51,7 @@ struct Args {
     seeds: Option<(u64, u64)>,
     /// The scenario: steady, crash, restart, rolling, join, partition, partition-quorum,
     /// flap, skew, pause, dup-id, clock-step, big-skew, chaos, catalog, placement, pipeline,
-    /// or `all` (each in turn, then a results table in Markdown).
+    /// load-burst, or `all` (each in turn, then a results table in Markdown).
     #[arg(long, default_value = "steady", value_parser = parse_scenarios)]
     scenario: Scenarios,
     /// Number of nodes.
@@ -164,6 +164,10 @@ struct Report {
     http_repeated_keys: u64,
     /// Runs on a node whose tags did not satisfy the job's constraints.
     misplaced: u64,
+    /// Views, after the warm-up, in which a node lost a member: suspicions of a live node
+    /// (`load-burst`, which has no fault).
+    #[serde(default)]
+    suspicions: Option<usize>,
     faults: Vec<String>,
     packets_sent: u64,
     packets_dropped: u64,
@@ -245,6 +249,10 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
             if scenario == Scenario::Pipeline {
                 workload::pipeline(&mut jobs);
             }
+            let load = scenario == Scenario::LoadBurst;
+            if load {
+                workload::burst(&mut jobs, a.nodes);
+            }
             let plan = scenario::plan(scenario, a.nodes, end_ms, &mut rng.fork(3));
             let config = SimConfig {
                 seed,
@@ -257,12 +265,26 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 phi_threshold: a.phi,
                 long_runs,
                 sealed: !a.plain_gossip,
+                start_cost_us: if load {
+                    workload::BURST_START_COST_US
+                } else {
+                    0
+                },
             };
             let lanes = a.nodes + plan.extra_slots;
             let result = rt.block_on(world::run(config, plan));
             drop(rt);
             let bounds = Bounds::for_gossip(a.gossip_interval.as_millis() as i64);
             let findings = check::check(&jobs, &result, end_ms, bounds);
+            // Without faults, a node that loses a member after the warm-up suspected a
+            // live node (`load-burst`).
+            let suspicions = load.then(|| {
+                result
+                    .views
+                    .iter()
+                    .filter(|v| v.at > scenario::WARMUP_MS && v.members.len() < a.nodes)
+                    .count()
+            });
             let catalog =
                 (scenario == Scenario::Catalog).then(|| catalog::check(&result, end_ms, bounds));
             let pipeline = (scenario == Scenario::Pipeline)
@@ -310,6 +332,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 passed: findings.passed()
                     && catalog.as_ref().is_none_or(|c| c.passed())
                     && pipeline.as_ref().is_none_or(|p| p.passed())
+                    && suspicions.is_none_or(|n| n == 0)
                     && entropy::drawn_before_seed() == 0,
                 skipped_by_policy: findings.skipped_by_policy,
                 skipped_by_overlap: findings.skipped_by_overlap,
@@ -325,6 +348,7 @@ fn simulate(a: &Args, scenario: Scenario, seed: u64) -> (Report, Option<String>)
                 http_requests: result.http_requests,
                 http_repeated_keys: result.http_repeated_keys,
                 misplaced: findings.misplaced,
+                suspicions,
                 faults: result
                     .applied
                     .iter()
@@ -475,6 +499,13 @@ fn summarize(scenario: Scenario, reports: &[Report]) -> String {
         clocks(|f| f.early_skips.len()),
         clocks(|f| f.epoch_rises.len()),
     );
+    if reports.iter().any(|r| r.suspicions.is_some()) {
+        let suspicions: usize = reports.iter().filter_map(|r| r.suspicions).sum();
+        let seeds = reports.iter().filter(|r| r.suspicions > Some(0)).count();
+        println!(
+            "suspicions {scenario}: {suspicions} view(s) that lost a live member, in {seeds} run(s)"
+        );
+    }
     let placement = if http > 0 || misplaced > 0 {
         format!(
             "; HTTP requests {http} (repeated idempotency keys {repeated}); runs on a node without the job's tags {misplaced}"

@@ -35,12 +35,18 @@ pub struct Conditions {
     /// Traffic from or to these addresses is held until the given time (ms), as for a
     /// stalled process.
     pub held_until: BTreeMap<SocketAddr, i64>,
+    /// The processor of the node at this address is busy until the given time (ms): a
+    /// packet it sends or receives meanwhile waits for the work queued before it, not for
+    /// work queued after (`load-burst`; see the simulator's `Cpu`).
+    pub busy_until: BTreeMap<SocketAddr, i64>,
 }
 
 struct Packet {
     from: SocketAddr,
     to: SocketAddr,
     payload: Vec<u8>,
+    /// It waited for its receiver's busy processor already.
+    waited: bool,
 }
 
 struct State {
@@ -141,10 +147,20 @@ impl SimNet {
             return;
         }
         let d = delay + st.rng.below(jitter + 1);
-        let at = (now + d as i64).max(held);
+        // Sent once the sender's processor gets to it.
+        let busy = st.conditions.busy_until.get(&from).copied().unwrap_or(0);
+        let at = (now.max(busy) + d as i64).max(held);
         st.seq += 1;
         let seq = st.seq;
-        st.queue.insert((at, seq), Packet { from, to, payload });
+        st.queue.insert(
+            (at, seq),
+            Packet {
+                from,
+                to,
+                payload,
+                waited: false,
+            },
+        );
         drop(st);
         self.wake.notify_one();
     }
@@ -166,7 +182,16 @@ impl SimNet {
                     if at > now {
                         break;
                     }
-                    let p = entry.remove();
+                    let mut p = entry.remove();
+                    let busy = st.conditions.busy_until.get(&p.to).copied().unwrap_or(0);
+                    if busy > now && !p.waited {
+                        // Read once the work queued before it is done.
+                        p.waited = true;
+                        st.seq += 1;
+                        let seq = st.seq;
+                        st.queue.insert((busy, seq), p);
+                        continue;
+                    }
                     let held = st.conditions.held_until.get(&p.to).copied().unwrap_or(0);
                     if held > now {
                         // The receiver stalled after this was sent: wait for it.

@@ -209,11 +209,15 @@ pub enum Scenario {
     /// Jobs that run after others (`after`: chains, two parents, a parent that never
     /// succeeds) under crashes, restarts, partitions and stalls (issue 18).
     Pipeline,
+    /// A thousand jobs per node due in the same second, every 20 s, where each start costs
+    /// its node 2 ms of processor and its gossip waits meanwhile; no other fault, so no
+    /// node may lose a member (issue 14).
+    LoadBurst,
 }
 
 impl Scenario {
     /// Every scenario, in a fixed order.
-    pub const ALL: [Scenario; 17] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::Steady,
         Scenario::Crash,
         Scenario::Restart,
@@ -231,6 +235,7 @@ impl Scenario {
         Scenario::Catalog,
         Scenario::Placement,
         Scenario::Pipeline,
+        Scenario::LoadBurst,
     ];
 
     /// The scenario's name on the command line.
@@ -253,6 +258,7 @@ impl Scenario {
             Scenario::Catalog => "catalog",
             Scenario::Placement => "placement",
             Scenario::Pipeline => "pipeline",
+            Scenario::LoadBurst => "load-burst",
         }
     }
 }
@@ -279,7 +285,7 @@ impl FromStr for Scenario {
 
 /// Faults happen inside [WARMUP, end - QUIET]: the cluster forms first, and settles before
 /// the end so the checker can hold it to its promises.
-const WARMUP_MS: i64 = 10_000;
+pub const WARMUP_MS: i64 = 10_000;
 const QUIET_MS: i64 = 30_000;
 
 /// Draws the fault plan of `scenario` for `nodes` nodes and a run of `duration_ms`.
@@ -292,7 +298,7 @@ pub fn plan(scenario: Scenario, nodes: usize, duration_ms: i64, rng: &mut SimRng
     let last = (duration_ms - QUIET_MS).max(WARMUP_MS + 1_000);
     let at = |rng: &mut SimRng, lo: i64, hi: i64| rng.range(lo, hi.max(lo));
     match scenario {
-        Scenario::Steady => {}
+        Scenario::Steady | Scenario::LoadBurst => {}
         Scenario::Crash => {
             let t = at(rng, WARMUP_MS, last / 2);
             p.faults

@@ -131,3 +131,21 @@ pub fn pipeline(jobs: &mut Vec<JobSpec>) {
     }
     jobs.extend(extra);
 }
+
+/// Jobs per node of the `load-burst` scenario: all due in the same second, every 20 s.
+pub const BURST_JOBS_PER_NODE: usize = 1_000;
+
+/// What a run's start costs its node's processor in `load-burst`, µs: a clone and exec of
+/// `sh` took about 1 ms of a loaded 2-core machine, a fork of a node with 10,000 jobs 5 to
+/// 50 ms (issue 14, `scripts/burst.sh`).
+pub const BURST_START_COST_US: u64 = 2_000;
+
+/// Adds the `load-burst` jobs for `nodes` nodes: `burst-NNNNN`, `@every 20s`.
+pub fn burst(jobs: &mut Vec<JobSpec>, nodes: usize) {
+    for i in 0..BURST_JOBS_PER_NODE * nodes {
+        let mut spec =
+            JobSpec::parse(&format!("burst-{i:05}"), "@every 20s").expect("a valid schedule");
+        spec.overlap = Overlap::Allow;
+        jobs.push(spec);
+    }
+}

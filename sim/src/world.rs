@@ -51,6 +51,10 @@ pub struct SimConfig {
     pub long_runs: Arc<std::collections::BTreeMap<String, u64>>,
     /// Whether the nodes seal gossip with a cluster key (drawn from the seed).
     pub sealed: bool,
+    /// What starting a run costs its node's processor, in µs (0: nothing). The node's
+    /// starts queue on it, and its gossip traffic waits until the queue is done, as a
+    /// process busy starting runs reads and answers no packet (`load-burst`, issue 14).
+    pub start_cost_us: u64,
 }
 
 /// One execution of one slot, as the recording executor saw it.
@@ -219,6 +223,12 @@ pub fn sim_ms(base: tokio::time::Instant) -> i64 {
     tokio::time::Instant::now().duration_since(base).as_millis() as i64
 }
 
+/// True simulated time in µs since the start.
+#[allow(clippy::disallowed_methods)] // paused tokio time: simulated and deterministic
+fn sim_us(base: tokio::time::Instant) -> i64 {
+    tokio::time::Instant::now().duration_since(base).as_micros() as i64
+}
+
 impl Clock for SimClock {
     fn now(&self) -> UnixMillis {
         UnixMillis(EPOCH.0 + sim_ms(self.base) + self.offset_ms.load(Ordering::Relaxed))
@@ -243,6 +253,38 @@ struct Recorder {
     /// The simulated HTTP endpoint: requests by idempotency key.
     endpoint: Arc<Mutex<BTreeMap<String, u64>>>,
     successes: Arc<Mutex<Vec<Success>>>,
+    /// The node's processor (see [`SimConfig::start_cost_us`]).
+    cpu: Cpu,
+}
+
+/// A node's processor, busy starting runs (see [`SimConfig::start_cost_us`]).
+#[derive(Clone)]
+struct Cpu {
+    cost_us: u64,
+    /// Until when it is busy, µs since the start.
+    busy_until_us: Arc<AtomicI64>,
+    net: SimNet,
+    addr: std::net::SocketAddr,
+}
+
+impl Cpu {
+    /// A run starts now: queues its cost (the node's packets sent or received meanwhile wait
+    /// for it, see `Conditions::busy_until`), and returns how long (ms) the start waits for
+    /// the processor.
+    fn start(&self, base: tokio::time::Instant) -> i64 {
+        if self.cost_us == 0 {
+            return 0;
+        }
+        let now_us = sim_us(base);
+        let busy = self.busy_until_us.load(Ordering::Relaxed).max(now_us) + self.cost_us as i64;
+        self.busy_until_us.store(busy, Ordering::Relaxed);
+        let until_ms = (busy + 999) / 1000;
+        let addr = self.addr;
+        self.net.update(|c| {
+            c.busy_until.insert(addr, until_ms);
+        });
+        until_ms - sim_ms(base)
+    }
 }
 
 impl Executor for Recorder {
@@ -264,6 +306,9 @@ impl Executor for Recorder {
         };
         let (base, runs) = (self.base, self.runs.clone());
         let frozen = self.frozen_until.load(Ordering::Relaxed) - sim_ms(base);
+        // The process starts once the processor gets to it; it is started (and recorded)
+        // as of now all the same: cancelling the run meanwhile kills a started process.
+        let queued = self.cpu.start(base);
         let placement = self.placement.clone();
         let constraints = self.constraints.get(ctx.job.as_str()).cloned();
         // The request, as the endpoint sees it: `Idempotency-Key: <fire id>`.
@@ -273,7 +318,7 @@ impl Executor for Recorder {
             .then(|| (self.endpoint.clone(), ctx.fire_id.to_string()));
         // At the run's true start: after the process resumes when it is stopped.
         let record = move || {
-            let started = sim_ms(base);
+            let started = sim_ms(base) + queued;
             let misplaced = constraints.is_some_and(|c| !placement.lock().unwrap().satisfies(&c));
             if let Some((endpoint, key)) = request {
                 *endpoint.lock().unwrap().entry(key).or_default() += 1;
@@ -304,7 +349,7 @@ impl Executor for Recorder {
         if frozen <= 0 {
             record();
             return Box::pin(async move {
-                tokio::time::sleep(d).await;
+                tokio::time::sleep(d + Duration::from_millis(queued as u64)).await;
                 succeeded();
                 Outcome::Success
             });
@@ -312,7 +357,7 @@ impl Executor for Recorder {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(frozen as u64)).await;
             record();
-            tokio::time::sleep(d).await;
+            tokio::time::sleep(d + Duration::from_millis(queued as u64)).await;
             succeeded();
             Outcome::Success
         })
@@ -344,6 +389,8 @@ struct SimNode {
     placement: Arc<Mutex<Placement>>,
     /// See `Recorder::frozen_until`.
     frozen_until: Arc<AtomicI64>,
+    /// See `Cpu::busy_until_us`: kept across restarts, as the machine's processor is.
+    busy_until_us: Arc<AtomicI64>,
 }
 
 /// The name of node `i`.
@@ -442,6 +489,12 @@ impl World {
             constraints: self.constraints.clone(),
             endpoint: self.endpoint.clone(),
             successes: self.successes.clone(),
+            cpu: Cpu {
+                cost_us: self.config.start_cost_us,
+                busy_until_us: self.nodes[i].busy_until_us.clone(),
+                net: self.net.clone(),
+                addr: node_addr(i),
+            },
         });
         let builder = Node::builder(c)
             .jobs(self.config.jobs.iter().cloned())
@@ -724,6 +777,7 @@ pub async fn run(config: SimConfig, plan: FaultPlan) -> SimResult {
             )),
             pause: watch::channel(PausePoint::Off).0,
             frozen_until: Arc::new(AtomicI64::new(0)),
+            busy_until_us: Arc::new(AtomicI64::new(0)),
         })
         .collect();
     let mut world = World {

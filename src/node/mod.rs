@@ -16,13 +16,14 @@ mod handle;
 mod health;
 mod jobs;
 mod listing;
+mod pace;
 mod placement;
 mod publisher;
 mod run;
 mod runtime;
 mod skew;
-mod threads;
 pub mod store;
+mod threads;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -58,8 +59,8 @@ use jobs::Replaceable;
 use publisher::{Batch, publisher_task};
 use run::{RunCounters, RunHandles};
 use runtime::Runtime;
-use threads::start_runtime_thread;
 use store::{Store, StoreError};
+use threads::start_runtime_thread;
 
 /// How often a node with a data dir saves its run history while it changes (and once more
 /// at a graceful shutdown).
@@ -554,6 +555,7 @@ impl NodeBuilder {
                 history: history.clone(),
                 metrics: metrics.clone(),
                 triggers,
+                pace: pace::Pace::default(),
             }),
             stats: Stats::default(),
             health,
@@ -597,4 +599,3 @@ impl NodeBuilder {
         })
     }
 }
-

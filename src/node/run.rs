@@ -65,6 +65,8 @@ pub(super) async fn run_task(guard: RunGuard, wait: Option<BoxFuture<bool>>, inp
         return;
     }
     let counters = &*guard.counters;
+    // Before the health check: a stall while the run waits for its turn still stops it.
+    counters.pace.turn(counters.clock.monotonic()).await;
     if let Some(stalls) = guard.stalls
         && !counters
             .health
@@ -188,6 +190,8 @@ pub(super) struct RunCounters {
     pub(super) metrics: Arc<Metrics>,
     /// Where a success of a job others run after starts them (`node::after`).
     pub(super) triggers: Arc<super::after::Triggers>,
+    /// When runs may start (see `pace`).
+    pub(super) pace: super::pace::Pace,
 }
 
 impl RunCounters {
