@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -95,8 +95,8 @@ pub(crate) struct RunCgroup {
 
 impl RunCgroup {
     /// The descriptor of `cgroup.procs` (close-on-exec), for the child to write to.
-    pub(crate) fn procs_fd(&self) -> Option<RawFd> {
-        self.procs.as_ref().map(|f| f.as_raw_fd())
+    pub(crate) fn procs_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.procs.as_ref().map(|f| f.as_fd())
     }
 
     /// SIGKILL to every process in the cgroup, at once.

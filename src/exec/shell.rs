@@ -116,7 +116,7 @@ pub async fn run_shell_contained(
     let permit = SPAWNING.acquire().await.map_err(std::io::Error::other)?;
     let mut cgroup = cgroups.and_then(|c| c.create().ok());
     let tag = super::reaper::tag().map(|t| t.to_string());
-    let build = |cgroup_procs| {
+    let build = |cgroup_procs: Option<std::os::fd::BorrowedFd<'_>>| {
         let mut add: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
         if let Some(tag) = &tag {
             add.push((super::reaper::REAPER_ENV, tag.clone()));
@@ -126,8 +126,12 @@ pub async fn run_shell_contained(
         let remove = [crate::security::CLUSTER_KEY_ENV, crate::api::TOKEN_ENV];
         ShellSpawn::new(command, &remove, &add, cgroup_procs)
     };
-    let spawned = match &cgroup {
-        Some(cg) => match spawn(build(cg.procs_fd())?).await {
+    let in_cgroup = match &cgroup {
+        Some(cg) => Some(build(cg.procs_fd())?),
+        None => None,
+    };
+    let spawned = match in_cgroup {
+        Some(request) => match spawn(request).await {
             Ok(child) => Ok(child),
             Err(e) => {
                 // Created but could not be entered (no permission on a common ancestor,
@@ -284,6 +288,45 @@ pub(crate) mod tests {
             "{:?}",
             r.stdout_tail
         );
+    }
+
+    /// A job starts as `std::process::Command` would start it: SIGPIPE at its default
+    /// (the Rust runtime ignores it in the node, and a shell cannot undo that), no signal
+    /// blocked, and an exec failure reported as an error of the spawn.
+    #[tokio::test]
+    async fn a_job_starts_with_default_signals_and_an_empty_mask() {
+        for containment in [Containment::Cgroup, Containment::ProcessGroup] {
+            let r = run_shell_contained("yes | head -1", &[], None, 256, containment)
+                .await
+                .unwrap();
+            assert!(r.success(), "{containment:?}: {r:?}");
+            assert_eq!(
+                (r.stdout_tail.as_str(), r.stderr_tail.as_str()),
+                ("y\n", "")
+            );
+            let r = run_shell_contained(
+                "grep -E '^Sig(Ign|Blk)' /proc/self/status",
+                &[],
+                None,
+                256,
+                containment,
+            )
+            .await
+            .unwrap();
+            let mask = |name: &str| {
+                let line = r.stdout_tail.lines().find(|l| l.starts_with(name));
+                let hex = line.and_then(|l| l.split_whitespace().nth(1));
+                hex.and_then(|h| u64::from_str_radix(h, 16).ok())
+            };
+            assert_eq!(mask("SigBlk:"), Some(0), "{containment:?}: {r:?}");
+            // Bit n-1 is signal n. Others may be ignored by whoever started the tests.
+            let ignored = mask("SigIgn:").expect("SigIgn");
+            assert_eq!(
+                ignored & (1 << (libc::SIGPIPE - 1)),
+                0,
+                "{containment:?}: {r:?}"
+            );
+        }
     }
 
     /// Runs `cmd` (which writes the pid of a process it starts to the file `{pid}`) and

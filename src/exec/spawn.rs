@@ -18,7 +18,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -38,8 +38,11 @@ pub(crate) struct ShellSpawn {
     argv: Vec<CString>,
     envp: Vec<CString>,
     /// `cgroup.procs` of the run's cgroup, open for writing: the child writes `0` to it
-    /// before exec, so nothing it starts can be outside it.
-    cgroup_procs: Option<RawFd>,
+    /// before exec, so nothing it starts can be outside it. A duplicate owned here: the
+    /// caller's descriptor closes with its future, which may be dropped while this request
+    /// waits for the spawning thread, and the child would then write to whatever file got
+    /// that number next.
+    cgroup_procs: Option<OwnedFd>,
 }
 
 impl ShellSpawn {
@@ -48,7 +51,7 @@ impl ShellSpawn {
         command: &str,
         remove: &[&str],
         add: &[(&str, String)],
-        cgroup_procs: Option<RawFd>,
+        cgroup_procs: Option<BorrowedFd<'_>>,
     ) -> io::Result<ShellSpawn> {
         let cstring = |b: &[u8]| {
             CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte"))
@@ -72,7 +75,7 @@ impl ShellSpawn {
                 cstring(command.as_bytes())?,
             ],
             envp,
-            cgroup_procs,
+            cgroup_procs: cgroup_procs.map(|fd| fd.try_clone_to_owned()).transpose()?,
         })
     }
 }
@@ -163,8 +166,29 @@ impl Drop for RunChild {
     }
 }
 
+/// Kills and reaps a started shell that nobody took: the caller's future was dropped
+/// while its request waited for the spawning thread or before it received the answer
+/// (an overlap `replace`, a cancel, the node stopping).
+struct Unclaimed(Option<libc::pid_t>);
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let mut status = 0;
+            // SAFETY: our own unreaped child (nobody else knows its pid): SIGKILL, then a
+            // wait that ends as soon as it died.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+        }
+    }
+}
+
 /// What the spawning thread hands back.
 struct Started {
+    /// Disarmed once a [`RunChild`] owns the shell.
+    unclaimed: Unclaimed,
     pid: libc::pid_t,
     pidfd: Option<OwnedFd>,
     stdout: OwnedFd,
@@ -187,7 +211,10 @@ fn spawner() -> Option<&'static mpsc::Sender<Request>> {
                 .spawn(move || {
                     // `tx` lives in a static: this loop never ends, nor does the thread.
                     while let Ok(req) = rx.recv() {
-                        let _ = req.reply.send(start(&req.spawn));
+                        // Its future was dropped while it waited: start nothing.
+                        if !req.reply.is_closed() {
+                            let _ = req.reply.send(start(&req.spawn));
+                        }
                     }
                 })
                 .ok()
@@ -213,7 +240,10 @@ pub(crate) async fn spawn(spawn: ShellSpawn) -> io::Result<RunChild> {
         }
         None => start(&spawn)?,
     };
+    let mut started = started;
     let pid = started.pid;
+    // From here on, dropping `child` kills and reaps the shell.
+    started.unclaimed.0 = None;
     let mut child = RunChild {
         pid,
         pidfd: None,
@@ -221,7 +251,6 @@ pub(crate) async fn spawn(spawn: ShellSpawn) -> io::Result<RunChild> {
         stderr: None,
         status: None,
     };
-    // From here on, dropping `child` kills and reaps the shell.
     // SAFETY: the pidfd is owned by the `AsyncFd`, which neither replaces nor closes it
     // while registered.
     child.pidfd = started
@@ -255,7 +284,7 @@ struct ChildArgs {
     stdout: RawFd,
     stderr: RawFd,
     cgroup_procs: RawFd,
-    /// The signal mask to restore in the child (the spawning thread's own).
+    /// The spawning thread's signal mask, restored once clone returned.
     mask: libc::sigset_t,
     /// The errno of the step that failed, 0 if exec was reached.
     error: libc::c_int,
@@ -275,18 +304,25 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         };
         // The parent's handlers are not for this process: a signal before exec takes the
         // default action (the handlers table is this process's own copy: no CLONE_SIGHAND).
-        for sig in 1..libc::SIGRTMAX() {
+        // SIGPIPE too, which the Rust runtime ignores and std's `Command` restores: a
+        // shell cannot undo a signal ignored when it started, and `yes | head -1` would
+        // fail with EPIPE instead of ending quietly.
+        for sig in 1..=libc::SIGRTMAX() {
             let mut old: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
                 && old.sa_sigaction != libc::SIG_DFL
-                && old.sa_sigaction != libc::SIG_IGN
+                && (old.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
             {
                 let mut dfl: libc::sigaction = std::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
             }
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut());
+        // An empty mask, as std gives its children (the spawning thread's mask may block
+        // signals a job expects).
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
@@ -345,7 +381,7 @@ fn start(s: &ShellSpawn) -> io::Result<Started> {
         stdin: null.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
-        cgroup_procs: s.cgroup_procs.unwrap_or(-1),
+        cgroup_procs: s.cgroup_procs.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
         // SAFETY: a zeroed sigset_t is a valid value; pthread_sigmask fills it below.
         mask: unsafe { std::mem::zeroed() },
         error: 0,
@@ -354,7 +390,7 @@ fn start(s: &ShellSpawn) -> io::Result<Started> {
     let mut stack = vec![0u8; 256 * 1024];
     // SAFETY: blocking every signal on this thread until the child has exec'd keeps a
     // handler of this process from running on the child's stack in the shared memory;
-    // the previous mask is restored right after, and in the child before exec. clone with
+    // the previous mask is restored right after, and the child empties its own before exec. clone with
     // CLONE_VM | CLONE_VFORK suspends this thread until the child execs or exits, so
     // `args`, `argv`, `envp`, the strings and the stack outlive the child's use of them.
     // The stack pointer is the (16-byte aligned) top: stacks grow down on Linux's
@@ -399,6 +435,7 @@ fn start(s: &ShellSpawn) -> io::Result<Started> {
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     }
     Ok(Started {
+        unclaimed: Unclaimed(Some(pid)),
         pid,
         pidfd,
         stdout: out_r,
