@@ -136,7 +136,11 @@ pub async fn run_shell_contained(
             Err(e) => {
                 // Created but could not be entered (no permission on a common ancestor,
                 // a cgroup with controllers of its own): without cgroups from now on.
-                if let Some(c) = cgroups {
+                // Another failure (too many processes or descriptors for now) is this
+                // run's alone.
+                if let Some(c) = cgroups
+                    && super::spawn::is_cgroup_entry(&e)
+                {
                     c.give_up(&e);
                 }
                 cgroup = None;

@@ -288,6 +288,27 @@ struct ChildArgs {
     mask: libc::sigset_t,
     /// The errno of the step that failed, 0 if exec was reached.
     error: libc::c_int,
+    /// Whether the step that failed was the write to `cgroup.procs`.
+    cgroup_failed: bool,
+}
+
+/// A shell could not enter its cgroup (the other failures of a start, such as too many
+/// processes or descriptors for now, say nothing about cgroups).
+#[derive(Debug)]
+pub(crate) struct CgroupEntryFailed(io::Error);
+
+impl std::fmt::Display for CgroupEntryFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "entering the run's cgroup: {}", self.0)
+    }
+}
+
+impl std::error::Error for CgroupEntryFailed {}
+
+/// Whether `e` is a start that failed to enter its cgroup.
+pub(crate) fn is_cgroup_entry(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<CgroupEntryFailed>())
 }
 
 /// The child's side, on its own stack and in the parent's memory (CLONE_VM): only
@@ -344,6 +365,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // `0` moves the writing process: the child is in its cgroup before it runs
         // anything, so nothing it starts can be outside it.
         if a.cgroup_procs >= 0 && libc::write(a.cgroup_procs, b"0".as_ptr().cast(), 1) != 1 {
+            a.cgroup_failed = true;
             fail(a);
         }
         for (fd, to) in [(a.stdin, 0), (a.stdout, 1), (a.stderr, 2)] {
@@ -385,6 +407,7 @@ fn start(s: &ShellSpawn) -> io::Result<Started> {
         // SAFETY: a zeroed sigset_t is a valid value; pthread_sigmask fills it below.
         mask: unsafe { std::mem::zeroed() },
         error: 0,
+        cgroup_failed: false,
     };
     // The child's stack: it runs on it until exec, while this thread waits.
     let mut stack = vec![0u8; 256 * 1024];
@@ -423,7 +446,12 @@ fn start(s: &ShellSpawn) -> io::Result<Started> {
         let mut status = 0;
         // SAFETY: the child exited (exec was not reached): reap it.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Err(io::Error::from_raw_os_error(error));
+        let e = io::Error::from_raw_os_error(error);
+        // SAFETY: as for `error`.
+        if unsafe { std::ptr::read_volatile(&args.cgroup_failed) } {
+            return Err(io::Error::new(e.kind(), CgroupEntryFailed(e)));
+        }
+        return Err(e);
     }
     // SAFETY: pidfd_open on our unreaped child; on success the descriptor is ours alone.
     let pidfd = unsafe {
