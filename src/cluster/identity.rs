@@ -88,6 +88,7 @@ pub async fn probe(
         marked_for_deletion_grace_period: config.dead_node_grace_period,
         catchup_callback: None,
         extra_liveness_predicate: None,
+        live_nodes_watcher_keys: Some(Box::new(|key| super::WATCHED_KEYS.contains(&key))),
         protocol_version: chitchat::ProtocolVersion::V0,
     };
     let initial = vec![(KEY_STATUS.to_string(), STATUS_LEAVING.to_string())];

@@ -12,6 +12,9 @@ pub type CatchupCallback = Box<dyn Fn() + Send>;
 /// failure detector.
 pub type ExtraLivenessPredicate = Box<dyn Fn(&NodeState) -> bool + Send>;
 
+/// An optional predicate on keys: the key-values the live nodes watcher's snapshots keep.
+pub type LiveNodesKeyFilter = Box<dyn Fn(&str) -> bool + Send>;
+
 /// A struct for configuring a Chitchat instance.
 pub struct ChitchatConfig {
     pub chitchat_id: ChitchatId,
@@ -37,6 +40,11 @@ pub struct ChitchatConfig {
     // It can be used for instance, to only surface the nodes that are both alive according
     // to the failure detector, but also have a given set of required keys.
     pub extra_liveness_predicate: Option<ExtraLivenessPredicate>,
+    /// When set, the states in the live nodes watcher's snapshots hold only the key-values
+    /// whose key it accepts (heartbeat and versions unchanged). The watch channel keeps its
+    /// last snapshot: without a filter, that is a second copy of every live node's whole
+    /// state, remade on every version change.
+    pub live_nodes_watcher_keys: Option<LiveNodesKeyFilter>,
     /// Protocol version used to exchange messages between peers. The latest version is V1, which
     /// compresses the digest. This MUST stay `V0` until every node in the cluster runs a version
     /// able to decode the newer format.
@@ -58,6 +66,7 @@ impl ChitchatConfig {
             marked_for_deletion_grace_period: Duration::from_secs(10_000),
             catchup_callback: None,
             extra_liveness_predicate: None,
+            live_nodes_watcher_keys: None,
             protocol_version: ProtocolVersion::V0,
         }
     }
@@ -78,6 +87,7 @@ impl Default for ChitchatConfig {
             marked_for_deletion_grace_period: Duration::from_secs(60 * 15), // 15mn
             catchup_callback: None,
             extra_liveness_predicate: None,
+            live_nodes_watcher_keys: None,
             protocol_version: ProtocolVersion::V0,
         }
     }

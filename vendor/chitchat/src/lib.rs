@@ -270,7 +270,11 @@ impl Chitchat {
                             return None;
                         }
                     }
-                    Some((chitchat_id, node_state.clone()))
+                    let node_state = match &self.config.live_nodes_watcher_keys {
+                        Some(keep) => node_state.clone_with_keys(keep.as_ref()),
+                        None => node_state.clone(),
+                    };
+                    Some((chitchat_id, node_state))
                 })
                 .collect::<BTreeMap<_, _>>();
             self.previous_live_nodes = current_live_nodes;
@@ -635,6 +639,7 @@ mod tests {
             marked_for_deletion_grace_period: Duration::from_secs(3_600),
             catchup_callback: None,
             extra_liveness_predicate: None,
+            live_nodes_watcher_keys: None,
             protocol_version: ProtocolVersion::V0,
         };
         start_node_with_config(transport, config).await
@@ -847,6 +852,7 @@ mod tests {
             extra_liveness_predicate: Some(Box::new(|node_state| {
                 node_state.get("READY") == Some("true")
             })),
+            live_nodes_watcher_keys: None,
             protocol_version: ProtocolVersion::V0,
         };
         let mut nodes = Vec::new();

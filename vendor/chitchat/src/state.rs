@@ -87,6 +87,24 @@ impl NodeState {
         &self.chitchat_id
     }
 
+    /// A copy of this state with only the key-values whose key `keep` accepts; the
+    /// heartbeat, the versions and the listeners are those of this state.
+    pub(crate) fn clone_with_keys(&self, keep: &dyn Fn(&str) -> bool) -> NodeState {
+        NodeState {
+            chitchat_id: self.chitchat_id.clone(),
+            heartbeat: self.heartbeat,
+            key_values: self
+                .key_values
+                .iter()
+                .filter(|(key, _)| keep(key))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            listeners: self.listeners.clone(),
+            max_version: self.max_version,
+            last_gc_version: self.last_gc_version,
+        }
+    }
+
     pub fn last_gc_version(&self) -> Version {
         self.last_gc_version
     }

@@ -434,6 +434,7 @@ impl Simulator {
             marked_for_deletion_grace_period: self.marked_for_deletion_key_grace_period,
             catchup_callback,
             extra_liveness_predicate: None,
+            live_nodes_watcher_keys: None,
             protocol_version: ProtocolVersion::V0,
         };
         let handle = spawn_chitchat(config, Vec::new(), &self.transport)

@@ -33,6 +33,7 @@ async fn spawn_one(chitchat_id: u16, transport: &dyn Transport) -> ChitchatHandl
         marked_for_deletion_grace_period: Duration::from_secs(10_000),
         catchup_callback: None,
         extra_liveness_predicate: None,
+        live_nodes_watcher_keys: None,
         protocol_version: ProtocolVersion::V0,
     };
     spawn_chitchat(config, Vec::new(), transport).await.unwrap()
