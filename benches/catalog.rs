@@ -5,7 +5,8 @@
 //!    counting allocator, for the catalog alone (`starling::catalog::Catalog`, what every
 //!    node keeps per entry) and for whole nodes (catalog, catalog task, chitchat's copies,
 //!    planner), with the definition's own bytes (its gossip value) subtracted; for whole
-//!    nodes, the fewest bytes held over 5 s of samples (what is in flight left out);
+//!    nodes, the fewest bytes held over 5 s of samples (what is in flight left out), just
+//!    after the load and once every node packed its maps (`node::compact`);
 //! 2. steady-state gossip bytes per node per second, the same three nodes with no catalog
 //!    job (the baseline, measured first in the same run) and then with 10,000;
 //! 3. how long a node that joins the cluster takes to hold the whole catalog (target:
@@ -168,6 +169,19 @@ async fn steady(nodes: &[&NodeHandle], secs: u64) -> (f64, f64) {
     (per(s), per(r))
 }
 
+/// What the nodes hold beyond `mem0`, without what is in flight (gossip buffers, queued
+/// updates): the fewest bytes allocated at once over 20 samples 250 ms apart, and the
+/// samples' spread.
+async fn held(mem0: usize) -> (usize, usize) {
+    let mut samples = Vec::with_capacity(20);
+    for _ in 0..20 {
+        samples.push(current().saturating_sub(mem0));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    samples.sort_unstable();
+    (samples[0], samples[samples.len() - 1] - samples[0])
+}
+
 async fn held_everywhere(nodes: &[&NodeHandle], n: usize, timeout: Duration) -> Option<f64> {
     let t0 = mono_now();
     while t0.elapsed() < timeout {
@@ -234,17 +248,8 @@ async fn cluster(n: usize, secs: u64) {
         "loaded {n} API jobs through the three nodes in {put_secs:.1} s ({:.0} puts/s, each acknowledged once sent to a peer); all three held all of them {converged:.1} s later",
         n as f64 / put_secs
     );
-    // What the nodes hold, without what is in flight (gossip buffers, queued updates):
-    // the fewest bytes allocated at once over 20 samples, 250 ms apart, after 3 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut samples = Vec::with_capacity(20);
-    for _ in 0..20 {
-        samples.push(current().saturating_sub(mem0));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    samples.sort_unstable();
-    let node_bytes = samples[0];
-    let spread = (samples[samples.len() - 1] - samples[0]) as f64 / 3.0 / n as f64;
+    let (loaded, loaded_spread) = held(mem0).await;
     let mut value_bytes = 0;
     for k in 0..n {
         let (name, def) = JobDef::from_raw(raw(k)).expect("valid");
@@ -258,12 +263,41 @@ async fn cluster(n: usize, secs: u64) {
         };
         value_bytes += Key::Job(name).to_gossip().len() + encode_register(&r).len();
     }
-    let per_node_entry = node_bytes as f64 / 3.0 / n as f64;
     let value = value_bytes as f64 / n as f64;
+    let per = |bytes: usize| bytes as f64 / 3.0 / n as f64;
     println!(
-        "whole nodes: {per_node_entry:.0} bytes per entry per node (catalog, catalog task, chitchat's copy of every node's state, the planner's job), {:.0} beyond the definition's gossip value ({value:.0} bytes); the samples spread over {spread:.0} bytes per entry per node",
-        per_node_entry - value
+        "whole nodes just loaded: {:.0} bytes per entry per node (catalog, catalog task, chitchat's copy of every node's state, the planner's job), {:.0} beyond the definition's gossip value ({value:.0} bytes); the samples spread over {:.0} bytes per entry per node",
+        per(loaded),
+        per(loaded) - value,
+        per(loaded_spread)
     );
+    // Once the catalog settles, each node packs its maps (`node::compact`): wait for it.
+    let t0 = mono_now();
+    let mut packed = false;
+    while t0.elapsed() < Duration::from_secs(60) && !packed {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        packed = true;
+        for node in [&a, &b, &c] {
+            packed &= node
+                .catalog()
+                .stats()
+                .await
+                .is_ok_and(|s| s.compactions > 0);
+        }
+    }
+    if packed {
+        let waited = t0.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (settled, settled_spread) = held(mem0).await;
+        println!(
+            "whole nodes once their maps were packed ({waited:.1} s later): {:.0} bytes per entry per node, {:.0} beyond the definition's gossip value (target < 1024); the samples spread over {:.0} bytes per entry per node",
+            per(settled),
+            per(settled) - value,
+            per(settled_spread)
+        );
+    } else {
+        println!("whole nodes: the maps were NOT packed within 60 s");
+    }
     let mut held = 0;
     for node in [&a, &b, &c] {
         held += node.catalog().stats().await.map_or(0, |s| s.held);

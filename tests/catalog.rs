@@ -484,3 +484,93 @@ async fn a_damaged_catalog_file_is_moved_aside_and_never_overwritten() {
     assert!(node.catalog().job("fresh").await.is_ok());
     node.shutdown().await;
 }
+
+/// (name, owner, version) of every job, as `node` lists them.
+async fn summary(node: &NodeHandle) -> Vec<(String, Option<String>, Option<String>)> {
+    node.catalog()
+        .jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| {
+            (
+                j.name.to_string(),
+                j.owner.map(|o| o.to_string()),
+                j.version.map(|v| format!("{v:?}")),
+            )
+        })
+        .collect()
+}
+
+/// Once a catalog settles after growing, every node packs the maps it keeps per job
+/// (`node::compact`, issue 15): the catalog, the owners and the runs stay what they were,
+/// and gossip goes on (a job added afterwards reaches every node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_that_settles_is_packed_and_nothing_else_changes() {
+    let (dir, [a, b, c]) = three_without_data_dirs().await;
+    let out = dir.path().join("runs");
+    let nodes = [&a, &b, &c];
+    for i in 0..200 {
+        nodes[i % 3]
+            .catalog()
+            .put_job(raw(&format!("quiet-{i:03}"), "0 0 0 1 1 *", "true"))
+            .await
+            .unwrap();
+    }
+    a.catalog()
+        .put_job(raw("tick", "* * * * * *", &append(&out, "t")))
+        .await
+        .unwrap();
+    let before = eventually(15, "every node holds the 201 jobs alike", async || {
+        let first = summary(&a).await;
+        (first.len() == 201
+            && first.iter().all(|j| j.1.is_some())
+            && summary(&b).await == first
+            && summary(&c).await == first)
+            .then_some(first)
+    })
+    .await;
+    let hash = a.catalog().stats().await.unwrap().hash;
+    eventually(15, "every node packs its maps", async || {
+        let mut all = true;
+        for n in nodes {
+            all &= n.catalog().stats().await.unwrap().compactions > 0;
+        }
+        all.then_some(())
+    })
+    .await;
+    for n in nodes {
+        assert_eq!(summary(n).await, before, "{}", n.node_id());
+        assert_eq!(n.catalog().stats().await.unwrap().hash, hash);
+    }
+    // Gossip goes on: a job added now reaches every node, and tick keeps running once a
+    // slot on its owner.
+    let seen = lines(&out).len();
+    b.catalog()
+        .put_job(raw("late", "0 0 0 1 1 *", "true"))
+        .await
+        .unwrap();
+    eventually(10, "every node holds late", async || {
+        let mut all = true;
+        for n in nodes {
+            all &= n.catalog().job("late").await.is_ok();
+        }
+        all.then_some(())
+    })
+    .await;
+    eventually(10, "tick runs twice more", async || {
+        (lines(&out).len() >= seen + 2).then_some(())
+    })
+    .await;
+    let owner = before.iter().find(|j| j.0 == "tick").unwrap().1.clone();
+    let runs = by_slot(&out, "tick");
+    assert!(
+        runs.values()
+            .flatten()
+            .all(|l| Some(&l.node) == owner.as_ref())
+    );
+    assert_once_per_slot(&runs);
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}

@@ -367,6 +367,17 @@ impl Catalog {
         self.registers.get(key)
     }
 
+    /// Number of registers held (tombstones included).
+    pub fn register_count(&self) -> usize {
+        self.registers.len()
+    }
+
+    /// Rebuilds the register map from its sorted entries, so that its B-tree nodes are
+    /// full (see `node::compact`): the same registers in the same order.
+    pub fn compact(&mut self) {
+        self.registers = std::mem::take(&mut self.registers).into_iter().collect();
+    }
+
     /// Every register, in key order.
     pub fn registers(&self) -> impl Iterator<Item = (&Key, &Register)> {
         self.registers.iter()

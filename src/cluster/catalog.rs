@@ -155,6 +155,12 @@ impl Publisher {
         seq
     }
 
+    /// Packs the key-value maps of every node state chitchat holds (see
+    /// `Chitchat::compact_node_states`): nothing read from them changes.
+    pub async fn compact_states(&self) {
+        self.handle.chitchat().lock().await.compact_node_states();
+    }
+
     /// Reads every node state chitchat holds, and which live nodes (newest generation,
     /// not leaving, not this node) hold which register values. `expected` gives, for a
     /// register key, the xxh3 of the value the caller holds as current (`None`: skip).

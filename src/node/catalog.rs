@@ -74,6 +74,8 @@ pub struct CatalogStats {
     pub refused: u64,
     /// [`Catalog::hash`]: equal on nodes that hold the same catalog.
     pub hash: u64,
+    /// Times the maps with an entry per job were packed (see `node::compact`).
+    pub compactions: u64,
 }
 
 /// What the node's loop must do about the catalog.
@@ -99,6 +101,8 @@ pub(super) enum PlanUpdate {
     Claimed(FireId),
     /// Cancel the run with this fire id if it runs here.
     Cancel(FireId),
+    /// Pack the planner's maps (see `node::compact`).
+    Compact,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, CatalogError>>;
@@ -213,6 +217,8 @@ pub(super) struct CatalogTask {
     pub(super) unsaved: bool,
     /// The listing of every job, and what changed since (see [`CatalogTask::listing`]).
     pub(super) listing: ListingState,
+    /// When the maps with an entry per job were last packed (see `node::compact`).
+    pub(super) packing: super::compact::Packing,
     /// Which jobs run after which (`after`).
     pub(super) deps: crate::core::after::Dependencies,
     /// Shared with runs: the jobs with children.
@@ -230,6 +236,7 @@ impl CatalogTask {
             if now >= next_reconcile {
                 self.reconcile(now).await;
                 self.flush().await;
+                self.pack_if_settled().await;
                 next_reconcile = now.saturating_add(self.gossip_interval * RECONCILE_INTERVALS);
             }
             if now >= next_save {

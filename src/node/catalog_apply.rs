@@ -75,6 +75,7 @@ impl Runtime {
                 self.requests.remove(&id);
             }
             PlanUpdate::Cancel(id) => self.cancel_fire_id(id),
+            PlanUpdate::Compact => self.planner.compact(),
         }
     }
 

@@ -10,6 +10,7 @@ mod catalog;
 mod catalog_apply;
 mod catalog_start;
 mod clock;
+mod compact;
 mod config;
 mod fire;
 mod handle;
@@ -474,6 +475,7 @@ impl NodeBuilder {
             store: store.clone(),
             unsaved: false,
             listing: Default::default(),
+            packing: Default::default(),
             deps: Default::default(),
             triggers: triggers.clone(),
         };

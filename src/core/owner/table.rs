@@ -103,6 +103,11 @@ impl OwnerTable {
         self.jobs.reserve(additional);
     }
 
+    /// Gives back the room the job slots grew into beyond what they hold.
+    pub fn shrink_to_fit(&mut self) {
+        self.jobs.shrink_to_fit();
+    }
+
     /// Sets the job in slot `idx` (growing the table as needed), without constraints, and
     /// computes its owner.
     pub fn set_job(&mut self, idx: usize, job: &JobId) {

@@ -15,6 +15,16 @@ use crate::core::schedule::Schedule;
 use crate::core::types::{JobId, UnixMillis};
 
 impl Planner {
+    /// Packs the job index (a B-tree rebuilt from its sorted entries has full nodes) and
+    /// gives back the room the job slots grew into beyond what they hold. Nothing the
+    /// planner decides changes; the node does it once its catalog settles after growing
+    /// (see `node::compact`).
+    pub fn compact(&mut self) {
+        self.index = std::mem::take(&mut self.index).into_iter().collect();
+        self.jobs.shrink_to_fit();
+        self.owners.shrink_to_fit();
+    }
+
     /// Registers a catalog job at `now`: [`Planner::add_job`], then slots at or before
     /// `floor` never fire ([`Planner::skip_until`]), and a paused job fires nothing until
     /// [`Planner::set_paused`].

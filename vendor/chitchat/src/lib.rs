@@ -302,6 +302,14 @@ impl Chitchat {
         self.cluster_state.node_state(chitchat_id)
     }
 
+    /// Rebuilds every node state's key-value map densely packed. A B-tree filled by
+    /// inserts in key order keeps its nodes about half full; rebuilt from its sorted
+    /// entries, its nodes are full. Contents, versions and order are unchanged: only the
+    /// memory the maps hold shrinks.
+    pub fn compact_node_states(&mut self) {
+        self.cluster_state.compact_node_states();
+    }
+
     pub fn self_node_state(&mut self) -> &mut NodeState {
         self.cluster_state
             .node_state_mut_or_init(&self.config.chitchat_id)

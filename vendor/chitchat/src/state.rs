@@ -87,6 +87,11 @@ impl NodeState {
         &self.chitchat_id
     }
 
+    /// Rebuilds the key-value map from its sorted entries, so that its nodes are full.
+    fn compact(&mut self) {
+        self.key_values = std::mem::take(&mut self.key_values).into_iter().collect();
+    }
+
     /// A copy of this state with only the key-values whose key `keep` accepts; the
     /// heartbeat, the versions and the listeners are those of this state.
     pub(crate) fn clone_with_keys(&self, keep: &dyn Fn(&str) -> bool) -> NodeState {
@@ -559,6 +564,12 @@ impl ClusterState {
             node_states: BTreeMap::new(),
             listeners: Default::default(),
             garbage_collected_nodes: LruCache::new(GARBAGE_COLLECTED_NODE_HISTORY_SIZE),
+        }
+    }
+
+    pub(crate) fn compact_node_states(&mut self) {
+        for node_state in self.node_states.values_mut() {
+            node_state.compact();
         }
     }
 
