@@ -98,7 +98,7 @@ fn catalog_memory(n: usize) {
                 let def = match &r.value {
                     Value::Job(Some(d)) => {
                         d.schedule.len()
-                            + d.command.as_ref().map_or(0, String::len)
+                            + d.command.as_ref().map_or(0, |c| c.len())
                             + d.timezone.as_ref().map_or(0, String::len)
                     }
                     _ => 0,

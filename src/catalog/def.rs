@@ -2,6 +2,7 @@
 //! form, so two spellings of the same job (`timeout = "60s"` and `"1m"`) are the same
 //! definition.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,14 +20,14 @@ use crate::core::types::JobId;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct JobDef {
     /// As written: cron (5 or 6 fields), `@every <dur>` or `@at <RFC 3339>`.
-    pub schedule: String,
+    pub schedule: Arc<str>,
     /// IANA timezone of cron schedules; `None` for UTC.
     pub timezone: Option<String>,
     /// What a cron schedule does with local times a DST change skips or repeats.
     pub dst: Dst,
     /// Shell command run by `sh -c`; `None` only for jobs of a node with its own executor
     /// (the simulator) or an in-process handler.
-    pub command: Option<String>,
+    pub command: Option<Arc<str>>,
     /// Kill the run after this long.
     pub timeout: Option<Duration>,
     /// Extra attempts after a failure.
@@ -139,13 +140,13 @@ impl JobDef {
         let duration = |d: Duration| humantime::format_duration(d).to_string();
         RawJob {
             name: Some(name.to_string()),
-            schedule: (!self.is_after()).then(|| self.schedule.clone()),
+            schedule: (!self.is_after()).then(|| self.schedule.to_string()),
             after: self
                 .parents()
                 .map(|p| p.iter().map(|j| j.to_string()).collect()),
             timezone: self.timezone.clone(),
             dst: (self.dst != Dst::default()).then(|| self.dst.to_string()),
-            command: self.command.clone(),
+            command: self.command.as_deref().map(str::to_string),
             timeout: self.timeout.map(duration),
             retries: (self.retries != 0).then_some(self.retries),
             misfire: (self.misfire != Misfire::default()).then(|| self.misfire.to_string()),
@@ -260,7 +261,7 @@ mod tests {
             ..raw("load", "")
         };
         let (name, def) = JobDef::from_raw(load.clone()).unwrap();
-        assert_eq!(def.schedule, "@after clean,extract");
+        assert_eq!(&*def.schedule, "@after clean,extract");
         let sorted = RawJob {
             after: Some(vec!["clean".into(), "extract".into()]),
             ..load

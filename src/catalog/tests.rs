@@ -228,7 +228,7 @@ fn files_win_over_the_api_and_drift_goes_to_the_most_nodes_then_the_newest() {
                 let got = got
                     .clone()
                     .unwrap_or_else(|| panic!("case {i}: nothing resolved"));
-                assert_eq!(got.def.schedule, schedule, "case {i}");
+                assert_eq!(&*got.def.schedule, schedule, "case {i}");
                 let want_source = if nodes.is_empty() {
                     Source::Api
                 } else {
@@ -251,7 +251,7 @@ fn files_win_over_the_api_and_drift_goes_to_the_most_nodes_then_the_newest() {
             assert!(definitions[0].chosen && !definitions[1].chosen, "case {i}");
             assert_eq!(
                 Some(definitions[0].definition.schedule.clone().unwrap()),
-                got.map(|g| g.def.schedule),
+                got.map(|g| g.def.schedule.to_string()),
                 "case {i}: the chosen entry is the one that runs"
             );
         }
@@ -272,7 +272,7 @@ fn drift_resolution_does_not_depend_on_arrival_order() {
             c.set_files(&n(sets[i].0), sets[i].1.clone());
         }
         assert_eq!(
-            c.resolve(&j("x")).unwrap().def.schedule,
+            &*c.resolve(&j("x")).unwrap().def.schedule,
             "@every 4s",
             "one each: the greatest version (9@c > 9@b) wins"
         );
@@ -310,7 +310,7 @@ fn writes_are_refused_for_file_jobs_handler_jobs_unknown_jobs_and_oversize_defin
         Err(CatalogError::NotFound(j("nope")))
     );
     let mut big = def("@every 1s");
-    big.command = Some("x".repeat(MAX_VALUE_BYTES));
+    big.command = Some("x".repeat(MAX_VALUE_BYTES).into());
     assert!(matches!(
         c.put(NOW, j("big"), big),
         Err(CatalogError::TooLarge {
@@ -354,7 +354,7 @@ fn each_write_gets_a_version_above_everything_seen() {
     );
     let (_, r) = c.put(NOW, j("x"), def("@every 2s")).unwrap();
     assert!(r.version > v(NOW.0 + 5_000, "a"));
-    assert_eq!(c.resolve(&j("x")).unwrap().def.schedule, "@every 2s");
+    assert_eq!(&*c.resolve(&j("x")).unwrap().def.schedule, "@every 2s");
 }
 
 #[test]
@@ -527,10 +527,10 @@ fn arb_def() -> impl Strategy<Value = JobDef> {
     )
         .prop_map(
             |(schedule, timezone, command, timeout, retries, m, w, o, strict)| JobDef {
-                schedule,
+                schedule: schedule.into(),
                 timezone,
                 dst: if strict { Dst::Strict } else { Dst::Debian },
-                command,
+                command: command.map(Into::into),
                 timeout: timeout.map(Duration::from_millis),
                 retries,
                 misfire: [Misfire::All, Misfire::Once, Misfire::Skip][m as usize],

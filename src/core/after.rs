@@ -241,7 +241,7 @@ mod tests {
         let jobs = parse_jobs_toml(&format!("{EXTRACT}{}", job("load", "\"extract\""))).unwrap();
         let load = &jobs[1];
         assert_eq!(parents(load), &[JobId::new("extract")]);
-        assert_eq!(load.schedule_text, "@after extract");
+        assert_eq!(&*load.schedule_text, "@after extract");
         assert_eq!(load.schedule.next_after(crate::UnixMillis(0)), None);
         assert!(!load.schedule.is_slot(crate::UnixMillis(60_000)));
         assert_eq!(describe(parents(load)), "after extract");

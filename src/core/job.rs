@@ -1,6 +1,7 @@
 //! Job specifications and the jobs file (TOML) that declares them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -94,7 +95,7 @@ impl std::fmt::Display for Overlap {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ExecSpec {
     /// Shell command run by `sh -c`; `None` for jobs run by an in-process handler.
-    pub command: Option<String>,
+    pub command: Option<Arc<str>>,
     /// Kill the run (its whole process group) after this long; `None`: no limit.
     pub timeout: Option<Duration>,
     /// Extra attempts after a failed one (0: run once).
@@ -112,7 +113,7 @@ pub struct JobSpec {
     pub schedule: Schedule,
     /// The text `schedule` was parsed from. Jobs with the same text and timezone share one
     /// parsed schedule inside a node, so keep the two in step.
-    pub schedule_text: String,
+    pub schedule_text: Arc<str>,
     /// The timezone cron expressions are read in.
     pub timezone: Tz,
     /// What a cron schedule does with local times a DST change skips or repeats; part of
@@ -427,14 +428,14 @@ impl RawJob {
         Ok(JobSpec {
             name: JobId::new(&name),
             schedule,
-            schedule_text,
+            schedule_text: schedule_text.into(),
             timezone,
             dst,
             misfire,
             catch_up_window,
             overlap,
             exec: ExecSpec {
-                command: self.command,
+                command: self.command.map(Arc::from),
                 timeout,
                 retries: self.retries.unwrap_or(0),
                 http,

@@ -376,7 +376,7 @@ mod tests {
             command: Some(format!(
                 "echo \"$STARLING_JOB $STARLING_SCHEDULED_AT $STARLING_SCHEDULED_AT_MS $STARLING_FIRE_ID $STARLING_NODE_ID $STARLING_ATTEMPT\" > {}",
                 out.display()
-            )),
+            ).into()),
             ..ExecSpec::default()
         };
         let c = ctx("report");
@@ -423,7 +423,7 @@ mod tests {
         let pidfile = dir.path().join("pid");
         // The background child shares the process group; it must die too.
         let exec = ExecSpec {
-            command: Some(format!("sleep 30 & echo $! > {}; wait", pidfile.display())),
+            command: Some(format!("sleep 30 & echo $! > {}; wait", pidfile.display()).into()),
             timeout: Some(Duration::from_millis(300)),
             ..ExecSpec::default()
         };

@@ -140,12 +140,15 @@ impl Planner {
     }
 
     /// Jobs with the same cron text, timezone and DST rule share one parsed schedule (a
-    /// parsed cron expression is several hundred bytes).
+    /// parsed cron expression is several hundred bytes), and one copy of the text.
     fn share_schedule(&mut self, spec: &mut JobSpec) {
         if let Schedule::Cron(_) = spec.schedule {
             let key = (spec.schedule_text.clone(), spec.timezone.name(), spec.dst);
-            match self.schedules.get(&key) {
-                Some(shared) => spec.schedule = shared.clone(),
+            match self.schedules.get_key_value(&key) {
+                Some((shared_key, shared)) => {
+                    spec.schedule = shared.clone();
+                    spec.schedule_text = shared_key.0.clone();
+                }
                 None => {
                     self.schedules.insert(key, spec.schedule.clone());
                 }

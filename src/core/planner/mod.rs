@@ -255,7 +255,14 @@ pub struct Planner {
     /// Jobs fired by `poll` whose next timer is not computed yet (see `next_deadline`).
     deferred: Vec<usize>,
     /// Parsed cron schedules by (text, timezone, DST rule), shared between jobs.
-    schedules: BTreeMap<(String, &'static str, crate::core::schedule::Dst), Schedule>,
+    schedules: BTreeMap<
+        (
+            std::sync::Arc<str>,
+            &'static str,
+            crate::core::schedule::Dst,
+        ),
+        Schedule,
+    >,
     /// Jobs whose owner changed in this node's view, summed over every view change.
     ownership_changes: u64,
     /// Records from too far in the future, held until they are near (see `records.rs`).
