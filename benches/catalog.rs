@@ -169,6 +169,20 @@ async fn steady(nodes: &[&NodeHandle], secs: u64) -> (f64, f64) {
     (per(s), per(r))
 }
 
+/// How many of `nodes` packed their maps (`node::compact`).
+async fn packed_count(nodes: &[&NodeHandle]) -> usize {
+    let mut k = 0;
+    for node in nodes {
+        k += usize::from(
+            node.catalog()
+                .stats()
+                .await
+                .is_ok_and(|s| s.compactions > 0),
+        );
+    }
+    k
+}
+
 /// What the nodes hold beyond `mem0`, without what is in flight (gossip buffers, queued
 /// updates): the fewest bytes allocated at once over 20 samples 250 ms apart, and the
 /// samples' spread.
@@ -249,6 +263,7 @@ async fn cluster(n: usize, secs: u64) {
         n as f64 / put_secs
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let packed_nodes = packed_count(&[&a, &b, &c]).await;
     let (loaded, loaded_spread) = held(mem0).await;
     let mut value_bytes = 0;
     for k in 0..n {
@@ -266,7 +281,7 @@ async fn cluster(n: usize, secs: u64) {
     let value = value_bytes as f64 / n as f64;
     let per = |bytes: usize| bytes as f64 / 3.0 / n as f64;
     println!(
-        "whole nodes just loaded: {:.0} bytes per entry per node (catalog, catalog task, chitchat's copy of every node's state, the planner's job), {:.0} beyond the definition's gossip value ({value:.0} bytes); the samples spread over {:.0} bytes per entry per node",
+        "whole nodes 3 s after the load ({packed_nodes} of 3 had packed their maps when the samples began): {:.0} bytes per entry per node (catalog, catalog task, chitchat's copy of every node's state, the planner's job), {:.0} beyond the definition's gossip value ({value:.0} bytes); the samples spread over {:.0} bytes per entry per node",
         per(loaded),
         per(loaded) - value,
         per(loaded_spread)
@@ -276,14 +291,7 @@ async fn cluster(n: usize, secs: u64) {
     let mut packed = false;
     while t0.elapsed() < Duration::from_secs(60) && !packed {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        packed = true;
-        for node in [&a, &b, &c] {
-            packed &= node
-                .catalog()
-                .stats()
-                .await
-                .is_ok_and(|s| s.compactions > 0);
-        }
+        packed = packed_count(&[&a, &b, &c]).await == 3;
     }
     if packed {
         let waited = t0.elapsed().as_secs_f64();
