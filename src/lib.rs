@@ -24,8 +24,9 @@
 //! - `node`: the runtime that owns the planner: clock, config, builder, handle, the loop
 //!   and its firing (planner actions to runs and records), the catalog task that keeps
 //!   this node's copy of the catalog and serves the handle's catalog operations, the
-//!   requests a parent's success makes for its children, its own health, and its clock
-//!   against its peers' (`max_clock_offset`).
+//!   requests a parent's success makes for its children, its own health, its clock
+//!   against its peers' (`max_clock_offset`), and the packing of the maps it keeps per
+//!   job once its catalog settles.
 //! - `exec`: executors: shell commands and in-process async handlers.
 //! - `encoding`: the one module that knows the binary format (bincode) of files on disk.
 //! - `logs`: log hygiene: escaping job output, rate limiting repeated lines.
