@@ -44,6 +44,7 @@ pub mod version;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -320,6 +321,11 @@ pub struct Catalog {
     /// one of these instead of holding its own copy of a few writers' ids (issue 15,
     /// memory per entry). As many as nodes ever wrote to the catalog.
     writers: BTreeSet<NodeId>,
+    /// The schedule texts of the definitions held: definitions with the same text share
+    /// one copy (a catalog uses a handful of schedules; issue 15, memory per entry). Texts
+    /// no definition uses any more go when the catalog is packed, or when there are
+    /// twice as many texts as registers.
+    schedules: BTreeSet<Arc<str>>,
 }
 
 impl Catalog {
@@ -333,6 +339,7 @@ impl Catalog {
             files: BTreeMap::new(),
             local: BTreeSet::new(),
             writers: BTreeSet::new(),
+            schedules: BTreeSet::new(),
         }
     }
 
@@ -373,9 +380,27 @@ impl Catalog {
     }
 
     /// Rebuilds the register map from its sorted entries, so that its B-tree nodes are
-    /// full (see `node::compact`): the same registers in the same order.
+    /// full (see `node::compact`): the same registers in the same order. Drops the
+    /// schedule texts no definition uses any more.
     pub fn compact(&mut self) {
         self.registers = std::mem::take(&mut self.registers).into_iter().collect();
+        self.schedules.retain(|s| Arc::strong_count(s) > 1);
+    }
+
+    /// A definition in `value` takes the shared copy of its schedule text.
+    fn share_schedule(&mut self, value: &mut Value) {
+        let Value::Job(Some(def)) = value else {
+            return;
+        };
+        match self.schedules.get(&def.schedule) {
+            Some(shared) => def.schedule = shared.clone(),
+            None => {
+                if self.schedules.len() >= 2 * self.registers.len() + 64 {
+                    self.schedules.retain(|s| Arc::strong_count(s) > 1);
+                }
+                self.schedules.insert(def.schedule.clone());
+            }
+        }
     }
 
     /// Every register, in key order.
@@ -428,13 +453,15 @@ impl Catalog {
                         self.writers.insert(r.version.node.clone());
                     }
                 }
+                self.share_schedule(&mut r.value);
                 Observed::Newer(self.registers.insert(key, r))
             }
         }
     }
 
     /// Writes `value` at `key` as this node, at `now`: a version above everything seen.
-    fn write(&mut self, now: UnixMillis, key: Key, value: Value) -> (Key, Register) {
+    fn write(&mut self, now: UnixMillis, key: Key, mut value: Value) -> (Key, Register) {
+        self.share_schedule(&mut value);
         let r = Register {
             version: self.hlc.tick(now, &self.me),
             value,

@@ -109,6 +109,38 @@ fn the_greatest_version_wins_whatever_the_order() {
     }
 }
 
+/// The schedule text of job `name`'s definition in `c`.
+fn schedule_of(c: &Catalog, name: &str) -> std::sync::Arc<str> {
+    match &c.register(&Key::Job(j(name))).unwrap().value {
+        Value::Job(Some(d)) => d.schedule.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn definitions_with_the_same_schedule_share_one_copy_of_its_text() {
+    let mut c = catalog("me");
+    // Decoded one by one from gossip, each arrives with its own copy.
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let key = Key::Job(j(name));
+        let r = job_reg(10 + i as i64, "a", Some("*/5 * * * *"));
+        let r = decode_register(&key, &encode_register(&r)).unwrap();
+        assert_eq!(c.observe(NOW, key, r), Observed::Newer(None));
+    }
+    c.put(NOW, j("c"), def("*/5 * * * *")).unwrap();
+    let a = schedule_of(&c, "a");
+    assert!(std::sync::Arc::ptr_eq(&a, &schedule_of(&c, "b")));
+    assert!(std::sync::Arc::ptr_eq(&a, &schedule_of(&c, "c")));
+    assert_eq!(&*a, "*/5 * * * *");
+    // Another schedule is its own text; packing changes nothing that is read.
+    c.put(NOW, j("b"), def("@every 2s")).unwrap();
+    let hash = c.hash();
+    c.compact();
+    assert_eq!(c.hash(), hash);
+    assert_eq!(&*schedule_of(&c, "b"), "@every 2s");
+    assert!(std::sync::Arc::ptr_eq(&a, &schedule_of(&c, "c")));
+}
+
 #[test]
 fn observe_reports_newer_same_older_and_refuses_the_far_future_and_the_expired() {
     let mut c = catalog("me");
