@@ -15,11 +15,7 @@ use common::{BIN, Proc, free_port, metric};
 const TOKEN: &str = "api-test-token-0123456789abcdef";
 
 fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::free_port()
 }
 
 /// One peer's ports and files.

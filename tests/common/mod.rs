@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use starling::{Clock, SystemClock, UnixMillis};
@@ -17,13 +18,27 @@ pub mod trio;
 /// The `starling` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_starling");
 
-/// A UDP port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 free for UDP and TCP a moment ago, from below the kernel's
+/// ephemeral range (32768-60999 by default). A port found by binding port 0 comes from that
+/// range, and the kernel could hand it to another socket of a test running at the same
+/// time (a client's, an id probe's) before the node meant for it binds it: "Address
+/// already in use", seen in tests/catalog.rs. Each test process walks its own stretch of
+/// 20000-31999 (placed by its pid) and never hands out a port twice.
 pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + (start + i) % SPAN).expect("below 32000");
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999 on 127.0.0.1");
 }
 
 /// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.

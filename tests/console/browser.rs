@@ -68,11 +68,7 @@ pub struct Browser {
 }
 
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::common::free_port()
 }
 
 impl Browser {
