@@ -75,10 +75,19 @@ pub fn parse_tag(text: &str) -> Result<(String, String), String> {
 macro_rules! tag_map {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        pub struct $name(BTreeMap<String, String>);
+        ///
+        /// Held boxed, and not at all when empty: every job carries one and almost all are
+        /// empty (8 bytes instead of a map's 24: issue 15, memory per catalog entry). It is
+        /// never `Some` of an empty map, so the derived comparisons are the maps'.
+        #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+        pub struct $name(Option<Box<BTreeMap<String, String>>>);
 
         impl $name {
+            /// Takes `pairs` as they are (the checks are [`Self::new`]'s).
+            fn from_map(pairs: BTreeMap<String, String>) -> $name {
+                $name((!pairs.is_empty()).then(|| Box::new(pairs)))
+            }
+
             /// Checks and takes `pairs` (at most [`MAX_TAGS`], each checked by [`check_tag`]).
             pub fn new(pairs: BTreeMap<String, String>) -> Result<$name, String> {
                 if pairs.len() > MAX_TAGS {
@@ -87,22 +96,23 @@ macro_rules! tag_map {
                 for (k, v) in &pairs {
                     check_tag(k, v)?;
                 }
-                Ok($name(pairs))
+                Ok($name::from_map(pairs))
             }
 
             /// True when there is none.
             pub fn is_empty(&self) -> bool {
-                self.0.is_empty()
+                self.0.is_none()
             }
 
             /// The pairs, in key order.
             pub fn pairs(&self) -> &BTreeMap<String, String> {
-                &self.0
+                static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+                self.0.as_deref().unwrap_or(&EMPTY)
             }
 
             /// The value of `key`.
             pub fn get(&self, key: &str) -> Option<&str> {
-                self.0.get(key).map(String::as_str)
+                self.pairs().get(key).map(String::as_str)
             }
 
             /// The gossip form: `k=v` pairs in key order, joined by `,` (empty when none).
@@ -124,13 +134,39 @@ macro_rules! tag_map {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                for (i, (k, v)) in self.0.iter().enumerate() {
+                for (i, (k, v)) in self.pairs().iter().enumerate() {
                     if i > 0 {
                         f.write_str(",")?;
                     }
                     write!(f, "{k}={v}")?;
                 }
                 Ok(())
+            }
+        }
+
+        // Debug, Hash and serde as a newtype of the map (what they were derived as before
+        // the map was boxed): the same output, hashes and encodings.
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($name)).field(self.pairs()).finish()
+            }
+        }
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.pairs().hash(state);
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_newtype_struct(stringify!($name), self.pairs())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                BTreeMap::deserialize(deserializer).map($name::from_map)
             }
         }
     };
@@ -148,7 +184,9 @@ tag_map!(
 impl Constraints {
     /// True when `tags` holds every constraint with the same value.
     pub fn satisfied_by(&self, tags: &Tags) -> bool {
-        self.0.iter().all(|(k, v)| tags.get(k) == Some(v.as_str()))
+        self.pairs()
+            .iter()
+            .all(|(k, v)| tags.get(k) == Some(v.as_str()))
     }
 }
 
@@ -240,6 +278,59 @@ mod tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    mod before {
+        use std::collections::BTreeMap;
+
+        /// What `Constraints` was before it was boxed (issue 15): a derived newtype.
+        #[derive(Debug, Hash, serde::Serialize)]
+        pub struct Constraints(pub BTreeMap<String, String>);
+    }
+
+    #[test]
+    fn boxed_constraints_print_hash_and_encode_as_the_map_they_hold() {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = |v: &dyn Fn(&mut DefaultHasher)| {
+            let mut h = BuildHasherDefault::<DefaultHasher>::default().build_hasher();
+            v(&mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        for pairs in [vec![], vec![("region", "eu"), ("gpu", "true")]] {
+            let map: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let new = Constraints::new(map.clone()).unwrap();
+            let old = before::Constraints(map.clone());
+            assert_eq!(new.is_empty(), map.is_empty());
+            assert_eq!(new.pairs(), &map);
+            assert_eq!(format!("{new:?}"), format!("{old:?}"));
+            assert_eq!(
+                hash(&|h| std::hash::Hash::hash(&new, h)),
+                hash(&|h| std::hash::Hash::hash(&old, h))
+            );
+            let json = serde_json::to_string(&new).unwrap();
+            assert_eq!(json, serde_json::to_string(&old).unwrap());
+            assert_eq!(serde_json::from_str::<Constraints>(&json).unwrap(), new);
+            let bytes = crate::encoding::encode(&new, 1);
+            assert_eq!(bytes, crate::encoding::encode(&old, 1));
+            assert_eq!(
+                crate::encoding::decode::<Constraints>(&bytes, 1).unwrap(),
+                new
+            );
+        }
+        let empty = Constraints::new(BTreeMap::new()).unwrap();
+        assert_eq!(empty, Constraints::default());
+        assert!(
+            empty < constraint_eu(),
+            "the empty set sorts first, as the empty map"
+        );
+        assert!(std::mem::size_of::<Constraints>() <= 8);
+    }
+
+    fn constraint_eu() -> Constraints {
+        Constraints::new([("region".to_string(), "eu".to_string())].into()).unwrap()
     }
 
     #[test]

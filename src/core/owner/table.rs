@@ -46,27 +46,42 @@ struct ConstraintSet {
     eligible: Vec<bool>,
 }
 
+/// One job slot. 24 bytes, since every node keeps one per catalog job (issue 15, memory
+/// per entry): whether the slot is set is folded into `cset` (see [`JobOwner::active`]).
 #[derive(Debug, Clone, Copy)]
 struct JobOwner {
     key: u64,
-    /// False for a cleared slot, which never gets an owner.
-    active: bool,
+    score: u64,
     /// `NONE` when there is no owner (no eligible member, or a cleared job slot).
     owner: u32,
-    score: u64,
-    /// Index into `csets` (0: no constraints).
+    /// Index into `csets` (0: no constraints); `CLEARED_CSET` for a cleared slot.
     cset: u32,
 }
 
 const NONE: u32 = u32::MAX;
 
+/// The `cset` of a cleared job slot, which never gets an owner. `csets` never grows this
+/// large: it holds one entry per distinct set of constraints.
+const CLEARED_CSET: u32 = u32::MAX;
+
 const CLEARED: JobOwner = JobOwner {
     key: 0,
-    active: false,
-    owner: NONE,
     score: 0,
-    cset: 0,
+    owner: NONE,
+    cset: CLEARED_CSET,
 };
+
+impl JobOwner {
+    /// False for a cleared slot, which never gets an owner.
+    fn active(&self) -> bool {
+        self.cset != CLEARED_CSET
+    }
+
+    /// Set, and with constraints.
+    fn constrained(&self) -> bool {
+        self.active() && self.cset != 0
+    }
+}
 
 impl Default for OwnerTable {
     fn default() -> Self {
@@ -98,12 +113,15 @@ impl OwnerTable {
         self.ids.len()
     }
 
-    /// Room for `additional` more job slots without reallocating.
+    /// Room for `additional` more job slots without reallocating (and no more: every node
+    /// keeps a slot per catalog job, issue 15).
     pub fn reserve(&mut self, additional: usize) {
-        self.jobs.reserve(additional);
+        self.jobs.reserve_exact(additional);
     }
 
-    /// Gives back the room the job slots grew into beyond what they hold.
+    /// Gives back the room the job slots grew into beyond what they hold (up to as many
+    /// again, as jobs were added one by one): for when the set of jobs has stopped growing
+    /// (`Planner::compact`), not after every add.
     pub fn shrink_to_fit(&mut self) {
         self.jobs.shrink_to_fit();
     }
@@ -131,9 +149,8 @@ impl OwnerTable {
         let key = job_key(job.as_str());
         let mut j = JobOwner {
             key,
-            active: true,
-            owner: NONE,
             score: 0,
+            owner: NONE,
             cset,
         };
         (j.owner, j.score) = self.best(&j, NONE);
@@ -178,7 +195,7 @@ impl OwnerTable {
     /// Clears job slot `idx`.
     pub fn clear_job(&mut self, idx: usize) {
         if let Some(j) = self.jobs.get_mut(idx) {
-            if j.active && j.cset != 0 {
+            if j.constrained() {
                 self.csets[j.cset as usize].jobs -= 1;
             }
             *j = CLEARED;
@@ -193,13 +210,13 @@ impl OwnerTable {
 
     /// True when job slot `idx` is set and has constraints.
     pub fn is_constrained(&self, idx: usize) -> bool {
-        self.jobs.get(idx).is_some_and(|j| j.active && j.cset != 0)
+        self.jobs.get(idx).is_some_and(JobOwner::constrained)
     }
 
     /// The member that would own job slot `idx` if its owner were gone.
     pub fn runner_up(&self, idx: usize) -> Option<&NodeId> {
         let j = self.jobs.get(idx)?;
-        if !j.active {
+        if !j.active() {
             return None;
         }
         self.ids.get(self.best(j, j.owner).0 as usize)
@@ -209,7 +226,7 @@ impl OwnerTable {
     /// reports it while no member satisfies them.
     pub fn stand_in(&self, idx: usize) -> Option<&NodeId> {
         let j = self.jobs.get(idx)?;
-        if !j.active {
+        if !j.active() {
             return None;
         }
         let free = JobOwner { cset: 0, ..*j };
@@ -356,7 +373,7 @@ impl OwnerTable {
         let mut moved = Vec::new();
         for i in 0..self.jobs.len() {
             let j = self.jobs[i];
-            if !j.active {
+            if !j.active() {
                 continue;
             }
             if old_slot.is_some() && j.owner == old_slot.unwrap_or(NONE) {
@@ -404,7 +421,7 @@ impl OwnerTable {
         let mut moved = Vec::new();
         for i in 0..self.jobs.len() {
             let j = self.jobs[i];
-            if !j.active || j.owner == NONE {
+            if !j.active() || j.owner == NONE {
                 continue;
             }
             if j.owner == gone {
@@ -424,7 +441,7 @@ impl OwnerTable {
     pub fn recompute_all(&mut self) {
         for i in 0..self.jobs.len() {
             let j = self.jobs[i];
-            if !j.active {
+            if !j.active() {
                 continue;
             }
             let (o, s) = self.best(&j, NONE);
@@ -444,6 +461,39 @@ mod tests {
 
     fn nodes(ids: &[&str]) -> Vec<NodeId> {
         ids.iter().map(NodeId::new).collect()
+    }
+
+    /// One per catalog job on every node (issue 15): 32 bytes before `active` was folded
+    /// into `cset`.
+    #[test]
+    fn a_job_slot_stays_within_24_bytes() {
+        assert!(std::mem::size_of::<JobOwner>() <= 24);
+    }
+
+    #[test]
+    fn a_cleared_slot_has_no_owner_and_a_set_one_does() {
+        let mut t = OwnerTable::new();
+        t.join(&NodeId::new("a"));
+        t.set_job(2, &JobId::new("x"));
+        for idx in [0, 1] {
+            assert_eq!(t.owner_of(idx), None);
+            assert_eq!(t.runner_up(idx), None);
+            assert_eq!(t.stand_in(idx), None);
+            assert!(!t.is_constrained(idx));
+        }
+        assert_eq!(t.owner_of(2).map(NodeId::as_str), Some("a"));
+        assert_eq!(t.stand_in(2).map(NodeId::as_str), Some("a"));
+        t.join(&NodeId::new("b"));
+        t.recompute_all();
+        assert_eq!(
+            t.owner_of(0),
+            None,
+            "joins and recomputes skip cleared slots"
+        );
+        t.clear_job(2);
+        assert_eq!(t.owner_of(2), None);
+        t.shrink_to_fit();
+        assert_eq!(t.jobs.capacity(), t.jobs.len());
     }
 
     #[test]

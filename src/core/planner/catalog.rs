@@ -72,7 +72,7 @@ impl Planner {
             j.floor = j.floor.max(floor);
             j.update_cursor();
         }
-        let mine = j.mine;
+        let mine = j.mine();
         self.reschedule(idx, mine);
         true
     }
@@ -90,7 +90,7 @@ impl Planner {
     /// schedule (run-now requests); `None` if the job is not registered.
     pub fn epoch_for_extra_run(&self, name: &JobId) -> Option<u64> {
         let j = self.jobs[*self.index.get(name)?].as_ref()?;
-        Some(match (j.tenure(), j.mine) {
+        Some(match (j.tenure(), j.mine()) {
             (Some(t), Mine::From(_)) => t.epoch,
             _ => j.seen.epoch_seen.saturating_add(1),
         })
@@ -114,19 +114,7 @@ impl Planner {
             .set_job_constrained(idx, &spec.name, &spec.constraints);
         self.index.insert(spec.name.clone(), idx);
         let lookback = self.config.startup_delay + self.config.handoff_delay;
-        let mut job = Job {
-            spec,
-            registered: now.saturating_sub(lookback),
-            floor: UnixMillis::MIN,
-            paused: false,
-            seen,
-            cursor: now,
-            next_memo: None,
-            mine: Mine::No,
-            timer: None,
-            fired: None,
-        };
-        job.update_cursor();
+        let job = Job::new(spec, now.saturating_sub(lookback), seen);
         if idx == self.jobs.len() {
             self.jobs.push(Some(Box::new(job)));
         } else {
@@ -171,7 +159,7 @@ impl Planner {
         self.abandoned.remove(name);
         if let Some(j) = self.jobs[idx].take() {
             let mut seen = j.seen;
-            if let Some(own) = seen.own.take() {
+            if let Some(own) = seen.take_own() {
                 seen.record(own, seen.epoch_seen, Some(self.me_key), None);
             }
             self.stray_records.insert(name.clone(), seen);
@@ -201,7 +189,7 @@ impl Planner {
         let placed = j.spec.constraints != spec.constraints;
         j.spec = spec;
         if rescheduled {
-            j.next_memo = None;
+            j.forget_next_slot();
             // The stretch fired so far was of the old schedule's slots.
             j.break_range();
             self.skip_until(&name, now);
@@ -235,7 +223,7 @@ impl Planner {
         };
         j.floor = j.floor.max(at);
         j.update_cursor();
-        let mine = j.mine;
+        let mine = j.mine();
         self.reschedule(idx, mine);
         true
     }

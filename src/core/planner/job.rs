@@ -23,13 +23,17 @@ pub(super) struct Tenure {
 
 /// What the records of a job show (kept for jobs not registered here too, and applied if
 /// they are added).
+///
+/// Every node keeps one per catalog job (issue 15, memory per entry), so the optional
+/// slots are stored as a value and a presence flag side by side (an `Option<UnixMillis>`
+/// pads each to 16 bytes): read them through the accessors, which give the `Option` back.
+/// No value is set aside as "none", so a record of any slot keeps its meaning.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Seen {
-    /// The highest slot this node accounted for: its own records (any generation), or
-    /// slots it fired or skipped.
-    pub(super) own: Option<UnixMillis>,
-    /// The highest record seen from other nodes.
-    pub(super) others: Option<UnixMillis>,
+    /// The highest slot this node accounted for (see [`Seen::own`]), when `has_own`.
+    own: UnixMillis,
+    /// The highest record seen from other nodes (see [`Seen::others`]), when `has_others`.
+    others: UnixMillis,
     /// [`super::owner::node_key`] of the node whose record holds `others`; 0 when several
     /// nodes' records hold it.
     pub(super) others_by: u64,
@@ -37,17 +41,49 @@ pub(super) struct Seen {
     pub(super) epoch_seen: u64,
     /// The highest epoch in another node's record of the job.
     pub(super) epoch_others: u64,
-    /// Where the epoch of the record holding `others` began, when another node's record
-    /// placed it (`None` too when several nodes' records hold `others`): a record of this
-    /// node's tells whether that node skipped a slot because of it (see
-    /// `Planner::resolve_held`).
-    pub(super) others_follows: Option<Follows>,
+    /// See [`Seen::others_follows`]; meaningful when `has_others_follows`.
+    others_follows: Follows,
+    has_own: bool,
+    has_others: bool,
+    has_others_follows: bool,
 }
 
 impl Seen {
+    /// The highest slot this node accounted for: its own records (any generation), or
+    /// slots it fired or skipped.
+    pub(super) fn own(&self) -> Option<UnixMillis> {
+        self.has_own.then_some(self.own)
+    }
+
+    /// The highest record seen from other nodes.
+    pub(super) fn others(&self) -> Option<UnixMillis> {
+        self.has_others.then_some(self.others)
+    }
+
+    /// Where the epoch of the record holding [`Seen::others`] began, when another node's
+    /// record placed it (`None` too when several nodes' records hold `others`): a record
+    /// of this node's tells whether that node skipped a slot because of it (see
+    /// `Planner::resolve_held`).
+    pub(super) fn others_follows(&self) -> Option<Follows> {
+        self.has_others_follows.then_some(self.others_follows)
+    }
+
+    fn set_others_follows(&mut self, follows: Option<Follows>) {
+        self.has_others_follows = follows.is_some();
+        self.others_follows = follows.unwrap_or_default();
+    }
+
+    /// Forgets [`Seen::own`] and returns it.
+    pub(super) fn take_own(&mut self) -> Option<UnixMillis> {
+        let own = self.own();
+        (self.own, self.has_own) = (UnixMillis::default(), false);
+        own
+    }
+
     /// `slot` was accounted for by this node.
     pub(super) fn own_slot(&mut self, slot: UnixMillis) {
-        self.own = Some(self.own.map_or(slot, |s| s.max(slot)));
+        self.own = self.own().map_or(slot, |s| s.max(slot));
+        self.has_own = true;
     }
 
     /// A record of `slot` under `epoch`, from this node, or from the other node whose
@@ -65,18 +101,18 @@ impl Seen {
             return;
         };
         self.epoch_others = self.epoch_others.max(epoch);
-        match self.others {
+        match self.others() {
             Some(o) if o > slot => {}
             Some(o) if o == slot => {
                 if self.others_by != by {
                     self.others_by = 0;
-                    self.others_follows = None;
+                    self.set_others_follows(None);
                 }
             }
             _ => {
-                self.others = Some(slot);
+                (self.others, self.has_others) = (slot, true);
                 self.others_by = by;
-                self.others_follows = follows;
+                self.set_others_follows(follows);
             }
         }
     }
@@ -84,14 +120,18 @@ impl Seen {
     /// Where an epoch begun now would begin: after the highest other node's record, when
     /// that is what placed the cursor.
     pub(super) fn follows(&self) -> Option<Follows> {
-        let o = self.others?;
-        (self.own.is_none_or(|own| own < o)).then_some(Follows {
+        let o = self.others()?;
+        (self.own().is_none_or(|own| own < o)).then_some(Follows {
             slot: o,
             node: self.others_by,
         })
     }
 }
 
+/// One job as the planner tracks it. Every node keeps one per catalog job (issue 15,
+/// memory per entry), so the optional fields are a value and a flag side by side (the
+/// flags share one word of padding, where each `Option<UnixMillis>` would take 16 bytes):
+/// read and write them through the accessors below. `size_of` is pinned by a test.
 #[derive(Debug)]
 pub(super) struct Job {
     pub(super) spec: JobSpec,
@@ -101,24 +141,31 @@ pub(super) struct Job {
     /// Slots at or before this are not run here: the job was added or rescheduled while
     /// the node ran (see `Planner::skip_until`). `UnixMillis::MIN` otherwise.
     pub(super) floor: UnixMillis,
-    /// Paused: no slot fires (see `catalog.rs`).
-    pub(super) paused: bool,
     /// The slots and epochs the records show.
     pub(super) seen: Seen,
     /// `max(own, others)` once this node has its own record, else `max(registered,
     /// others)`; never before `floor`.
     pub(super) cursor: UnixMillis,
-    /// Memo of `schedule.next_after(cursor)`, keyed by the cursor it was computed for:
-    /// cron evaluation dominates `poll` when a thousand jobs are due at once.
-    pub(super) next_memo: Option<(UnixMillis, Option<UnixMillis>)>,
-    pub(super) mine: Mine,
-    /// The key of this job's entry in `timers`, if it has one.
-    pub(super) timer: Option<UnixMillis>,
+    /// Memo of `schedule.next_after(memo_cursor)` (`None` when `!memo_has_next`), valid
+    /// when `memo_valid`: cron evaluation dominates `poll` when a thousand jobs are due at
+    /// once.
+    memo_cursor: UnixMillis,
+    memo_next: UnixMillis,
+    /// Ours from this time on, when `owned` (see [`Job::mine`]).
+    owned_from: UnixMillis,
+    /// The key of this job's entry in `timers`, when `has_timer`.
+    timer: UnixMillis,
     /// What this node fired of it; `None` until it fires it (or sees an earlier
     /// generation's record of its own): boxed, since most jobs never fire on a given node
     /// (another member owns them) and every node keeps every job of the catalog (issue 15,
     /// memory per entry).
     pub(super) fired: Option<Box<Fired>>,
+    /// Paused: no slot fires (see `catalog.rs`).
+    pub(super) paused: bool,
+    memo_valid: bool,
+    memo_has_next: bool,
+    owned: bool,
+    has_timer: bool,
 }
 
 /// The stretches a node fired of one job, for epochs and duplicate detection.
@@ -154,16 +201,81 @@ impl Default for Fired {
 }
 
 impl Job {
+    /// A job registered at `registered` (less the delays), with what the records showed
+    /// before: not ours, no timer, nothing fired, its cursor placed.
+    pub(super) fn new(spec: JobSpec, registered: UnixMillis, seen: Seen) -> Job {
+        let mut job = Job {
+            spec,
+            registered,
+            floor: UnixMillis::MIN,
+            seen,
+            cursor: registered,
+            memo_cursor: UnixMillis::MIN,
+            memo_next: UnixMillis::MIN,
+            owned_from: UnixMillis::MIN,
+            timer: UnixMillis::MIN,
+            fired: None,
+            paused: false,
+            memo_valid: false,
+            memo_has_next: false,
+            owned: false,
+            has_timer: false,
+        };
+        job.update_cursor();
+        job
+    }
+
+    /// Whether and from when this node owns the job.
+    pub(super) fn mine(&self) -> Mine {
+        if self.owned {
+            Mine::From(self.owned_from)
+        } else {
+            Mine::No
+        }
+    }
+
+    /// Records whether and from when this node owns the job (`Planner::set_mine` ends the
+    /// tenure and moves the timer too).
+    pub(super) fn set_mine(&mut self, mine: Mine) {
+        (self.owned, self.owned_from) = match mine {
+            Mine::From(t) => (true, t),
+            Mine::No => (false, UnixMillis::MIN),
+        };
+    }
+
+    /// Forgets the key of this job's entry in `timers` and returns it, if it had one.
+    pub(super) fn take_timer(&mut self) -> Option<UnixMillis> {
+        let t = self.has_timer.then_some(self.timer);
+        (self.has_timer, self.timer) = (false, UnixMillis::MIN);
+        t
+    }
+
+    /// This job's entry in `timers` is keyed `at`.
+    pub(super) fn set_timer(&mut self, at: UnixMillis) {
+        (self.has_timer, self.timer) = (true, at);
+    }
+
     /// The first slot after the cursor.
     pub(super) fn next_slot(&mut self) -> Option<UnixMillis> {
-        match self.next_memo {
-            Some((c, next)) if c == self.cursor => next,
-            _ => {
-                let next = self.spec.schedule.next_after(self.cursor);
-                self.next_memo = Some((self.cursor, next));
-                next
-            }
+        if self.memo_valid && self.memo_cursor == self.cursor {
+            return self.memo_has_next.then_some(self.memo_next);
         }
+        let next = self.spec.schedule.next_after(self.cursor);
+        self.remember_next_slot(next);
+        next
+    }
+
+    /// `next` is the first slot after the current cursor: kept for [`Job::next_slot`].
+    pub(super) fn remember_next_slot(&mut self, next: Option<UnixMillis>) {
+        self.memo_valid = true;
+        self.memo_cursor = self.cursor;
+        self.memo_has_next = next.is_some();
+        self.memo_next = next.unwrap_or(UnixMillis::MIN);
+    }
+
+    /// The schedule changed: the memo of the next slot no longer holds.
+    pub(super) fn forget_next_slot(&mut self) {
+        self.memo_valid = false;
     }
 
     /// This node accounted for everything at or before `slot` (fired, skipped, or its own
@@ -174,10 +286,10 @@ impl Job {
     }
 
     pub(super) fn update_cursor(&mut self) {
-        let base = self.seen.own.unwrap_or(self.registered);
+        let base = self.seen.own().unwrap_or(self.registered);
         self.cursor = self
             .seen
-            .others
+            .others()
             .map_or(base, |o| base.max(o))
             .max(self.floor);
     }
@@ -325,5 +437,70 @@ impl Job {
             f.dups_counted = f.dups_counted.max(last);
         }
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+
+    /// Every node keeps one `Job` per catalog job (issue 15, memory per entry): a field
+    /// that makes it larger should be a choice, not an accident. (Job 344 and JobSpec 168
+    /// bytes before.)
+    #[test]
+    fn a_job_and_what_it_saw_stay_within_their_sizes() {
+        assert!(size_of::<Job>() <= 272, "Job: {} bytes", size_of::<Job>());
+        assert!(size_of::<Seen>() <= 64, "Seen: {} bytes", size_of::<Seen>());
+        assert!(
+            size_of::<JobSpec>() <= 136,
+            "JobSpec: {} bytes",
+            size_of::<JobSpec>()
+        );
+    }
+
+    #[test]
+    fn the_packed_fields_give_back_what_was_stored() {
+        let mut seen = Seen::default();
+        assert_eq!(
+            (seen.own(), seen.others(), seen.others_follows()),
+            (None, None, None)
+        );
+        // The earliest time is a slot like any other: nothing is set aside as "none".
+        seen.record(UnixMillis::MIN, 1, Some(7), Some(Follows::default()));
+        assert_eq!(seen.others(), Some(UnixMillis::MIN));
+        assert_eq!(seen.others_follows(), Some(Follows::default()));
+        assert_eq!(seen.own(), None);
+        seen.own_slot(UnixMillis::MIN);
+        assert_eq!(seen.take_own(), Some(UnixMillis::MIN));
+        assert_eq!(seen.own(), None);
+        seen.record(UnixMillis::MIN, 1, Some(8), None);
+        assert_eq!(seen.others_follows(), None, "two nodes hold it");
+
+        let spec = crate::core::job::parse_jobs_toml(
+            "[[jobs]]\nname = \"a\"\nschedule = \"@every 1s\"\ncommand = \"true\"\n",
+        )
+        .unwrap()
+        .remove(0);
+        let mut job = Job::new(spec, UnixMillis(500), Seen::default());
+        assert_eq!(job.mine(), Mine::No);
+        job.set_mine(Mine::From(UnixMillis::MIN));
+        assert_eq!(job.mine(), Mine::From(UnixMillis::MIN));
+        assert_eq!(job.take_timer(), None);
+        job.set_timer(UnixMillis::MIN);
+        assert_eq!(job.take_timer(), Some(UnixMillis::MIN));
+        assert_eq!(job.take_timer(), None);
+        assert_eq!(job.next_slot(), Some(UnixMillis(1_000)));
+        job.remember_next_slot(None);
+        assert_eq!(job.next_slot(), None, "the memo holds for the same cursor");
+        job.forget_next_slot();
+        assert_eq!(job.next_slot(), Some(UnixMillis(1_000)));
+        job.account(UnixMillis(1_000));
+        assert_eq!(
+            job.next_slot(),
+            Some(UnixMillis(2_000)),
+            "a new cursor, a new slot"
+        );
     }
 }

@@ -368,7 +368,7 @@ impl Planner {
     pub fn fires(&self, name: &JobId, now: UnixMillis) -> bool {
         now >= self.start_at()
             && self.index.get(name).is_some_and(
-            |&i| matches!(self.jobs[i].as_ref().map(|j| j.mine), Some(Mine::From(t)) if t <= now),
+            |&i| matches!(self.jobs[i].as_ref().map(|j| j.mine()), Some(Mine::From(t)) if t <= now),
         )
     }
 
@@ -521,7 +521,7 @@ impl Planner {
         if !added.is_empty() {
             let handoff_end = now.saturating_add(self.config.handoff_delay);
             for idx in 0..self.jobs.len() {
-                let Some(Mine::From(from)) = self.jobs[idx].as_ref().map(|j| j.mine) else {
+                let Some(Mine::From(from)) = self.jobs[idx].as_ref().map(|j| j.mine()) else {
                     continue;
                 };
                 if changed.contains_key(&idx) || from >= handoff_end {
@@ -547,7 +547,7 @@ impl Planner {
         if heard_first {
             // Timers set for the end of the peer wait move to the startup delay's end.
             for idx in 0..self.jobs.len() {
-                if let Some(mine) = self.jobs[idx].as_ref().map(|j| j.mine) {
+                if let Some(mine) = self.jobs[idx].as_ref().map(|j| j.mine()) {
                     self.reschedule(idx, mine);
                 }
             }
@@ -557,7 +557,9 @@ impl Planner {
     /// Job `idx`'s owner changed at `now` from `prev`: it starts or stops here.
     fn owner_changed(&mut self, now: UnixMillis, idx: usize, prev: Option<NodeId>, joined: bool) {
         let owner_is_me = self.is_mine(idx);
-        let was_mine = self.jobs[idx].as_ref().is_some_and(|j| j.mine != Mine::No);
+        let was_mine = self.jobs[idx]
+            .as_ref()
+            .is_some_and(|j| j.mine() != Mine::No);
         match (owner_is_me, was_mine) {
             (true, false) => {
                 // Won from a node still alive in our view: give it time to notice and to
@@ -641,7 +643,7 @@ impl Planner {
     /// last poll fired, so call it after carrying out that poll's actions.
     pub fn next_deadline(&mut self) -> Option<UnixMillis> {
         for idx in std::mem::take(&mut self.deferred) {
-            if let Some(mine) = self.jobs[idx].as_ref().map(|j| j.mine) {
+            if let Some(mine) = self.jobs[idx].as_ref().map(|j| j.mine()) {
                 self.reschedule(idx, mine);
             }
         }
@@ -659,7 +661,7 @@ impl Planner {
             }
             self.timers.pop_first();
             if let Some(j) = self.jobs[idx].as_mut() {
-                j.timer = None;
+                j.take_timer();
             }
             self.run_due(idx, now);
         }
@@ -672,11 +674,11 @@ impl Planner {
 
     fn set_mine(&mut self, idx: usize, mine: Mine) {
         if let Some(j) = self.jobs[idx].as_mut() {
-            if mine == Mine::No || j.mine == Mine::No {
+            if mine == Mine::No || j.mine() == Mine::No {
                 // Lost or gained: the next run, if any, starts a new epoch.
                 j.end_tenure();
             }
-            j.mine = mine;
+            j.set_mine(mine);
         }
         self.reschedule(idx, mine);
     }
@@ -688,7 +690,7 @@ impl Planner {
         let Some(j) = self.jobs[idx].as_mut() else {
             return;
         };
-        if let Some(t) = j.timer.take() {
+        if let Some(t) = j.take_timer() {
             self.timers.remove(&(t, idx));
         }
         let Mine::From(from) = mine else {
@@ -701,7 +703,7 @@ impl Planner {
             return;
         };
         let at = next.max(from).max(start_at);
-        j.timer = Some(at);
+        j.set_timer(at);
         self.timers.insert((at, idx));
     }
 
@@ -713,9 +715,9 @@ impl Planner {
         let Some(j) = self.jobs[idx].as_mut() else {
             return;
         };
-        if !matches!(j.mine, Mine::From(t) if t <= now) || now < start_at {
+        if !matches!(j.mine(), Mine::From(t) if t <= now) || now < start_at {
             // Woken early (handoff pending): the timer was set for later.
-            let mine = j.mine;
+            let mine = j.mine();
             self.reschedule(idx, mine);
             return;
         }
@@ -850,12 +852,12 @@ impl Planner {
         if let Some(&last) = due.last() {
             j.account(last);
             // `slot` is the first slot after `last`: remember it for `reschedule`.
-            j.next_memo = Some((j.cursor, slot));
+            j.remember_next_slot(slot);
         }
         if let Some(record) = record {
             self.out.push(Action::PublishRecord { job: name, record });
         }
-        let mine = j.mine;
+        let mine = j.mine();
         self.reschedule(idx, mine);
     }
 }

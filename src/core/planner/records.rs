@@ -115,7 +115,7 @@ impl Planner {
             }
         }
         if j.cursor != before {
-            let mine = j.mine;
+            let mine = j.mine();
             self.reschedule(idx, mine);
         }
         true

@@ -44,7 +44,7 @@ impl Planner {
         }
         self.suspended = true;
         for idx in 0..self.jobs.len() {
-            if let Some(mine) = self.jobs[idx].as_ref().map(|j| j.mine) {
+            if let Some(mine) = self.jobs[idx].as_ref().map(|j| j.mine()) {
                 // Timers move to the end of time (see `start_at`).
                 self.reschedule(idx, mine);
             }
@@ -68,7 +68,7 @@ impl Planner {
         self.suspended = false;
         let from = from.max(now);
         for idx in 0..self.jobs.len() {
-            let Some(was) = self.jobs[idx].as_ref().map(|j| j.mine) else {
+            let Some(was) = self.jobs[idx].as_ref().map(|j| j.mine()) else {
                 continue;
             };
             let mine = if !self.leaving && self.is_mine(idx) {
@@ -121,9 +121,9 @@ impl Planner {
         };
         let after_ours = j
             .seen
-            .others_follows
+            .others_follows()
             .is_some_and(|f| f.node == me_key && f.slot >= slot);
-        if j.seen.others.is_some_and(|o| o >= slot) && !after_ours {
+        if j.seen.others().is_some_and(|o| o >= slot) && !after_ours {
             return Held::RanElsewhere(j.retract(slot));
         }
         if !mine && !after_ours {
