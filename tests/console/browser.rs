@@ -1,7 +1,6 @@
 //! A headless Chromium driven over WebDriver: Debian's `chromium` and `chromedriver`, each a
 //! child process killed with the test, and a fresh profile in a temporary directory.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
