@@ -4,7 +4,9 @@
 //!   requests, beside `GET /healthz` on the same server in the same run (the cost of HTTP
 //!   alone). Target: p99 < 50 ms. Also each GET right after a change of one job (50): the
 //!   node makes that job's listing entry and its part of the page again and splices the
-//!   rest from the last ones.
+//!   rest from the last ones. And each GET right after a membership change (an in-process
+//!   peer over real UDP on loopback joins or leaves, 24 changes): owners move, so the node
+//!   makes its whole listing again.
 //! - `first-run`: on 3 real processes (the release binary) at the default gossip
 //!   interval, the time from a `PUT` on one node to the first run of the job on its owner,
 //!   over `BENCH_TRIES` tries (default 20). Each job fires every second, so part of that
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use starling::api::{ApiConfig, ApiServer, Token};
 use starling::core::job::RawJob;
-use starling::{Node, NodeConfig};
+use starling::{Node, NodeConfig, NodeHandle, NodeId, View};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
@@ -93,10 +95,115 @@ async fn time_gets(http: &reqwest::Client, url: &str, n: usize) -> Vec<f64> {
     out
 }
 
+/// Membership changes the `list` bench makes: a peer joins, then leaves, this many times.
+const MEMBERSHIP_CYCLES: usize = 12;
+/// How long the bench waits for the measured node's view to take in one join or leave.
+const VIEW_WAIT: Duration = Duration::from_secs(60);
+/// The pause after each membership change of the `list` bench, before the next.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// The first `GET /v1/jobs` after each membership change, in ms.
+struct Membership {
+    all: Vec<f64>,
+    joins: Vec<f64>,
+    leaves: Vec<f64>,
+    /// Shortest and longest wait for the view to change, in s.
+    wait_min: f64,
+    wait_max: f64,
+    timeouts: usize,
+}
+
+/// Waits (up to [`VIEW_WAIT`]) until `node`'s members differ from `before`; false if they
+/// did not in time.
+async fn view_changed(
+    node: &NodeHandle,
+    view: &mut tokio::sync::watch::Receiver<View>,
+    before: &[NodeId],
+) -> bool {
+    let t = mono_now();
+    while node.members() == before {
+        let left = VIEW_WAIT.saturating_sub(t.elapsed());
+        match tokio::time::timeout(left, view.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return node.members() != before,
+        }
+    }
+    true
+}
+
+/// Times the first `GET` of `url` right after each membership change of `node` (whose
+/// gossip address is `gossip`): an in-process peer over real UDP on loopback, seeded with
+/// `node`, joins, then leaves (a graceful shutdown, or every fourth time an abort, which
+/// `node` finds out through failure detection), [`MEMBERSHIP_CYCLES`] times. Each change
+/// moves owners, so the node makes its whole listing again.
+async fn membership_changes(
+    node: &NodeHandle,
+    gossip: std::net::SocketAddr,
+    http: &reqwest::Client,
+    url: &str,
+) -> Membership {
+    let mut out = Membership {
+        all: Vec::new(),
+        joins: Vec::new(),
+        leaves: Vec::new(),
+        wait_min: f64::INFINITY,
+        wait_max: 0.0,
+        timeouts: 0,
+    };
+    let mut peer = None;
+    let mut leaving = Vec::new();
+    let mut view = node.watch_view();
+    for i in 0..MEMBERSHIP_CYCLES {
+        for join in [true, false] {
+            let before = node.members();
+            view.borrow_and_update();
+            let t = mono_now();
+            if join {
+                // A new id each time: a node that left stays known to chitchat as dead.
+                let mut c = NodeConfig::new(format!("peer-{i:02}"), free_udp());
+                c.seeds = vec![gossip];
+                peer = Some(Node::builder(c).start().await.expect("a peer"));
+            } else if let Some(p) = peer.take() {
+                if i % 4 == 3 {
+                    p.abort();
+                } else {
+                    // Not awaited here: the view changes while the peer drains and stops.
+                    leaving.push(tokio::spawn(p.shutdown()));
+                }
+            }
+            if !view_changed(node, &mut view, &before).await {
+                out.timeouts += 1;
+                continue;
+            }
+            let waited = t.elapsed().as_secs_f64();
+            out.wait_min = out.wait_min.min(waited);
+            out.wait_max = out.wait_max.max(waited);
+            let ms = time_gets(http, url, 1).await;
+            if join {
+                out.joins.extend(&ms);
+            } else {
+                out.leaves.extend(&ms);
+            }
+            out.all.extend(ms);
+            // Let the change settle (the peer learns the catalog, or is found dead) before
+            // the next one.
+            tokio::time::sleep(SETTLE).await;
+        }
+    }
+    if let Some(p) = peer {
+        p.abort();
+    }
+    for l in leaving {
+        let _ = l.await;
+    }
+    out
+}
+
 async fn list(jobs: usize) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut config = NodeConfig::new("bench", free_udp());
+    let gossip = free_udp();
+    let mut config = NodeConfig::new("bench", gossip);
     config.api_addr = Some(addr);
     let node = Arc::new(Node::builder(config).start().await.unwrap());
     let api = ApiConfig {
@@ -157,15 +264,37 @@ async fn list(jobs: usize) {
         }
         changed.extend(time_gets(&http, &format!("{base}/v1/jobs"), 1).await);
     }
+    let membership = membership_changes(&node, gossip, &http, &format!("{base}/v1/jobs")).await;
     println!("list: GET /healthz        ms: {}", summary(healthz));
     println!("list: GET /v1/jobs        ms: {}", summary(all.clone()));
     println!("list: GET /v1/jobs/{{name}} ms: {}", summary(one));
     println!("list: GET /v1/jobs after a change ms: {}", summary(changed));
+    println!(
+        "list: GET /v1/jobs after a membership change ms: {}",
+        summary(membership.all.clone())
+    );
+    println!(
+        "list:   after a join ms: {}; after a leave ms: {}; view changed {:.1}-{:.1} s after the \
+         join or leave began; {} waits for the view timed out",
+        summary(membership.joins),
+        summary(membership.leaves),
+        membership.wait_min,
+        membership.wait_max,
+        membership.timeouts
+    );
     let mut sorted = all;
     sorted.sort_by(|a, b| a.total_cmp(b));
     let p99 = percentile(&sorted, 0.99);
     println!(
         "target GET /v1/jobs with {jobs} jobs: p99 {p99:.1} ms < 50 ms -> {}",
+        if p99 < 50.0 { "met" } else { "NOT met" }
+    );
+    let mut sorted = membership.all;
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let p99 = percentile(&sorted, 0.99);
+    println!(
+        "target GET /v1/jobs with {jobs} jobs after a membership change: p99 {p99:.1} ms < 50 ms \
+         -> {}",
         if p99 < 50.0 { "met" } else { "NOT met" }
     );
     server.stop().await;
