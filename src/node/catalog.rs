@@ -274,7 +274,7 @@ impl CatalogTask {
                         return;
                     }
                     // Membership changed: who publishes what may have too, and owners.
-                    self.listing.all_changed();
+                    self.listing.owners_changed();
                     next_reconcile = self.clock.now();
                 }
             }

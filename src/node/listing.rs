@@ -75,8 +75,9 @@ pub struct MemberInfo {
 /// Every job and every conflict as one node sees them at one moment
 /// ([`crate::node::CatalogClient::listing`]). The catalog task keeps it, and after a
 /// change of some jobs makes the next one from it with only those jobs' entries made
-/// again (the others are the same `Arc`s); a membership change makes every entry again.
-/// Readers share one copy meanwhile.
+/// again (the others are the same `Arc`s); after a membership change, it places every job
+/// again and makes again only the entries whose owner moved. Readers share one copy
+/// meanwhile.
 #[derive(Debug, PartialEq, Eq)]
 pub struct JobListing {
     /// Grows with every listing this node builds: two listings with the same number (of
@@ -99,46 +100,51 @@ pub(super) struct ListingState {
     made: u64,
     /// Jobs whose entry may have changed since `last` was made.
     changed: BTreeSet<JobId>,
-    /// Every entry may have changed (the membership view did: owners).
-    all: bool,
+    /// Every job's owner may have changed (the membership view did).
+    owners: bool,
     /// Each job's conflicts, when it has any, as of `last`.
     conflicts: BTreeMap<JobId, Vec<Conflict>>,
+    /// Each job's placement constraints, when it has any, as of `last`: what placing it
+    /// again after a membership change needs, without resolving its definition again.
+    constraints: BTreeMap<JobId, Constraints>,
 }
 
 impl ListingState {
     /// Jobs whose entries may have changed (a definition, pause, source or conflict).
     pub(super) fn jobs_changed<'a>(&mut self, names: impl IntoIterator<Item = &'a JobId>) {
-        if self.all || self.last.is_none() {
+        if self.last.is_none() {
             return;
         }
         self.changed.extend(names.into_iter().cloned());
     }
 
-    /// Every entry may have changed (owners, after a membership change).
-    pub(super) fn all_changed(&mut self) {
-        self.all = true;
-        self.changed.clear();
+    /// Every job's owner may have changed (after a membership change). Only owners: a
+    /// change of what the catalog holds (who publishes which file definition too) comes
+    /// through [`Self::jobs_changed`].
+    pub(super) fn owners_changed(&mut self) {
+        self.owners = true;
     }
 }
 
 impl CatalogTask {
     /// The listing of the catalog as it is now: the one made before if nothing changed
     /// since; that one with the entries of the jobs that changed made again (issue 15:
-    /// `GET /v1/jobs` right after a change of one job); or, after a membership change, a
-    /// whole new one. A view change the task has not seen yet is checked here, so owners
-    /// are never staler than the view.
+    /// `GET /v1/jobs` right after a change of one job); after a membership change, that
+    /// one with every job placed again, and only the entries whose owner moved made again
+    /// (issue 15: right after a membership change, the API serializes only those). A view
+    /// change the task has not seen yet is checked here, so owners are never staler than
+    /// the view.
     pub(super) fn listing(&mut self) -> Arc<JobListing> {
         if self.view.has_changed().unwrap_or(true) {
-            self.listing.all_changed();
+            self.listing.owners_changed();
         }
         // Changes not flushed yet are in the catalog already.
         let pending: Vec<JobId> = self.dirty.iter().cloned().collect();
         self.listing.jobs_changed(&pending);
-        let last = match &self.listing.last {
-            Some(l) if !self.listing.all => l.clone(),
-            _ => return self.whole_listing(),
+        let Some(last) = self.listing.last.clone() else {
+            return self.whole_listing();
         };
-        if self.listing.changed.is_empty() {
+        if self.listing.changed.is_empty() && !self.listing.owners {
             return last;
         }
         let mut names = std::mem::take(&mut self.listing.changed);
@@ -147,9 +153,14 @@ impl CatalogTask {
             names.extend(self.deps.children(&name).cloned());
         }
         let mut jobs = last.jobs.clone();
+        if std::mem::take(&mut self.listing.owners) {
+            self.place_again(&mut jobs);
+        }
         for name in &names {
             let at = jobs.binary_search_by(|j| j.name.cmp(name));
-            match (self.info(name), at) {
+            let made = self.placed_info(name);
+            self.set_constraints(name, made.as_ref().map(|(_, c)| c));
+            match (made.map(|(info, _)| info), at) {
                 (Some(info), Ok(i)) => jobs[i] = Arc::new(info),
                 (Some(info), Err(i)) => jobs.insert(i, Arc::new(info)),
                 (None, Ok(i)) => {
@@ -162,19 +173,42 @@ impl CatalogTask {
         self.keep_listing(jobs)
     }
 
+    /// Places every job of `jobs` in the current view; an entry whose owner (or whether it
+    /// is unplaceable) moved is made again, the others stay the same `Arc`s.
+    fn place_again(&self, jobs: &mut [Arc<JobInfo>]) {
+        let none = Constraints::default();
+        let view = self.view.borrow();
+        for job in jobs.iter_mut() {
+            let constraints = self.listing.constraints.get(&job.name).unwrap_or(&none);
+            let owner =
+                crate::core::owner::owner_placed(&job.name, constraints, view.placed_members());
+            let unplaceable = owner.is_none() && !view.members.is_empty();
+            if job.owner.as_ref() != owner || job.unplaceable != unplaceable {
+                let mut info = (**job).clone();
+                info.owner = owner.cloned();
+                info.unplaceable = unplaceable;
+                *job = Arc::new(info);
+            }
+        }
+    }
+
     /// A listing made from nothing.
     fn whole_listing(&mut self) -> Arc<JobListing> {
         let mut names = self.catalog.names();
         names.extend(self.local.keys().cloned());
-        let jobs = names
-            .iter()
-            .filter_map(|n| self.info(n).map(Arc::new))
-            .collect();
+        self.listing.constraints.clear();
+        let mut jobs = Vec::with_capacity(names.len());
+        for name in &names {
+            if let Some((info, constraints)) = self.placed_info(name) {
+                self.set_constraints(name, Some(&constraints));
+                jobs.push(Arc::new(info));
+            }
+        }
         self.listing.conflicts.clear();
         for name in &names {
             self.set_conflicts(name);
         }
-        self.listing.all = false;
+        self.listing.owners = false;
         self.listing.changed.clear();
         self.keep_listing(jobs)
     }
@@ -186,6 +220,18 @@ impl CatalogTask {
             self.listing.conflicts.remove(name);
         } else {
             self.listing.conflicts.insert(name.clone(), c);
+        }
+    }
+
+    /// Notes `name`'s placement constraints for placing it again (none: it has no entry).
+    fn set_constraints(&mut self, name: &JobId, constraints: Option<&Constraints>) {
+        match constraints {
+            Some(c) if !c.is_empty() => {
+                self.listing.constraints.insert(name.clone(), c.clone());
+            }
+            _ => {
+                self.listing.constraints.remove(name);
+            }
         }
     }
 
@@ -211,9 +257,14 @@ impl CatalogTask {
     }
 
     pub(super) fn info(&self, name: &JobId) -> Option<JobInfo> {
+        self.placed_info(name).map(|(info, _)| info)
+    }
+
+    /// [`Self::info`], and the placement constraints it was placed by.
+    fn placed_info(&self, name: &JobId) -> Option<(JobInfo, Constraints)> {
         if let Some(def) = self.local.get(name) {
             let (owner, unplaceable) = self.placed_owner(name, &def.constraints);
-            return Some(JobInfo {
+            let info = JobInfo {
                 name: name.clone(),
                 definition: def.to_raw(name),
                 source: Source::Local,
@@ -226,11 +277,12 @@ impl CatalogTask {
                     .register(&Key::Pause(name.clone()))
                     .map(|r| r.version.clone()),
                 conflicts: Vec::new(),
-            });
+            };
+            return Some((info, def.constraints.clone()));
         }
         let r = self.catalog.resolve(name)?;
         let (owner, unplaceable) = self.placed_owner(name, &r.def.constraints);
-        Some(JobInfo {
+        let info = JobInfo {
             name: name.clone(),
             definition: r.def.to_raw(name),
             source: r.source,
@@ -240,7 +292,8 @@ impl CatalogTask {
             paused: r.paused,
             pause_version: r.pause_version,
             conflicts: self.catalog.conflicts(name),
-        })
+        };
+        Some((info, r.def.constraints))
     }
 
     pub(super) async fn members(&self) -> Vec<MemberInfo> {
