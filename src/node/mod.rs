@@ -417,12 +417,12 @@ impl NodeBuilder {
             Some((thread, done)) => {
                 let config = gossip.clone();
                 let started = thread
-                    .spawn(async move { Cluster::spawn(&config, transport, events_tx).await })
+                    .spawn(async move { spawn_cluster(&config, transport, events_tx).await })
                     .await
                     .unwrap_or_else(|e| Err(anyhow::anyhow!("the gossip thread failed: {e}")));
                 (started, Some(done))
             }
-            None => (Cluster::spawn(&gossip, transport, events_tx).await, None),
+            None => (spawn_cluster(&gossip, transport, events_tx).await, None),
         };
         let cluster = cluster.map_err(|source| NodeError::Gossip {
             addr: config.listen_addr,
@@ -599,5 +599,33 @@ impl NodeBuilder {
             clock: handle_clock,
             clock_status,
         })
+    }
+}
+
+/// Starts gossip on the node's port. The id probe just had that port (see
+/// `cluster::probe`), and a bind right after it was seen to fail now and then with
+/// "Address already in use" in tests/catalog.rs, the port free again a moment later: a
+/// failed bind is tried again for up to a second, then reported. Any other error is
+/// reported at once.
+async fn spawn_cluster(
+    config: &crate::cluster::GossipConfig,
+    transport: Arc<GossipTransport>,
+    events: mpsc::UnboundedSender<crate::cluster::Event>,
+) -> anyhow::Result<Cluster> {
+    let in_use = |e: &anyhow::Error| {
+        e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+        })
+    };
+    let mut tries = 0;
+    loop {
+        match Cluster::spawn(config, transport.clone(), events.clone()).await {
+            Err(e) if in_use(&e) && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            result => return result,
+        }
     }
 }
