@@ -574,3 +574,74 @@ async fn a_catalog_that_settles_is_packed_and_nothing_else_changes() {
         n.shutdown().await;
     }
 }
+
+/// Every entry of `node`'s listing is what the node makes of that job anew, and its owner
+/// is the node's owner of it.
+async fn listing_is_made_anew(node: &NodeHandle) -> bool {
+    let listed = node.catalog().jobs().await.unwrap();
+    for info in &listed {
+        let anew = node.catalog().job(info.name.as_str()).await.unwrap();
+        if *info != anew || info.owner != node.owner_of(info.name.as_str()) {
+            return false;
+        }
+    }
+    !listed.is_empty()
+}
+
+/// After a membership change, a node places its kept listing's jobs again and makes only
+/// the entries whose owner moved (issue 15, `GET /v1/jobs` right after a membership
+/// change): the listing is still what the node makes of each job anew, with owners of the
+/// new view, when a node joins and when it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listing_after_a_membership_change_shows_the_owners_of_the_new_view() {
+    let ps = peers(["a", "b", "c"]);
+    let a = start(&ps[0], &ps, None, vec![]).await;
+    let b = start(&ps[1], &ps, None, vec![]).await;
+    all_see(&[&a, &b], 2).await;
+    for i in 0..60 {
+        a.catalog()
+            .put_job(raw(&format!("j-{i:02}"), "0 0 0 1 1 *", "true"))
+            .await
+            .unwrap();
+    }
+    a.catalog().pause_job("j-07").await.unwrap();
+    eventually(15, "a lists the 60 jobs, owned", async || {
+        let s = summary(&a).await;
+        (s.len() == 60 && s.iter().all(|j| j.1.is_some())).then_some(())
+    })
+    .await;
+    let c = start(&ps[2], &ps, None, vec![]).await;
+    eventually(15, "a sees c join", async || {
+        (a.members().len() == 3).then_some(())
+    })
+    .await;
+    // The listing follows the view within moments (the catalog task hears of it).
+    eventually(10, "a's listing follows c's join", async || {
+        listing_is_made_anew(&a).await.then_some(())
+    })
+    .await;
+    let owned_by_c = summary(&a)
+        .await
+        .iter()
+        .filter(|j| j.1.as_deref() == Some("c"))
+        .count();
+    assert!(owned_by_c > 0, "c owns some of the 60 jobs in a's listing");
+    c.shutdown().await;
+    eventually(15, "a sees c leave", async || {
+        (a.members().len() == 2).then_some(())
+    })
+    .await;
+    eventually(10, "a's listing follows c's leave", async || {
+        listing_is_made_anew(&a).await.then_some(())
+    })
+    .await;
+    assert!(
+        summary(&a)
+            .await
+            .iter()
+            .all(|j| j.1.as_deref() != Some("c"))
+    );
+    for n in [a, b] {
+        n.shutdown().await;
+    }
+}
