@@ -510,10 +510,12 @@ async fn two_processes_files_that_disagree_are_reported_and_one_definition_runs_
         Peer::new(root.path(), "c"),
     );
     let out = root.path().join("runs");
-    // Each definition appends its tag and the slot: `A <slot>` or `B <slot>`.
+    // Each definition appends its tag and the slot: `A <slot>` or `B <slot>`. Runs may
+    // overlap: under `forbid` a slot may be skipped behind the late catch-up runs of a
+    // node that just started (documented; CI saw it once), and this test is about drift.
     let drift = |tag: &str| {
         format!(
-            "[[jobs]]\nname = \"drift\"\nschedule = \"@every 1s\"\ncommand = \"echo {tag} $STARLING_SCHEDULED_AT_MS >> {}\"\n",
+            "[[jobs]]\nname = \"drift\"\nschedule = \"@every 1s\"\noverlap = \"allow\"\ncommand = \"echo {tag} $STARLING_SCHEDULED_AT_MS >> {}\"\n",
             out.display()
         )
     };
