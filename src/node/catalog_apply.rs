@@ -10,18 +10,113 @@
 //! not run the request again; a request nobody claims is dropped after the catalog's
 //! request lifetime. The run ignores the job's overlap policy (it was asked for
 //! explicitly), carries the request's fire id, and has the request's time as its slot.
+//!
+//! # Log lines
+//!
+//! Each job added, updated, paused, resumed or removed is logged at INFO, up to
+//! [`LOGGED_PER_WINDOW`] in [`LOG_WINDOW`] from the first; the rest go to DEBUG, and one
+//! INFO line counts them by kind once the window is over (a node joining a cluster of
+//! 10,000 jobs logged 10,000 lines, in batches too small to count by batch).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::catalog::{CatalogCmd, PlanUpdate};
 use super::run::{Prepared, RUN_ENDED, Retry, RunGuard, RunInput};
 use super::runtime::Runtime;
 use crate::core::types::{FireId, UnixMillis};
 use crate::exec::{BoxFuture, RunContext};
+
+/// How many job changes of one window are logged one by one at INFO (see the module docs).
+pub(super) const LOGGED_PER_WINDOW: u64 = 16;
+/// How long the window of [`LOGGED_PER_WINDOW`] lasts, from its first change.
+pub(super) const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// What happened to a job, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Change {
+    Added,
+    Updated,
+    Paused,
+    Resumed,
+    Removed,
+}
+
+impl Change {
+    const NAMES: [&'static str; 5] = ["added", "updated", "paused", "resumed", "removed"];
+
+    fn line(self) -> &'static str {
+        match self {
+            Self::Added => "catalog job added",
+            Self::Updated => "catalog job updated",
+            Self::Paused => "catalog job paused",
+            Self::Resumed => "catalog job resumed",
+            Self::Removed => "catalog job removed",
+        }
+    }
+}
+
+/// The log of job changes (see the module docs): the first [`LOGGED_PER_WINDOW`] of a
+/// window at INFO, the rest counted for one summary line.
+#[derive(Debug, Default)]
+pub(super) struct ChangeLog {
+    /// When the current window began; `None` before its first change.
+    since: Option<UnixMillis>,
+    logged: u64,
+    /// Not logged at INFO, by kind (the order of [`Change::NAMES`]).
+    quiet: [u64; 5],
+}
+
+impl ChangeLog {
+    /// Logs `change` of `job` at INFO, or at DEBUG once the window logged its share.
+    fn note(&mut self, now: UnixMillis, change: Change, job: &str, paused: bool) {
+        self.end_window(now);
+        self.since.get_or_insert(now);
+        if self.logged < LOGGED_PER_WINDOW {
+            self.logged += 1;
+            info!(job, paused, "{}", change.line());
+        } else {
+            self.quiet[change as usize] += 1;
+            debug!(job, paused, "{}", change.line());
+        }
+    }
+
+    /// Once the window is over: logs the count of what it did not log one by one, if
+    /// anything, and starts a new window at the next change. The loop calls it each turn.
+    pub(super) fn end_window(&mut self, now: UnixMillis) {
+        let over = self
+            .since
+            .is_some_and(|since| now >= since.saturating_add(LOG_WINDOW));
+        if !over {
+            return;
+        }
+        if let Some(line) = self.summary() {
+            info!("{line}");
+        }
+        *self = Self::default();
+    }
+
+    /// The count of the changes not logged one by one, if any.
+    fn summary(&self) -> Option<String> {
+        let total: u64 = self.quiet.iter().sum();
+        (total > 0).then(|| {
+            let parts: Vec<String> = Change::NAMES
+                .iter()
+                .zip(self.quiet)
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            format!(
+                "{total} more catalog changes, not logged one by one (DEBUG logs them): {}",
+                parts.join(", ")
+            )
+        })
+    }
+}
 
 impl Runtime {
     /// Applies one change from the catalog task.
@@ -42,18 +137,27 @@ impl Runtime {
                 match spec {
                     Some(spec) if !known => {
                         match self.planner.add_catalog_job(now, spec, floor, paused) {
-                            Ok(()) => info!(job = %name, paused, "catalog job added"),
+                            Ok(()) => {
+                                self.change_log
+                                    .note(now, Change::Added, name.as_str(), paused)
+                            }
                             Err(e) => warn!(job = %name, error = %e, "catalog job not added"),
                         }
                     }
                     Some(spec) => {
                         self.planner.update_job(now, spec);
                         self.planner.set_paused(now, &name, paused, floor);
-                        info!(job = %name, paused, "catalog job updated");
+                        self.change_log
+                            .note(now, Change::Updated, name.as_str(), paused);
                     }
                     None => {
                         self.planner.set_paused(now, &name, paused, floor);
-                        info!(job = %name, paused, "catalog job {}", if paused { "paused" } else { "resumed" });
+                        let change = if paused {
+                            Change::Paused
+                        } else {
+                            Change::Resumed
+                        };
+                        self.change_log.note(now, change, name.as_str(), paused);
                     }
                 }
                 if placement {
@@ -62,7 +166,8 @@ impl Runtime {
             }
             PlanUpdate::Remove(name) => {
                 if self.planner.remove_job(&name) {
-                    info!(job = %name, "catalog job removed");
+                    self.change_log
+                        .note(now, Change::Removed, name.as_str(), false);
                 }
                 if self.unplaceable.contains(&name) {
                     self.check_unplaceable(now);
@@ -176,5 +281,50 @@ impl Runtime {
             self.stats.cancelled += 1;
             info!(fire_id = %id, "run cancelled on request");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_logs_its_first_changes_and_counts_the_rest_by_kind() {
+        let mut log = ChangeLog::default();
+        let t0 = UnixMillis(1_000_000);
+        for i in 0..LOGGED_PER_WINDOW {
+            log.note(t0, Change::Added, &format!("j{i}"), false);
+        }
+        assert_eq!(log.summary(), None, "every change so far was logged");
+        for i in 0..10 {
+            log.note(
+                t0.saturating_add(Duration::from_secs(1)),
+                Change::Added,
+                &format!("k{i}"),
+                false,
+            );
+        }
+        log.note(t0, Change::Removed, "gone", false);
+        log.note(t0, Change::Paused, "p", true);
+        let counted = "12 more catalog changes, not logged one by one (DEBUG logs them): \
+                       10 added, 1 paused, 1 removed";
+        assert_eq!(log.summary().as_deref(), Some(counted));
+        // Not over yet: still counted.
+        log.end_window(t0.saturating_add(LOG_WINDOW - Duration::from_millis(1)));
+        assert_eq!(log.summary().as_deref(), Some(counted));
+        // Over: the count is logged and a new window logs again.
+        log.end_window(t0.saturating_add(LOG_WINDOW));
+        assert_eq!(log.summary(), None);
+        log.note(
+            t0.saturating_add(LOG_WINDOW * 2),
+            Change::Updated,
+            "u",
+            false,
+        );
+        assert_eq!(
+            (log.logged, log.summary()),
+            (1, None),
+            "a new window logs again"
+        );
     }
 }

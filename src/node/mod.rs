@@ -568,6 +568,7 @@ impl NodeBuilder {
             catalog_cmd: catalog_tx.clone(),
             requests: started.requests,
             unplaceable: crate::core::unplaceable::Unplaceable::new(),
+            change_log: Default::default(),
         };
         let task = match scheduler {
             Some((thread, done)) => thread.spawn(async move {

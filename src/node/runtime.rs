@@ -105,6 +105,8 @@ pub(super) struct Runtime {
     pub(super) requests: BTreeMap<FireId, (JobId, UnixMillis)>,
     /// Jobs no live member may own, and the slots of theirs this node reports.
     pub(super) unplaceable: Unplaceable,
+    /// The log of catalog job changes (see `catalog_apply.rs`).
+    pub(super) change_log: super::catalog_apply::ChangeLog,
 }
 
 impl Drop for Runtime {
@@ -170,6 +172,7 @@ impl Runtime {
             self.start_requests(now);
             self.announce_due(now);
             self.report_unplaceable(now);
+            self.change_log.end_window(now);
             if now >= next_lonely_check {
                 next_lonely_check = now.saturating_add(LONELY_WARN_EVERY);
                 if self.cluster().known_peers().await == 0 {
