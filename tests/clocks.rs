@@ -137,7 +137,18 @@ fn a_wall_clock_stepped_30_s_forward_and_back_runs_no_slot_twice_and_misses_none
             problems.push(format!("{}'s log lacks {needle:?}", NAMES[victim]));
         }
     }
-    problems.extend(lines_with(&c, "slot skipped"));
+    // Skips of the window's slots only: before it, a node that has just started may
+    // rightly skip a `forbid` slot behind its start-up catch-up (documented; seen here
+    // under load at the second after the start, with the window 2 s later).
+    let in_window: Vec<String> = (window_start..=window_end)
+        .step_by(1000)
+        .map(|s| format!(" slot={}", UnixMillis(s)))
+        .collect();
+    problems.extend(
+        lines_with(&c, "slot skipped")
+            .into_iter()
+            .filter(|l| in_window.iter().any(|s| l.contains(s.as_str()))),
+    );
     // Jobs the other two own with all three members never change owner.
     let epochs = read_epochs(&c);
     for i in (0..3).filter(|&i| i != victim) {
