@@ -186,13 +186,11 @@ pub fn read_runs(path: &Path) -> BTreeMap<(String, i64), Vec<String>> {
     m
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a node to bind later: from
+/// [`free_port`]'s range, not port 0's (the ephemeral range, where a client socket of a
+/// test running at the same time may take it first).
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_port()
 }
 
 /// `GET path` over plain HTTP/1.1 to 127.0.0.1:`port` (no token): the body, or `None`
