@@ -67,9 +67,28 @@ async fn every_outcome_is_recorded_with_its_details_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let node = start(&data).await;
-    // Startup delay (1 s), then three slots of each job, the last of them ended.
-    tokio::time::sleep(Duration::from_millis(4_800)).await;
-    let runs = node.history().query(None, 1000);
+    // Startup delay (1 s), then a few slots of each job, until every outcome below is
+    // recorded (bounded: 30 s). A fixed 4.8 s was too short on a loaded machine.
+    let want = [
+        ("ok", RunOutcome::Ok),
+        ("fails", RunOutcome::Failed),
+        ("slow", RunOutcome::TimedOut),
+        ("replaced", RunOutcome::Cancelled),
+        ("forbidden", RunOutcome::SkippedByOverlap),
+        ("forbidden", RunOutcome::Ok),
+    ];
+    let mut runs = Vec::new();
+    for _ in 0..300 {
+        runs = node.history().query(None, 1000);
+        let seen = |(job, outcome): &(&str, RunOutcome)| {
+            runs.iter()
+                .any(|r| r.job.as_str() == *job && r.outcome == *outcome)
+        };
+        if want.iter().all(seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let ok = first(&runs, "ok", RunOutcome::Ok);
     assert_eq!(ok.stdout_tail, "hello from solo\n");
