@@ -218,8 +218,16 @@ async fn a_panicking_or_failing_job_does_not_take_the_node_down() {
         .start()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
-    let stats = node.stats().await;
+    // Until the healthy job ran 3 times and both broken ones failed twice each (bounded:
+    // 30 s). A fixed 3.5 s was too short on a loaded machine.
+    let mut stats = node.stats().await;
+    for _ in 0..300 {
+        stats = node.stats().await;
+        if log.lock().unwrap().len() >= 3 && stats.failed >= 4 && stats.fired >= 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     node.shutdown().await;
     let works = log.lock().unwrap().len();
     assert!(works >= 3, "the healthy job ran {works} times");
