@@ -13,7 +13,9 @@ use std::time::Duration;
 use starling::UnixMillis;
 
 mod common;
-use common::trio::{NAMES, Trio, after, now, owned_by, slot_problems};
+use common::trio::{
+    NAMES, Trio, after, now, owned_by, skipped_behind_a_running_run_line, slot_problems,
+};
 use common::{ceil_second, floor_second, read_runs, sleep_until};
 
 const JOBS: usize = 8;
@@ -83,19 +85,6 @@ fn read_epochs(c: &Trio) -> BTreeMap<(String, String), std::collections::BTreeSe
     m
 }
 
-/// Lines of every peer's log that contain `needle`.
-fn lines_with(c: &Trio, needle: &str) -> Vec<String> {
-    (0..3)
-        .flat_map(|i| {
-            c.log(i)
-                .lines()
-                .filter(|l| l.contains(needle))
-                .map(|l| format!("{}: {l}", NAMES[i]))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 /// The wall clock of the peer that owns the most jobs is stepped 30 s forward (an NTP
 /// step), then 30 s back: it finds itself off its peers' median by more than the bound,
 /// owns nothing until it is back, and the others run its slots. No slot runs twice or goes
@@ -144,11 +133,18 @@ fn a_wall_clock_stepped_30_s_forward_and_back_runs_no_slot_twice_and_misses_none
         .step_by(1000)
         .map(|s| format!(" slot={}", UnixMillis(s)))
         .collect();
-    problems.extend(
-        lines_with(&c, "slot skipped")
-            .into_iter()
-            .filter(|l| in_window.iter().any(|s| l.contains(s.as_str()))),
-    );
+    // A skip behind a run that was really still running (it outlasted a second on a loaded
+    // machine) is `forbid` doing its job; its slot is excused by slot_problems too.
+    for (i, name) in NAMES.iter().enumerate() {
+        let log = c.log(i);
+        problems.extend(
+            log.lines()
+                .filter(|l| l.contains("slot skipped"))
+                .filter(|l| in_window.iter().any(|s| l.contains(s.as_str())))
+                .filter(|l| !skipped_behind_a_running_run_line(&c, &log, l))
+                .map(|l| format!("{name}: {l}")),
+        );
+    }
     // Jobs the other two own with all three members never change owner.
     let epochs = read_epochs(&c);
     for i in (0..3).filter(|&i| i != victim) {
