@@ -221,13 +221,19 @@ async fn an_api_job_runs_on_its_owner_outlives_its_acceptor_and_stops_when_delet
     // 4. Deleted through c: it stops everywhere.
     c.catalog().delete_job("dyn").await.unwrap();
     let deleted = now();
-    eventually(5, "b forgets dyn", async || {
-        matches!(b.catalog().job("dyn").await, Err(CatalogError::NotFound(_))).then_some(())
-    })
-    .await;
+    for n in [&b, &c] {
+        eventually(5, "b and c forget dyn", async || {
+            matches!(n.catalog().job("dyn").await, Err(CatalogError::NotFound(_))).then_some(())
+        })
+        .await;
+    }
+    // Slots up to 1 s after the delete may still run, or until both survivors were seen
+    // to have forgotten it, if gossip took longer on a loaded machine; none later.
+    let forgotten = now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let runs = by_slot(&out, "dyn");
-    let after: Vec<&i64> = runs.keys().filter(|s| **s > deleted.0 + 1_000).collect();
+    let last = (deleted.0 + 1_000).max(forgotten.0);
+    let after: Vec<&i64> = runs.keys().filter(|s| **s > last).collect();
     assert!(after.is_empty(), "dyn ran after its delete: {after:?}");
     assert_once_per_slot(&runs);
     b.shutdown().await;
