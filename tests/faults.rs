@@ -90,7 +90,9 @@ fn a_duplicate_node_id_exits_non_zero_and_disturbs_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let exited = now();
-    impostor.0 = None;
+    // Killed (and reaped) here should it still run: forgetting the child would let it
+    // outlive the test, running the held node's jobs.
+    drop(impostor);
     sleep_until(after(exited, 4_000));
     let window_end = floor_second(now()) - 2_000;
     let after_it = changes(&c);
