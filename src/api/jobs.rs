@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::catalog::{CatalogError, Source};
+use crate::catalog::{CatalogError, Conflict, Source};
 use crate::core::job::RawJob;
 use crate::core::schedule::{Schedule, parse_timezone};
 use crate::core::types::{FireId, UnixMillis};
@@ -170,7 +170,7 @@ fn owner_fields(info: &JobInfo) -> Result<Vec<u8>, ApiError> {
 /// next)` serializes, in three pieces (head, owner, tail), and returns where the owner's
 /// fields are in what it wrote. After a membership change about a third of a big
 /// catalog's jobs change owner and nothing else: their entries are then made from their
-/// old bytes with the owner's replaced ([`owner_moved`]), not serialized again (issue 15:
+/// old bytes with the owner's replaced ([`same_but_owner`]), not serialized again (issue 15:
 /// `GET /v1/jobs` right after a membership change, p99 < 50 ms).
 fn write_entry(
     body: &mut Vec<u8>,
@@ -194,14 +194,14 @@ fn write_entry(
     body.extend_from_slice(&object_inside(&EntryTail {
         paused: info.paused,
         next,
-        conflicts: conflicts(info),
+        conflicts: conflicts(&info.conflicts),
     })?);
     body.push(b'}');
     Ok(owner_start..owner_end)
 }
 
-/// Whether `new` is `old` but for its owner (and whether it is unplaceable).
-fn owner_moved(old: &JobInfo, new: &JobInfo) -> bool {
+/// Whether `new` is `old`, but for its owner (and whether it is unplaceable) maybe.
+fn same_but_owner(old: &JobInfo, new: &JobInfo) -> bool {
     // Every field named: a field added to `JobInfo` must be placed here.
     let JobInfo {
         name,
@@ -223,8 +223,8 @@ fn owner_moved(old: &JobInfo, new: &JobInfo) -> bool {
         && *conflicts == new.conflicts
 }
 
-fn conflicts(info: &JobInfo) -> Vec<serde_json::Value> {
-    info.conflicts
+fn conflicts(conflicts: &[Conflict]) -> Vec<serde_json::Value> {
+    conflicts
         .iter()
         .filter_map(|c| serde_json::to_value(c).ok())
         .collect()
@@ -252,7 +252,7 @@ fn view(info: JobInfo, now: UnixMillis, n: usize, cache: &mut NextSlots) -> JobV
 
 /// A job as the API shows it, with `next` as its next slots.
 fn view_with(info: JobInfo, next: Vec<String>) -> JobView {
-    let conflicts = conflicts(&info);
+    let conflicts = conflicts(&info.conflicts);
     JobView {
         name: info.name.to_string(),
         source: source(&info.source),
@@ -351,18 +351,19 @@ fn jobs_page(
         while old.get(o).is_some_and(|e| e.info.name < info.name) {
             o += 1;
         }
-        let same_next = |e: &&PageEntry| e.next.is_none_or(|n| now < n);
-        let kept = old
-            .get(o)
-            .filter(|e| e.info.name == info.name)
-            .filter(same_next);
+        // The last answer's part for this job, when it shows this entry but for its owner
+        // at most, and its next slot has not come.
+        let kept = old.get(o).filter(|e| {
+            (Arc::ptr_eq(&e.info, info) || same_but_owner(&e.info, info))
+                && e.next.is_none_or(|n| now < n)
+        });
         let start = body.len();
         let (next, owner_at) = match kept {
-            Some(e) if Arc::ptr_eq(&e.info, info) || e.info == *info => {
+            Some(e) if e.info.owner == info.owner && e.info.unplaceable == info.unplaceable => {
                 body.extend_from_slice(&e.json);
                 (e.next, e.owner_at.clone())
             }
-            Some(e) if owner_moved(&e.info, info) => {
+            Some(e) => {
                 let fields = owner_fields(info)?;
                 body.extend_from_slice(&e.json[..e.owner_at.start]);
                 body.extend_from_slice(&fields);
@@ -386,12 +387,7 @@ fn jobs_page(
         spans.push((info.clone(), next, start..body.len(), owner_at));
     }
     body.extend_from_slice(b"],\"conflicts\":");
-    let conflicts: Vec<serde_json::Value> = listing
-        .conflicts
-        .iter()
-        .filter_map(|c| serde_json::to_value(c).ok())
-        .collect();
-    serde_json::to_writer(&mut body, &conflicts).map_err(internal)?;
+    serde_json::to_writer(&mut body, &conflicts(&listing.conflicts)).map_err(internal)?;
     body.push(b'}');
     let body = Bytes::from(body);
     let entries = spans

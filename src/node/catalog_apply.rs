@@ -47,16 +47,11 @@ pub(super) enum Change {
 }
 
 impl Change {
+    /// Each kind's word, in the order of the variants.
     const NAMES: [&'static str; 5] = ["added", "updated", "paused", "resumed", "removed"];
 
-    fn line(self) -> &'static str {
-        match self {
-            Self::Added => "catalog job added",
-            Self::Updated => "catalog job updated",
-            Self::Paused => "catalog job paused",
-            Self::Resumed => "catalog job resumed",
-            Self::Removed => "catalog job removed",
-        }
+    fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
     }
 }
 
@@ -78,10 +73,10 @@ impl ChangeLog {
         self.since.get_or_insert(now);
         if self.logged < LOGGED_PER_WINDOW {
             self.logged += 1;
-            info!(job, paused, "{}", change.line());
+            info!(job, paused, "catalog job {}", change.name());
         } else {
             self.quiet[change as usize] += 1;
-            debug!(job, paused, "{}", change.line());
+            debug!(job, paused, "catalog job {}", change.name());
         }
     }
 

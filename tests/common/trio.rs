@@ -183,37 +183,6 @@ impl Trio {
         lines
     }
 
-    /// Whether a peer logged that it skipped `job`'s slot `slot` behind a run of the job
-    /// on another node that `runs` holds (see [`slot_problems`]).
-    pub fn skipped_behind_a_recorded_run(&self, job: &str, slot: i64, runs: &Runs) -> bool {
-        let (job_field, slot_field) =
-            (format!("job={job} "), format!("slot={} ", UnixMillis(slot)));
-        self.logs.iter().flatten().any(|path| {
-            read(path).lines().any(|l| {
-                if !(l.contains(SKIPPED_BEHIND_ANOTHER_NODE)
-                    && l.contains(&job_field)
-                    && l.contains(&slot_field))
-                {
-                    return false;
-                }
-                // `running=slot <time> on <node>`: that run must be on record, by that node.
-                let Some(running) = l.split("running=slot ").nth(1) else {
-                    return false;
-                };
-                let mut words = running.split_whitespace();
-                let (Some(at), Some("on"), Some(node)) = (words.next(), words.next(), words.next())
-                else {
-                    return false;
-                };
-                let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) else {
-                    return false;
-                };
-                runs.get(&(job.to_string(), at.timestamp_millis()))
-                    .is_some_and(|ran| ran.iter().any(|n| n == node))
-            })
-        })
-    }
-
     pub fn log_paths(&self) -> String {
         self.logs
             .iter()
@@ -247,23 +216,16 @@ pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
-/// The log line of a slot skipped because a run of its job on another node was announced
-/// as still running (`overlap = forbid`, the jobs' default).
-const SKIPPED_BEHIND_ANOTHER_NODE: &str =
-    "slot skipped: the previous run is still running (overlap = forbid)";
-
 /// Every slot of every job in `[from, to]` that did not run exactly once, each followed by
 /// the peers' log lines about that slot.
 ///
-/// A slot no node ran is not a problem when a node logged that it skipped it because the
-/// job's previous run, on another node, was announced as still running, and that run is
-/// in `runs`: the documented `forbid` rule, judged on what gossip said at the slot (the
-/// announcement's end can be a gossip round late). CI saw it after a SIGSTOP: the
-/// interim owner's run of slot 27 took 789 ms on the loaded machine, and the resumed
-/// owner skipped slot 28 at 28.05 s, the end not yet heard of. Nor is a slot a node
-/// skipped behind a run of its own that was still running ([`skipped_behind_a_running_run`]).
-/// A slot skipped behind a run that is not in `runs`, or for any other reason, is still a
-/// problem.
+/// A slot no node ran is not a problem when a node logged that it skipped it under
+/// `forbid` behind a run that was really running ([`skipped_behind_a_running_run`]): a run
+/// of its own whose end it logged later, or another node's run that node logged (its end
+/// can be gossiped a round late). CI saw the second after a SIGSTOP: the interim owner's
+/// run of slot 27 took 789 ms on the loaded machine, and the resumed owner skipped slot 28
+/// at 28.05 s, the end not yet heard of. A slot skipped behind a run that had ended or
+/// never ran, or for any other reason, is still a problem.
 pub fn slot_problems(c: &Trio, runs: &Runs, from: i64, to: i64) -> Vec<String> {
     let mut problems = Vec::new();
     for j in 0..c.job_count {
@@ -271,10 +233,7 @@ pub fn slot_problems(c: &Trio, runs: &Runs, from: i64, to: i64) -> Vec<String> {
         let mut s = from;
         while s <= to {
             let nodes = runs.get(&(job.clone(), s)).cloned().unwrap_or_default();
-            if nodes.is_empty()
-                && (c.skipped_behind_a_recorded_run(&job, s, runs)
-                    || skipped_behind_a_running_run(c, &job, UnixMillis(s)))
-            {
+            if nodes.is_empty() && skipped_behind_a_running_run(c, &job, UnixMillis(s)) {
                 s += 1000;
                 continue;
             }
@@ -297,8 +256,7 @@ pub fn slot_problems(c: &Trio, runs: &Runs, from: i64, to: i64) -> Vec<String> {
 /// really still running: one of its logs has the skip, naming that run, and the run's end
 /// comes later in the same log. That is `forbid` doing its job when a run outlasted a
 /// second: `echo` runs took 2 s on this 2-core machine at load 15, and churn failed with
-/// the next slot "MISSING". A skip behind a run that had ended is not excused (a skip
-/// behind another node's run is [`Trio::skipped_behind_a_recorded_run`]'s).
+/// the next slot "MISSING". A skip behind a run that had ended is not excused.
 pub fn skipped_behind_a_running_run(c: &Trio, job: &str, slot: UnixMillis) -> bool {
     let (job, slot) = (format!(" job={job} "), format!(" slot={slot} "));
     c.logs.iter().flatten().any(|path| {
@@ -313,7 +271,7 @@ pub fn skipped_behind_a_running_run(c: &Trio, job: &str, slot: UnixMillis) -> bo
 /// run it names, when this node's (`slot <slot> here`, or a late run's slot alone), ended
 /// (its `run succeeded` or `run failed` line) after that line; when another node's
 /// (`slot <slot> on <node>`), it is in that node's logs (its end may be gossiped a round
-/// after it, as [`Trio::skipped_behind_a_recorded_run`] says).
+/// after it, see [`slot_problems`]).
 pub fn skipped_behind_a_running_run_line(c: &Trio, log: &str, skip: &str) -> bool {
     let Some((_, running)) = skip.split_once(" running=") else {
         return false;
