@@ -12,6 +12,7 @@ use super::catalog::CatalogTask;
 use crate::catalog::{Conflict, Key, Source, Version};
 use crate::core::job::RawJob;
 use crate::core::placement::Constraints;
+use crate::core::planner::View;
 use crate::core::types::{JobId, NodeId};
 
 /// One job as the catalog shows it (what `GET /v1/jobs/{name}` answers).
@@ -180,9 +181,7 @@ impl CatalogTask {
         let view = self.view.borrow();
         for job in jobs.iter_mut() {
             let constraints = self.listing.constraints.get(&job.name).unwrap_or(&none);
-            let owner =
-                crate::core::owner::owner_placed(&job.name, constraints, view.placed_members());
-            let unplaceable = owner.is_none() && !view.members.is_empty();
+            let (owner, unplaceable) = place(&view, &job.name, constraints);
             if job.owner.as_ref() != owner || job.unplaceable != unplaceable {
                 let mut info = (**job).clone();
                 info.owner = owner.cloned();
@@ -250,10 +249,8 @@ impl CatalogTask {
     /// whether it is unplaceable (members, but none that satisfies them).
     fn placed_owner(&self, name: &JobId, constraints: &Constraints) -> (Option<NodeId>, bool) {
         let view = self.view.borrow();
-        let owner =
-            crate::core::owner::owner_placed(name, constraints, view.placed_members()).cloned();
-        let unplaceable = owner.is_none() && !view.members.is_empty();
-        (owner, unplaceable)
+        let (owner, unplaceable) = place(&view, name, constraints);
+        (owner.cloned(), unplaceable)
     }
 
     pub(super) fn info(&self, name: &JobId) -> Option<JobInfo> {
@@ -342,4 +339,15 @@ impl CatalogTask {
             })
             .collect()
     }
+}
+
+/// The owner of a job with `constraints` in `view`, the planner's way; and whether it is
+/// unplaceable (members, but none that satisfies them).
+fn place<'v>(
+    view: &'v View,
+    name: &JobId,
+    constraints: &Constraints,
+) -> (Option<&'v NodeId>, bool) {
+    let owner = crate::core::owner::owner_placed(name, constraints, view.placed_members());
+    (owner, owner.is_none() && !view.members.is_empty())
 }
